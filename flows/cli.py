@@ -1,0 +1,221 @@
+"""The ``edgetune`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from operators.config import Settings, load_settings
+
+log = logging.getLogger("edgetune")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration (overrides EDGETUNE_* variables and --config)")
+    g.add_argument("--config", type=Path, help="YAML file with settings (see `edgetune config`).")
+    g.add_argument("--seed", type=int, dest="seed")
+    g.add_argument("--policy", dest="buffer.policy", choices=["sdss", "random", "fifo", "reservoir", "kcenter"])
+    g.add_argument("--capacity", type=int, dest="buffer.capacity", help="Buffer samples per user (default 64).")
+    g.add_argument("--dup-threshold", type=float, dest="buffer.dup_threshold")
+    g.add_argument("--embedder", dest="embed.kind", choices=["lm", "minilm"])
+    g.add_argument("--max-tokens", type=int, dest="embed.max_tokens")
+    g.add_argument("--batch-size", type=int, dest="embed.batch_size")
+    g.add_argument("--model", dest="model.lm", help="'smollm2-135m-instruct' (default), 'tiny-random', or a local model dir.")
+    g.add_argument("--lexicons", type=Path, dest="scoring.lexicons", help="Folder of <domain>.txt word lists.")
+    g.add_argument("--out", type=Path, dest="output.dir", help="Output folder (default ./edgetune-out).")
+    g.add_argument("--metrics-port", type=int, dest="metrics.port", help="Prometheus port on 127.0.0.1; 0 disables.")
+    g.add_argument("--max-chars", type=int, dest="max_chars")
+    g.add_argument("--workers", type=int, dest="workers")
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("replay source")
+    g.add_argument("path", nargs="?", type=Path, help="File to replay; omit to use --dataset.")
+    g.add_argument("--dataset", dest="source.dataset", choices=["sharegpt", "chitchat"], help="Bundled offline dataset (default sharegpt).")
+    g.add_argument("--format", dest="source.format", choices=["auto", "jsonl", "json", "parquet"])
+    g.add_argument("--users", type=int, dest="source.users", help="Split records without user ids into this many users.")
+    g.add_argument("--split", dest="source.split", choices=["round_robin", "topic", "hash", "field"])
+    g.add_argument("--limit", type=int, dest="source.limit", help="Replay at most this many records.")
+    g.add_argument("--all", action="store_true", help="Replay the whole source (no limit).")
+    g.add_argument("--rate", type=float, dest="source.rate", help="Events per second (default: as fast as possible).")
+
+
+def _kafka_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("kafka")
+    g.add_argument("--kafka", dest="kafka.brokers", metavar="BROKERS", help="Bootstrap servers, e.g. 127.0.0.1:9092.")
+    g.add_argument("--events-topic", dest="kafka.events_topic")
+    g.add_argument("--dead-letter-topic", dest="kafka.dead_letter_topic")
+    g.add_argument("--starting", dest="kafka.starting", choices=["earliest", "latest"])
+    g.add_argument("--idle-stop", type=float, dest="kafka.idle_stop_s", metavar="SECONDS", help="Stop after this long without new messages.")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("execution")
+    g.add_argument("--recovery-dir", type=Path, help="Bytewax recovery store: resume state and offsets from the last run.")
+    g.add_argument("--epoch-seconds", type=float, default=10.0, help="Checkpoint interval when --recovery-dir is set.")
+    g.add_argument("--no-progress", action="store_true", help="No progress bar.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgetune", description="On-device LLM personalization as a stream: select, annotate, synthesize, fine-tune.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("config", help="Print the effective configuration as YAML.")
+    _common(p)
+    _source_args(p)
+    _kafka_args(p)
+
+    p = sub.add_parser("replay", help="Replay a file or bundled dataset through the selection stream.")
+    _common(p)
+    _source_args(p)
+    _run_args(p)
+
+    p = sub.add_parser("run", help="Consume events from Kafka through the selection stream.")
+    _common(p)
+    _kafka_args(p)
+    _run_args(p)
+
+    p = sub.add_parser("summary", help="Summarise an output folder (decision log, dead letters, buffers).")
+    p.add_argument("out", type=Path, nargs="?", default=Path("edgetune-out"))
+    return parser
+
+
+_NOT_SETTINGS = {"command", "config", "verbose", "path", "all", "recovery_dir", "epoch_seconds", "no_progress", "out"}
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
+    if getattr(args, "path", None) is not None:
+        overrides["source.path"] = args.path
+    settings = load_settings(args.config, **overrides)
+    if getattr(args, "all", False):  # None overrides are ignored, so "no limit" is set here
+        settings = settings.model_copy(update={"source": settings.source.model_copy(update={"limit": None})})
+    return settings
+
+
+def _execute(flow: Any, settings: Settings, args: argparse.Namespace) -> None:
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.testing import run_main
+
+    recovery = None
+    if args.recovery_dir is not None:
+        if not any(args.recovery_dir.glob("*.sqlite3")):
+            args.recovery_dir.mkdir(parents=True, exist_ok=True)
+            init_db_dir(args.recovery_dir, 1)
+        recovery = RecoveryConfig(str(args.recovery_dir))
+    epoch = timedelta(seconds=args.epoch_seconds)
+    if settings.workers == 1:
+        run_main(flow, epoch_interval=epoch, recovery_config=recovery)
+    else:
+        from bytewax.run import cli_main
+
+        cli_main(flow, workers_per_process=settings.workers, epoch_interval=epoch, recovery_config=recovery)
+
+
+def _progress_bar(settings: Settings, args: argparse.Namespace, total: int | None):
+    if args.no_progress or not sys.stderr.isatty():
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="ev", desc="select", file=sys.stderr)
+    return bar, lambda: bar.update(1)
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from flows.selection import build_components
+    from operators import metrics
+
+    settings = settings_from_args(args)
+    metrics.serve(settings.metrics.port, settings.metrics.addr)
+    log.info("loading model %s (embedder %s)", settings.model.lm, settings.embed.kind)
+    components = build_components(settings)
+    if args.command == "replay":
+        from flows.replay_flow import build_flow
+
+        total = settings.source.limit
+    else:
+        from flows.kafka_flow import build_flow
+
+        total = None
+    bar, progress = _progress_bar(settings, args, total)
+    flow = build_flow(settings, components, progress)
+    try:
+        _execute(flow, settings, args)
+    finally:
+        if bar is not None:
+            bar.close()
+    print_summary(settings.output.dir)
+    return 0
+
+
+def print_summary(out: Path) -> None:
+    from flows.sinks import read_decisions, read_jsonl
+
+    rows = read_decisions(out / "decisions").to_pylist()
+    dead_path = out / "dead_letters.jsonl"
+    dead = read_jsonl(dead_path) if dead_path.exists() else []
+    print(f"\nedgetune: {len(rows)} events selected over, {len(dead)} dead letters  (output: {out})")
+    if not rows:
+        return
+    print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(r["outcome"] for r in rows).items())))
+    if dead:
+        print("dead letters: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(d["reason"] for d in dead).items())))
+    n = len(rows)
+    for name in ("embed_seconds", "score_seconds", "select_seconds"):
+        print(f"  mean {name:<15} {sum(r[name] for r in rows) / n * 1000:9.3f} ms/event")
+    print(f"\n{'user':<16}{'events':>8}{'buffer':>8}{'replaced':>10}{'dupes':>7}  top domains in buffer")
+    for user, snap in sorted(_snapshots(out).items()):
+        urows = [r for r in rows if r["user_id"] == user]
+        outc = Counter(r["outcome"] for r in urows)
+        doms = Counter(s["domain"] for s in snap["samples"]).most_common(3)
+        print(f"{user:<16}{len(urows):>8}{len(snap['samples']):>8}{outc['replaced']:>10}{outc['duplicate']:>7}  "
+              + ", ".join(f"{d} {c}" for d, c in doms))
+    for user, snap in sorted(_snapshots(out).items())[:2]:
+        print(f"\nexamples kept for {user} (highest EOE first):")
+        for s in sorted(snap["samples"], key=lambda s: -s["eoe"])[:3]:
+            text = " ".join(s["prompt"].split())
+            print(f"  [{s['domain']}] {text[:100]}{'…' if len(text) > 100 else ''}")
+
+
+def _snapshots(out: Path) -> dict[str, dict]:
+    snaps = {}
+    for p in sorted((out / "buffers").glob("*.json")):
+        snap = json.loads(p.read_text(encoding="utf-8"))
+        snaps[snap["user_id"]] = snap
+    return snaps
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    print(yaml.safe_dump(json.loads(settings.model_dump_json()), sort_keys=False), end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        if args.command == "config":
+            return cmd_config(args)
+        if args.command in ("replay", "run"):
+            return cmd_stream(args)
+        if args.command == "summary":
+            print_summary(args.out)
+            return 0
+    except ValueError as exc:
+        print(f"edgetune: error: {exc}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

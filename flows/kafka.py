@@ -1,0 +1,449 @@
+"""Kafka connectors for Bytewax, built on kafka-python.
+
+Bytewax's own Kafka connector needs confluent-kafka; these use the
+pure-Python kafka-python client instead. They carry bytes only: parsing
+and validating events is the job of the steps that follow.
+
+- `KafkaSource`: one Bytewax partition per Kafka partition. Each reads
+  with a manually assigned consumer (no consumer group, no auto-commit)
+  and snapshots the next offset to read, so a restart with a Bytewax
+  recovery store resumes exactly where the last snapshot left off.
+- `KafkaSink`: writes `(key, value)` items and flushes after every batch
+  (at-least-once: a crash may re-send items since the last flush).
+- `ensure_topics`: create topics that are missing.
+
+Wiring, one step a line:
+
+    flow = Dataflow("replay")
+    records = op.input("read", flow, KafkaSource(KafkaSourceConfig(("127.0.0.1:9092",), "in")))
+    # KafkaRecord
+    pairs = op.map("pair", records, lambda r: (r.key, r.value))
+    # (key bytes | None, value bytes)
+    op.output("write", pairs, KafkaSink(KafkaSinkConfig(("127.0.0.1:9092",), "out")))
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal, Optional, Union
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
+
+__all__ = [
+    "KafkaRecord",
+    "KafkaSink",
+    "KafkaSinkConfig",
+    "KafkaSource",
+    "KafkaSourceConfig",
+    "SinkItem",
+    "ensure_topics",
+]
+
+# Kafka's own rule for topic names (legal characters, at most 249 of them).
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
+
+Key = Union[str, bytes, None]
+Value = Union[bytes, str, dict]
+SinkItem = tuple[Key, Value]
+"""What `KafkaSink` writes: `(key, value)`; a dict value becomes UTF-8 JSON."""
+
+
+# --- configuration --------------------------------------------------------
+
+
+def _check_brokers(owner: str, brokers: Any) -> tuple[str, ...]:
+    """Return `brokers` as a tuple of "host:port" strings, or raise."""
+    example = "e.g. ('127.0.0.1:9092',)"
+    if isinstance(brokers, (str, bytes)) or not isinstance(brokers, Iterable):
+        msg = (
+            f"{owner}.brokers={brokers!r} is a {type(brokers).__name__}; "
+            f"expected a tuple of 'host:port' strings, {example}"
+        )
+        raise ValueError(msg)
+    as_tuple = tuple(brokers)
+    if not as_tuple:
+        msg = f"{owner}.brokers={brokers!r} is empty; give at least one 'host:port', {example}"
+        raise ValueError(msg)
+    for broker in as_tuple:
+        host, sep, port = str(broker).rpartition(":")
+        if not isinstance(broker, str) or not sep or not host or not port.isdigit():
+            msg = f"{owner}.brokers={brokers!r} has {broker!r}; expected 'host:port', {example}"
+            raise ValueError(msg)
+    return as_tuple
+
+
+def _check_topic(owner: str, topic: Any) -> None:
+    if not isinstance(topic, str) or not _TOPIC_NAME.match(topic):
+        msg = (
+            f"{owner}.topic={topic!r} is not a Kafka topic name; "
+            "use 1-249 characters from [A-Za-z0-9._-]"
+        )
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class KafkaSourceConfig:
+    """Where and how `KafkaSource` reads.
+
+    >>> KafkaSourceConfig(("127.0.0.1:9092",), "edgetune.conversations").starting
+    'earliest'
+    >>> KafkaSourceConfig(("127.0.0.1:9092",), "t", batch_size=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: KafkaSourceConfig.batch_size=0 must be an int >= 1; e.g. 500
+    """
+
+    brokers: tuple[str, ...]
+    """Bootstrap servers, "host:port" each. A list is accepted and kept as a tuple."""
+    topic: str
+    """Topic to read; it must exist (see `ensure_topics`)."""
+    starting: Literal["earliest", "latest"] = "earliest"
+    """Where a partition starts when recovery has no offset for it yet."""
+    batch_size: int = 500
+    """Most records one partition hands to Bytewax per `next_batch`."""
+    poll_timeout_s: float = 0.5
+    """How long a partition that found nothing waits before polling again.
+    The poll itself never blocks (Bytewax workers are cooperative), so this
+    bounds the latency of a quiet topic and the CPU spent polling it."""
+    idle_stop_s: Optional[float] = None
+    """End a partition once it has seen no new record for this long. `None`
+    reads forever. Meant for bounded replays and tests: the broker's end
+    offsets are not used to detect the end (Tansu reports them wrongly)."""
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        object.__setattr__(self, "brokers", _check_brokers(owner, self.brokers))
+        _check_topic(owner, self.topic)
+        if self.starting not in ("earliest", "latest"):
+            msg = f"{owner}.starting={self.starting!r}; expected 'earliest' or 'latest'"
+            raise ValueError(msg)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            msg = f"{owner}.batch_size={self.batch_size!r} must be an int >= 1; e.g. 500"
+            raise ValueError(msg)
+        if not _positive_number(self.poll_timeout_s):
+            msg = f"{owner}.poll_timeout_s={self.poll_timeout_s!r} must be a number of seconds > 0; e.g. 0.5"
+            raise ValueError(msg)
+        if self.idle_stop_s is not None and not _positive_number(self.idle_stop_s):
+            msg = (
+                f"{owner}.idle_stop_s={self.idle_stop_s!r} must be None (read forever) "
+                "or a number of seconds > 0; e.g. 2.0"
+            )
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class KafkaSinkConfig:
+    """Where `KafkaSink` writes.
+
+    >>> KafkaSinkConfig("127.0.0.1:9092", "out")
+    Traceback (most recent call last):
+    ...
+    ValueError: KafkaSinkConfig.brokers='127.0.0.1:9092' is a str; expected a tuple of 'host:port' strings, e.g. ('127.0.0.1:9092',)
+    """
+
+    brokers: tuple[str, ...]
+    """Bootstrap servers, "host:port" each. A list is accepted and kept as a tuple."""
+    topic: str
+    """Topic to write; create it first (see `ensure_topics`)."""
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        object.__setattr__(self, "brokers", _check_brokers(owner, self.brokers))
+        _check_topic(owner, self.topic)
+
+
+def _positive_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+
+
+# --- source ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    """One record read from Kafka, bytes as they were written.
+
+    A tombstone (null value) arrives with `value == b""`.
+    `timestamp_ms` is the record's timestamp, -1 when it has none.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: Optional[bytes]
+    value: bytes
+    timestamp_ms: int
+
+
+def _consumer(brokers: tuple[str, ...], client_id: str, **extra: Any) -> KafkaConsumer:
+    # group_id=None: no consumer group, so nothing is committed to the
+    # broker; positions live in Bytewax snapshots instead.
+    return KafkaConsumer(
+        bootstrap_servers=list(brokers),
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        **extra,
+    )
+
+
+class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, int]):
+    """Reads one Kafka partition; its snapshot is the next offset to read."""
+
+    def __init__(
+        self, step_id: str, config: KafkaSourceConfig, partition: int, resume_offset: Optional[int]
+    ) -> None:
+        self._step_id = step_id
+        self._config = config
+        self._tp = TopicPartition(config.topic, partition)
+        self._consumer = _consumer(
+            config.brokers,
+            client_id=f"edgetune-{step_id}-{partition}",
+            max_poll_records=config.batch_size,
+            # An offset that fell out of the log (retention, a broker that
+            # lost its data) is an error, not a silent skip or re-read.
+            auto_offset_reset="none",
+        )
+        self._consumer.assign([self._tp])
+        if resume_offset is not None:
+            self._consumer.seek(self._tp, resume_offset)
+            self._next_offset = resume_offset
+        else:
+            if config.starting == "earliest":
+                self._consumer.seek_to_beginning(self._tp)
+            else:
+                self._consumer.seek_to_end(self._tp)
+            # Resolve the position now, so a snapshot taken before the first
+            # record pins where this run started.
+            self._next_offset = self._resolve_position()
+        self._last_record_at = time.monotonic()
+        self._next_awake: Optional[datetime] = None
+
+    def _where(self) -> str:
+        return f"step {self._step_id!r}, topic {self._tp.topic!r} partition {self._tp.partition}"
+
+    def _resolve_position(self) -> int:
+        try:
+            position = self._consumer.position(self._tp, timeout_ms=30_000)
+        except KafkaError as exc:
+            msg = f"{self._where()}: could not find the {self._config.starting} offset: {exc!r}"
+            raise RuntimeError(msg) from exc
+        if position is None:
+            msg = f"{self._where()}: broker gave no {self._config.starting} offset within 30 s"
+            raise RuntimeError(msg)
+        return position
+
+    def next_batch(self) -> list[KafkaRecord]:
+        try:
+            polled = self._consumer.poll(timeout_ms=0, max_records=self._config.batch_size)
+        except KafkaError as exc:
+            msg = f"{self._where()}: reading at offset {self._next_offset} failed: {exc!r}"
+            raise RuntimeError(msg) from exc
+        raw = polled.get(self._tp, [])
+        now = time.monotonic()
+        if not raw:
+            idle_stop_s = self._config.idle_stop_s
+            if idle_stop_s is not None and now - self._last_record_at >= idle_stop_s:
+                raise StopIteration
+            self._next_awake = datetime.now(timezone.utc) + timedelta(seconds=self._config.poll_timeout_s)
+            return []
+        self._last_record_at = now
+        self._next_awake = None  # more may be buffered: ask again at once
+        self._next_offset = raw[-1].offset + 1
+        return [
+            KafkaRecord(
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
+                key=r.key,
+                value=b"" if r.value is None else r.value,
+                timestamp_ms=-1 if r.timestamp is None else r.timestamp,
+            )
+            for r in raw
+        ]
+
+    def next_awake(self) -> Optional[datetime]:
+        return self._next_awake
+
+    def snapshot(self) -> int:
+        return self._next_offset
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaSource(FixedPartitionedSource[KafkaRecord, int]):
+    """Read one topic; every Kafka partition is a Bytewax partition.
+
+    Emits `KafkaRecord`s. Resume state is a plain int per partition (the
+    next offset), stored by Bytewax recovery; nothing is committed to Kafka.
+    Partition keys are "<topic>-<partition>", so a recovery store written for
+    one topic is never applied to another.
+    """
+
+    def __init__(self, config: KafkaSourceConfig) -> None:
+        self.config = config
+
+    def list_parts(self) -> list[str]:
+        consumer = _consumer(self.config.brokers, client_id="edgetune-list-parts")
+        try:
+            partitions = consumer.partitions_for_topic(self.config.topic)
+            known = set() if partitions else consumer.topics()
+        finally:
+            consumer.close()
+        if not partitions:
+            msg = (
+                f"KafkaSource: topic {self.config.topic!r} does not exist on "
+                f"{','.join(self.config.brokers)}; expected one of {sorted(known)}; "
+                "create it first, e.g. ensure_topics(brokers, {topic: partitions})"
+            )
+            raise ValueError(msg)
+        return [f"{self.config.topic}-{p}" for p in sorted(partitions)]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Optional[int]
+    ) -> _KafkaSourcePartition:
+        topic, _, partition = for_part.rpartition("-")
+        if topic != self.config.topic or not partition.isdigit():
+            msg = (
+                f"step {step_id!r}: asked to build partition {for_part!r}; expected "
+                f"'{self.config.topic}-<n>'. Is the recovery store from another topic?"
+            )
+            raise ValueError(msg)
+        if resume_state is not None and (isinstance(resume_state, bool) or not isinstance(resume_state, int) or resume_state < 0):
+            msg = (
+                f"step {step_id!r}: resume state for {for_part!r} is {resume_state!r}; "
+                "expected a non-negative int offset. Is the recovery store from another source?"
+            )
+            raise ValueError(msg)
+        return _KafkaSourcePartition(step_id, self.config, int(partition), resume_state)
+
+
+# --- sink -----------------------------------------------------------------
+
+
+def _encode(step_id: str, item: Any) -> tuple[Optional[bytes], bytes]:
+    """Turn a `SinkItem` into key and value bytes, or raise naming the step."""
+    if not isinstance(item, tuple) or len(item) != 2:
+        msg = (
+            f"step {step_id!r}: KafkaSink expects (key, value) tuples; "
+            f"got {type(item).__name__} {item!r:.200}"
+        )
+        raise TypeError(msg)
+    key, value = item
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    elif key is not None and not isinstance(key, bytes):
+        msg = f"step {step_id!r}: KafkaSink key must be str, bytes or None; got {type(key).__name__} {key!r:.200}"
+        raise TypeError(msg)
+    if isinstance(value, dict):
+        value = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    elif isinstance(value, str):
+        value = value.encode("utf-8")
+    elif not isinstance(value, bytes):
+        msg = (
+            f"step {step_id!r}: KafkaSink value must be bytes, str or dict; "
+            f"got {type(value).__name__} {value!r:.200}"
+        )
+        raise TypeError(msg)
+    return key, value
+
+
+class _KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
+    def __init__(self, step_id: str, config: KafkaSinkConfig, worker_index: int) -> None:
+        self._step_id = step_id
+        self._topic = config.topic
+        self._producer = KafkaProducer(
+            bootstrap_servers=list(config.brokers),
+            client_id=f"edgetune-{step_id}-{worker_index}",
+            acks="all",
+        )
+
+    def write_batch(self, items: list[SinkItem]) -> None:
+        pending = []
+        for item in items:
+            key, value = _encode(self._step_id, item)
+            pending.append(self._producer.send(self._topic, key=key, value=value))
+        # Block until the broker has every record of the batch; Bytewax
+        # only moves on (and snapshots upstream) after we return.
+        self._producer.flush()
+        failed = [f for f in pending if not f.succeeded()]
+        if failed:
+            first = failed[0].exception
+            msg = (
+                f"step {self._step_id!r}: {len(failed)} of {len(pending)} records "
+                f"were not written to topic {self._topic!r}; first error: {first!r}"
+            )
+            raise RuntimeError(msg) from first
+
+    def close(self) -> None:
+        self._producer.flush()
+        self._producer.close()
+
+
+class KafkaSink(DynamicSink[SinkItem]):
+    """Write `(key, value)` items to one topic from every worker.
+
+    Keys are str (UTF-8), bytes or None; values bytes, str (UTF-8) or dict
+    (compact UTF-8 JSON). Records with equal keys land on the same Kafka
+    partition. Each batch is flushed with acks="all" before the step moves
+    on: at-least-once, so consumers should de-duplicate (e.g. by event_id).
+    """
+
+    def __init__(self, config: KafkaSinkConfig) -> None:
+        self.config = config
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaSinkPartition:
+        return _KafkaSinkPartition(step_id, self.config, worker_index)
+
+
+# --- admin ----------------------------------------------------------------
+
+
+def ensure_topics(
+    brokers: Iterable[str], topics: Mapping[str, int], *, replication_factor: int = 1
+) -> None:
+    """Create each topic in `topics` (name -> partition count) that is missing.
+
+    Topics that already exist are left as they are, whatever their
+    partition count. Returns once the new topics are visible in metadata.
+    """
+    brokers = _check_brokers("ensure_topics", brokers)
+    for name, partitions in topics.items():
+        _check_topic("ensure_topics", name)
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+            msg = f"ensure_topics: topic {name!r} has partitions={partitions!r}; expected an int >= 1"
+            raise ValueError(msg)
+    if not topics:
+        return
+    admin = KafkaAdminClient(bootstrap_servers=list(brokers), client_id="edgetune-admin")
+    try:
+        request = {
+            name: {"num_partitions": partitions, "replication_factor": replication_factor}
+            for name, partitions in topics.items()
+        }
+        response = admin.create_topics(request, raise_errors=False)
+        created = []
+        for result in response["topics"]:
+            code = result["error_code"]
+            if code == 0:
+                created.append(result["name"])
+            elif code != _TOPIC_ALREADY_EXISTS:
+                msg = (
+                    f"ensure_topics: creating topic {result['name']!r} failed with "
+                    f"Kafka error {code}: {result.get('error_message')}"
+                )
+                raise RuntimeError(msg)
+        admin.wait_for_topics(created)
+    finally:
+        admin.close()

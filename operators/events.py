@@ -1,0 +1,210 @@
+"""Event and annotation schema, and validation that returns bad input as data.
+
+A conversation event is a JSON object with ``event_id``, ``user_id``, ``ts``
+(RFC 3339 string or epoch milliseconds), ``prompt``, optional ``response`` and
+optional ``meta``. An annotation is the user's preferred answer to an event the
+device asked about: ``event_id``, ``user_id``, ``response``, ``ts``.
+
+Validation never raises on bad input: it returns a :class:`Rejected` carrying a
+machine-readable ``reason`` and the raw payload, so the flow can send it to the
+dead-letter output and keep running.
+
+>>> parse_event(b'{"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "hi"}')
+Event(event_id='e1', user_id='u1', ts_ms=0, prompt='hi', response=None, meta={})
+>>> parse_event(b'{"event_id": "e1"').reason
+'malformed_json'
+>>> parse_event({"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "  "}).reason
+'empty_prompt'
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Union
+
+REASONS = (
+    "invalid_utf8",
+    "malformed_json",
+    "not_an_object",
+    "missing_field",
+    "wrong_type",
+    "unknown_field",
+    "empty_prompt",
+    "empty_response",
+    "too_large",
+    "bad_timestamp",
+    "duplicate_event",
+)
+"""Every reason a payload can be dead-lettered for."""
+
+_EVENT_FIELDS = {"event_id": True, "user_id": True, "ts": True, "prompt": True, "response": False, "meta": False}
+_ANNOTATION_FIELDS = {"event_id": True, "user_id": True, "ts": True, "response": True}
+_MAX_ID_CHARS = 256
+
+
+@dataclass(frozen=True)
+class Event:
+    """A validated conversation event; ``response`` is ``None`` when unlabeled."""
+
+    event_id: str
+    user_id: str
+    ts_ms: int
+    prompt: str
+    response: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The text that is embedded and scored: prompt, then response when known."""
+        return self.prompt if self.response is None else f"{self.prompt} {self.response}"
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """A user's preferred response to an event the device asked about."""
+
+    event_id: str
+    user_id: str
+    ts_ms: int
+    response: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A payload that failed validation, with why and the payload itself."""
+
+    reason: str
+    detail: str
+    raw: str
+    raw_encoding: str = "utf-8"
+    user_id: str | None = None
+    event_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "detail": self.detail,
+            "raw": self.raw,
+            "raw_encoding": self.raw_encoding,
+            "user_id": self.user_id,
+            "event_id": self.event_id,
+        }
+
+
+Parsed = Union[Event, Annotation, Rejected]
+
+
+def parse_event(raw: bytes | str | dict, *, max_chars: int = 20_000) -> Event | Rejected:
+    """Validate one conversation event; see the module docstring for the schema."""
+    obj = _decode(raw)
+    if isinstance(obj, Rejected):
+        return obj
+    bad = _check_fields(obj, _EVENT_FIELDS, raw)
+    if bad:
+        return bad
+    ts = _timestamp(obj["ts"])
+    if ts is None:
+        return _reject("bad_timestamp", f"ts must be RFC 3339 or epoch ms, got {obj['ts']!r}", raw, obj)
+    prompt, response, meta = obj["prompt"], obj.get("response"), obj.get("meta", {})
+    if not prompt.strip():
+        return _reject("empty_prompt", "prompt is empty or whitespace", raw, obj)
+    if response is not None and not response.strip():
+        return _reject("empty_response", "response is present but empty; omit it for an unlabeled event", raw, obj)
+    size = len(prompt) + len(response or "")
+    if size > max_chars:
+        return _reject("too_large", f"prompt+response has {size} characters, limit is {max_chars}", raw, obj)
+    return Event(obj["event_id"], obj["user_id"], ts, prompt, response, dict(meta))
+
+
+def parse_annotation(raw: bytes | str | dict, *, max_chars: int = 20_000) -> Annotation | Rejected:
+    """Validate one annotation.
+
+    >>> parse_annotation('{"event_id": "e1", "user_id": "u1", "ts": "2024-01-01T00:00:00Z", "response": "ok"}')
+    Annotation(event_id='e1', user_id='u1', ts_ms=1704067200000, response='ok')
+    """
+    obj = _decode(raw)
+    if isinstance(obj, Rejected):
+        return obj
+    bad = _check_fields(obj, _ANNOTATION_FIELDS, raw)
+    if bad:
+        return bad
+    ts = _timestamp(obj["ts"])
+    if ts is None:
+        return _reject("bad_timestamp", f"ts must be RFC 3339 or epoch ms, got {obj['ts']!r}", raw, obj)
+    if not obj["response"].strip():
+        return _reject("empty_response", "annotation response is empty", raw, obj)
+    if len(obj["response"]) > max_chars:
+        return _reject("too_large", f"response has {len(obj['response'])} characters, limit is {max_chars}", raw, obj)
+    return Annotation(obj["event_id"], obj["user_id"], ts, obj["response"])
+
+
+def _decode(raw: bytes | str | dict) -> dict | Rejected:
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Rejected("invalid_utf8", str(exc), base64.b64encode(bytes(raw)).decode("ascii"), "base64")
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        return Rejected("not_an_object", f"expected bytes, str or dict, got {type(raw).__name__}", repr(raw))
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return Rejected("malformed_json", str(exc), text)
+    if not isinstance(obj, dict):
+        return Rejected("not_an_object", f"expected a JSON object, got {type(obj).__name__}", text)
+    return obj
+
+
+def _check_fields(obj: dict, spec: dict[str, bool], raw: Any) -> Rejected | None:
+    for name, required in spec.items():
+        if required and name not in obj:
+            return _reject("missing_field", f"field {name!r} is required", raw, obj)
+    unknown = sorted(set(obj) - set(spec))
+    if unknown:
+        return _reject("unknown_field", f"unknown field(s) {unknown}; put extra data under 'meta'", raw, obj)
+    for name in ("event_id", "user_id"):
+        value = obj[name]
+        if not isinstance(value, str) or not value or len(value) > _MAX_ID_CHARS:
+            return _reject("wrong_type", f"{name} must be a non-empty string of at most {_MAX_ID_CHARS} characters, got {value!r:.80}", raw, obj)
+    for name in ("prompt", "response"):
+        optional_null = name in spec and not spec[name] and obj.get(name) is None
+        if name in obj and not optional_null and not isinstance(obj[name], str):
+            return _reject("wrong_type", f"{name} must be a string, got {type(obj[name]).__name__}", raw, obj)
+    if "meta" in obj and not isinstance(obj["meta"], dict):
+        return _reject("wrong_type", f"meta must be an object, got {type(obj['meta']).__name__}", raw, obj)
+    return None
+
+
+def _timestamp(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return int(parsed.timestamp() * 1000)
+    return None
+
+
+def _reject(reason: str, detail: str, raw: Any, obj: dict) -> Rejected:
+    if isinstance(raw, (bytes, bytearray)):
+        text = bytes(raw).decode("utf-8")
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        text = json.dumps(raw, default=str, ensure_ascii=False)
+    user = obj.get("user_id") if isinstance(obj.get("user_id"), str) else None
+    event = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
+    return Rejected(reason, detail, text, "utf-8", user, event)

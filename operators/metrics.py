@@ -1,0 +1,63 @@
+"""Prometheus metrics of the selection stream (names follow design.md).
+
+Labels stay low-cardinality: ``outcome``, ``reason``, ``policy``, ``score``,
+``domain`` (bounded by the lexicon count), never user text or user ids.
+
+>>> record_decision({"outcome": "admitted", "policy": "fifo", "domain": "general", "eoe": 0.5, "dss": 0.0,
+...                  "idd": 1.0, "buffer_size": 1, "evicted_id": None, "select_seconds": 1e-5})
+>>> EVENTS.labels(outcome="admitted")._value.get() >= 1
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+_SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+_FAST_BUCKETS = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0)
+_SLOW_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+EVENTS = Counter("edgetune_events_total", "Events by what the selection did with them.", ["outcome"])
+DEAD_LETTERS = Counter("edgetune_dead_letters_total", "Rejected payloads by reason.", ["reason"])
+SCORES = Histogram("edgetune_score", "Distribution of sample scores (EOE, DSS, IDD).", ["score"], buckets=_SCORE_BUCKETS)
+BUFFER_SAMPLES = Gauge("edgetune_buffer_samples", "Samples held in all users' buffers.", ["policy"])
+BUFFER_REPLACEMENTS = Counter("edgetune_buffer_replacements_total", "Buffered samples evicted for a better one.", ["policy"])
+ADMITTED_BY_DOMAIN = Counter("edgetune_admitted_total", "Samples admitted to a buffer, by dominant domain.", ["domain"])
+USERS = Gauge("edgetune_users", "Users with state in this process.")
+EMBED_SECONDS = Histogram("edgetune_embed_seconds", "Seconds to embed one batch.", buckets=_SLOW_BUCKETS)
+EMBED_EVENTS = Counter("edgetune_embedded_events_total", "Events embedded.")
+SCORE_SECONDS = Histogram("edgetune_score_seconds", "Seconds to compute EOE and DSS for one event.", buckets=_FAST_BUCKETS)
+SELECT_SECONDS = Histogram("edgetune_select_seconds", "Seconds for IDD plus the buffer decision of one event.", buckets=_FAST_BUCKETS)
+
+
+def record_decision(row: dict[str, Any]) -> None:
+    """Count one decision-log row."""
+    EVENTS.labels(outcome=row["outcome"]).inc()
+    for name in ("eoe", "dss", "idd"):
+        if row.get(name) is not None:
+            SCORES.labels(score=name).observe(row[name])
+    if row["outcome"] == "admitted":
+        BUFFER_SAMPLES.labels(policy=row["policy"]).inc()
+    if row["outcome"] == "replaced":
+        BUFFER_REPLACEMENTS.labels(policy=row["policy"]).inc()
+    if row["outcome"] in ("admitted", "replaced"):
+        ADMITTED_BY_DOMAIN.labels(domain=row["domain"]).inc()
+    if "score_seconds" in row:
+        SCORE_SECONDS.observe(row["score_seconds"])
+    SELECT_SECONDS.observe(row["select_seconds"])
+
+
+def record_dead_letter(reason: str) -> None:
+    EVENTS.labels(outcome="dead_letter").inc()
+    DEAD_LETTERS.labels(reason=reason).inc()
+
+
+def serve(port: int, addr: str = "127.0.0.1") -> None:
+    """Expose ``/metrics``; a port of 0 means no server."""
+    if port:
+        try:
+            start_http_server(port, addr=addr)
+        except OSError as exc:
+            raise ValueError(f"metrics.port={port}: cannot listen on {addr}:{port} ({exc}); choose a free port or 0 to disable") from exc

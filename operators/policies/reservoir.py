@@ -1,0 +1,60 @@
+"""Reservoir sampling (Vitter's Algorithm R): the buffer is a uniform sample of the stream."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from operators.policies.base import BufferPolicy
+from operators.sample import Candidate
+
+
+class Reservoir(BufferPolicy):
+    """Admit the n-th offer with probability ``capacity / n``, replacing a uniformly random slot.
+
+    After n offers every offered sample is buffered with the same probability
+    ``capacity / n``, whatever its position in the stream: an unbiased baseline that the
+    paper lacks. Draw ``j`` uniformly in ``[0, n)``; if ``j < capacity`` the sample replaces
+    the ``j``-th buffered one (any fixed slot order gives a uniform victim).
+
+    If the user deleted a sample, the free slot is refilled by the next offer; the
+    uniformity guarantee then holds only approximately.
+
+    >>> import numpy as np
+    >>> from operators.sample import Candidate
+    >>> def unit(*xs):
+    ...     v = np.array(xs, dtype=np.float32)
+    ...     return v / np.linalg.norm(v)
+    >>> policy = Reservoir(capacity=2, seed=3)
+    >>> for i, vec in enumerate([unit(1, 0), unit(0, 1), unit(1, 1), unit(1, 2), unit(2, 1)]):
+    ...     d = policy.offer(Candidate(f"e{i}", i, vec, eoe=1.0, dss=0.0))
+    ...     print(d.event_id, d.outcome, d.evicted)
+    e0 admitted None
+    e1 admitted None
+    e2 rejected None
+    e3 replaced e0
+    e4 rejected None
+    >>> [c.event_id for c in policy.samples()], policy.seen
+    (['e1', 'e3'], 5)
+    """
+
+    name = "reservoir"
+
+    def __init__(self, capacity: int = 64, seed: int = 0):
+        super().__init__(capacity=capacity, seed=seed)
+        self.seen = 0  # offers counted by Algorithm R (replayed buffered events excluded)
+
+    def _choose(self, c: Candidate) -> tuple[str, str | None, float]:
+        self.seen += 1
+        if len(self._samples) < self.capacity:
+            return "admitted", None, math.nan
+        j = int(self._rng.integers(self.seen))
+        if j >= self.capacity:
+            return "rejected", None, math.nan
+        return "replaced", list(self._samples)[j], math.nan
+
+    def _state(self) -> dict[str, Any]:
+        return {"seen": self.seen}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.seen = int(state["seen"])

@@ -1,0 +1,147 @@
+"""Ours: self-supervised data selection by EOE, DSS and IDD together (Qin et al., DAC'24)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from operators.policies.base import BufferPolicy
+from operators.sample import Candidate
+
+
+class SDSS(BufferPolicy):
+    """Keep the samples with the best combined EOE/DSS/IDD score, per dominant domain, never near-copies.
+
+    The paper publishes each score alone but not how the three combine; this is our rule.
+
+    1. **Comparable scales.** EOE, DSS and IDD have unrelated units and spreads, so each is
+       standardised by its running mean and standard deviation (Welford) over the offered
+       candidates, and the score is ``sum(w_k * z_k)``. ``weights`` default to equal; a zero
+       weight removes that score exactly (used for ablations). Near-duplicates are left out
+       of the statistics: a burst of copies would collapse a score's spread and let it
+       dominate the sum, and copies say nothing about the distribution of distinct content.
+    2. **No near-copies.** If the candidate's cosine to any buffered sample is at least
+       ``dup_threshold`` it is a ``"duplicate"`` and is not kept, so a repetitive run of chat
+       occupies at most one slot.
+    3. **Fill first.** While there is room, every non-duplicate is admitted (as the paper does).
+    4. **Then compete within the dominant domain.** The victim is the lowest-scoring buffered
+       sample of the candidate's domain. Buffered samples' IDD is their *current*
+       leave-one-out IDD within their domain, because it changes as the buffer changes (a
+       sample that was novel on arrival may since have gained near neighbours). If the
+       candidate's domain has no buffered sample, the victim comes from the largest domain
+       instead, so a new domain can enter and no domain monopolises the buffer.
+    5. **Swap if better.** The candidate's IDD is measured against the domain *without the
+       victim* (what it would be after the swap, like the victim's leave-one-out IDD), so it
+       is not penalised for resembling the very sample it would replace. It is admitted if
+       its score is strictly higher; ties keep the incumbent. Ties between victims go to the
+       older sample, and between equally large domains to the one that arrived first.
+
+    ``Decision.score`` is the candidate's combined score as compared (nan for duplicates).
+
+    >>> import numpy as np
+    >>> from operators.sample import Candidate
+    >>> def unit(*xs):
+    ...     v = np.array(xs, dtype=np.float32)
+    ...     return v / np.linalg.norm(v)
+    >>> policy = SDSS(capacity=2)
+    >>> stream = [(unit(1, 0, 0), 0.2, "law"), (unit(0, 1, 0), 0.9, "law"), (unit(1, 0.01, 0), 0.9, "law"),
+    ...           (unit(0, 0, 1), 0.1, "law"), (unit(1, 1, 1), 0.8, "law"), (unit(1, 0, 1), 0.5, "medicine")]
+    >>> for i, (vec, eoe, domain) in enumerate(stream):
+    ...     d = policy.offer(Candidate(f"e{i}", i, vec, eoe=eoe, dss=0.1, domain=domain))
+    ...     print(d.event_id, d.outcome, d.evicted, round(d.score, 2))
+    e0 admitted None 0.0
+    e1 admitted None 1.0
+    e2 duplicate None nan
+    e3 rejected None -1.44
+    e4 replaced e0 1.3
+    e5 replaced e4 0.89
+    >>> [(c.event_id, c.domain) for c in policy.samples()]
+    [('e1', 'law'), ('e5', 'medicine')]
+    """
+
+    name = "sdss"
+
+    def __init__(
+        self,
+        capacity: int = 64,
+        seed: int = 0,
+        weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        dup_threshold: float = 0.95,
+    ):
+        super().__init__(capacity=capacity, seed=seed)
+        weights = tuple(float(w) for w in weights)
+        if len(weights) != 3 or any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) == 0:
+            raise ValueError(
+                f"weights must be 3 finite non-negative numbers (EOE, DSS, IDD), not all zero, got {weights!r}; "
+                "e.g. weights=(1.0, 1.0, 1.0), or (1.0, 0.0, 1.0) to ablate DSS"
+            )
+        if not 0.0 < dup_threshold <= 1.0:
+            raise ValueError(f"dup_threshold must be in (0, 1] (a cosine similarity), got {dup_threshold!r}; e.g. 0.95")
+        self.weights = weights
+        self.dup_threshold = float(dup_threshold)
+        # Welford running moments of (EOE, DSS, IDD) over non-duplicate offers.
+        self._n = 0
+        self._mean = np.zeros(3)
+        self._m2 = np.zeros(3)
+
+    def _choose(self, c: Candidate) -> tuple[str, str | None, float]:
+        if c.max_sim >= self.dup_threshold:
+            return "duplicate", None, math.nan
+        self._observe(c)
+        if len(self._samples) < self.capacity:
+            return "admitted", None, self._score(c.eoe, c.dss, c.idd)
+        victim, victim_score = self._weakest(self._victim_domain(c.domain))
+        score = self._score(c.eoe, c.dss, self._idd_without(c, victim))
+        return ("replaced", victim, score) if score > victim_score else ("rejected", None, score)
+
+    def _observe(self, c: Candidate) -> None:
+        x = np.array([c.eoe, c.dss, c.idd], dtype=np.float64)
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"candidate {c.event_id!r} has a non-finite score (eoe, dss, idd) = {tuple(x)}; score it first")
+        self._n += 1
+        delta = x - self._mean
+        self._mean += delta / self._n
+        self._m2 += delta * (x - self._mean)
+
+    def _score(self, eoe: float, dss: float, idd: float) -> float:
+        std = np.sqrt(self._m2 / max(self._n, 1))
+        x = np.array([eoe, dss, idd]) - self._mean
+        z = np.divide(x, std, out=np.zeros(3), where=std > 0)  # no spread yet: every sample ties
+        return float(sum(w * zk for w, zk in zip(self.weights, z)))
+
+    def _victim_domain(self, domain: str) -> str:
+        sizes: dict[str, int] = {}
+        for s in self._samples.values():  # arrival order, so equal sizes resolve to the first arrived
+            sizes[s.domain] = sizes.get(s.domain, 0) + 1
+        return domain if domain in sizes else max(sizes, key=sizes.__getitem__)
+
+    def _weakest(self, domain: str) -> tuple[str, float]:
+        loo = self._index.loo_idd(domain)
+        best: tuple[str, float] | None = None
+        for s in self._samples.values():
+            if s.domain == domain:
+                score = self._score(s.eoe, s.dss, loo[s.event_id])
+                if best is None or score < best[1]:  # strict: ties keep the older sample as victim
+                    best = (s.event_id, score)
+        return best
+
+    def _idd_without(self, c: Candidate, victim: str) -> float:
+        """The candidate's IDD against its domain's buffered samples other than ``victim``."""
+        n = self._index.count(c.domain)
+        v = self._samples[victim]
+        if v.domain != c.domain:
+            return c.idd
+        if n <= 1:
+            return 1.0
+        sim_sum = n * (1.0 - c.idd) - float(np.dot(c.embedding, v.embedding))
+        return 1.0 - sim_sum / (n - 1)
+
+    def _state(self) -> dict[str, Any]:
+        return {"n": self._n, "mean": self._mean.tolist(), "m2": self._m2.tolist()}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self._n = int(state["n"])
+        self._mean = np.array(state["mean"], dtype=np.float64)
+        self._m2 = np.array(state["m2"], dtype=np.float64)
