@@ -1,0 +1,32 @@
+"""Buffer policies: which of a user's conversations to keep, one offer at a time.
+
+>>> sorted(POLICIES)
+['fifo', 'kcenter', 'random', 'reservoir', 'sdss']
+>>> make_policy("fifo", capacity=8)
+FIFO(capacity=8, seed=0)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from operators.policies.base import BufferPolicy
+from operators.policies.fifo import FIFO
+from operators.policies.kcenter import KCenter
+from operators.policies.random import RandomReplacement
+from operators.policies.reservoir import Reservoir
+from operators.policies.sdss import SDSS
+
+POLICIES: dict[str, type[BufferPolicy]] = {
+    cls.name: cls for cls in (SDSS, RandomReplacement, FIFO, Reservoir, KCenter)
+}
+
+
+def make_policy(name: str, **params: Any) -> BufferPolicy:
+    """A fresh policy by registry name; ``params`` go to its constructor."""
+    if name not in POLICIES:
+        raise ValueError(f"policy must be one of {sorted(POLICIES)}, got {name!r}")
+    return POLICIES[name](**params)
+
+
+__all__ = ["POLICIES", "BufferPolicy", "FIFO", "KCenter", "RandomReplacement", "Reservoir", "SDSS", "make_policy"]
