@@ -108,7 +108,10 @@ class KafkaSourceConfig:
     topic: str
     """Topic to read; it must exist (see `ensure_topics`)."""
     starting: Literal["earliest", "latest"] = "earliest"
-    """Where a partition starts when recovery has no offset for it yet."""
+    """Where a partition starts when recovery has no offset for it yet.
+    "latest" asks the broker for the end offset; Tansu answers with the
+    number of record batches rather than records, so there "latest" can
+    start early and re-read old records. Apache Kafka is exact."""
     batch_size: int = 500
     """Most records one partition hands to Bytewax per `next_batch`."""
     poll_timeout_s: float = 0.5
@@ -127,7 +130,7 @@ class KafkaSourceConfig:
         if self.starting not in ("earliest", "latest"):
             msg = f"{owner}.starting={self.starting!r}; expected 'earliest' or 'latest'"
             raise ValueError(msg)
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if not _is_count(self.batch_size, minimum=1):
             msg = f"{owner}.batch_size={self.batch_size!r} must be an int >= 1; e.g. 500"
             raise ValueError(msg)
         if not _positive_number(self.poll_timeout_s):
@@ -145,10 +148,10 @@ class KafkaSourceConfig:
 class KafkaSinkConfig:
     """Where `KafkaSink` writes.
 
-    >>> KafkaSinkConfig("127.0.0.1:9092", "out")
+    >>> KafkaSinkConfig("127.0.0.1:9092", "out")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: KafkaSinkConfig.brokers='127.0.0.1:9092' is a str; expected a tuple of 'host:port' strings, e.g. ('127.0.0.1:9092',)
+    ValueError: KafkaSinkConfig.brokers='127.0.0.1:9092' is a str; expected a tuple ...
     """
 
     brokers: tuple[str, ...]
@@ -164,6 +167,10 @@ class KafkaSinkConfig:
 
 def _positive_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+
+
+def _is_count(x: Any, minimum: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= minimum
 
 
 # --- source ---------------------------------------------------------------
@@ -320,7 +327,7 @@ class KafkaSource(FixedPartitionedSource[KafkaRecord, int]):
                 f"'{self.config.topic}-<n>'. Is the recovery store from another topic?"
             )
             raise ValueError(msg)
-        if resume_state is not None and (isinstance(resume_state, bool) or not isinstance(resume_state, int) or resume_state < 0):
+        if resume_state is not None and not _is_count(resume_state, minimum=0):
             msg = (
                 f"step {step_id!r}: resume state for {for_part!r} is {resume_state!r}; "
                 "expected a non-negative int offset. Is the recovery store from another source?"
@@ -344,7 +351,10 @@ def _encode(step_id: str, item: Any) -> tuple[Optional[bytes], bytes]:
     if isinstance(key, str):
         key = key.encode("utf-8")
     elif key is not None and not isinstance(key, bytes):
-        msg = f"step {step_id!r}: KafkaSink key must be str, bytes or None; got {type(key).__name__} {key!r:.200}"
+        msg = (
+            f"step {step_id!r}: KafkaSink key must be str, bytes or None; "
+            f"got {type(key).__name__} {key!r:.200}"
+        )
         raise TypeError(msg)
     if isinstance(value, dict):
         value = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -421,7 +431,7 @@ def ensure_topics(
     brokers = _check_brokers("ensure_topics", brokers)
     for name, partitions in topics.items():
         _check_topic("ensure_topics", name)
-        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+        if not _is_count(partitions, minimum=1):
             msg = f"ensure_topics: topic {name!r} has partitions={partitions!r}; expected an int >= 1"
             raise ValueError(msg)
     if not topics:

@@ -89,6 +89,47 @@ class OutputConfig(_Section):
     dir: Path = Field(Path("edgetune-out"), description="Decision log, buffer snapshots and dead letters go here.")
 
 
+class AnnotationConfig(_Section):
+    replay_answers: Literal["keep", "oracle"] = Field(
+        "keep",
+        description="keep: replayed events carry their responses; oracle: responses are withheld and the dataset's "
+        "reference answer plays the user, arriving answer_delay_events later (only buffered samples are asked).",
+    )
+    answer_delay_events: int = Field(16, ge=0, description="oracle: events between a sample and the user's answer.")
+
+
+class SynthConfig(_Section):
+    k: int = Field(1, ge=0, description="Synthetic pairs generated per annotated buffered sample; 0 disables synthesis.")
+    max_new_tokens: int = Field(192, ge=16)
+    low: float = Field(0.2, ge=0, le=1, description="Minimum ROUGE-1 F of a synthetic question to its source (below: off-topic).")
+    high: float = Field(0.8, ge=0, le=1, description="Maximum ROUGE-1 F of a synthetic question to its source (above: near-copy).")
+    dedup: float = Field(0.7, ge=0, le=1, description="ROUGE-1 F at or above which two synthetic pairs are duplicates.")
+
+    @model_validator(mode="after")
+    def _band(self) -> "SynthConfig":
+        if self.low >= self.high:
+            raise ValueError(f"synth.low={self.low} must be below synth.high={self.high}; e.g. low 0.2, high 0.8")
+        return self
+
+
+class TrainSettings(_Section):
+    enabled: bool = Field(True, description="Fine-tune per-user LoRA adapters when a window closes.")
+    window_events: int = Field(800, ge=1, description="A user's training window closes every this many events (the paper's 800).")
+    train_on_eof: bool = Field(True, description="Also close a window when a replay ends, if new labeled samples arrived.")
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    lr: float = Field(2e-4, gt=0)
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(4, ge=1)
+    max_seq_len: int = Field(256, ge=16)
+    probe_every: int = Field(8, ge=2, description="One in this many annotated samples is held out as the user's gate probe.")
+    gate_tolerance: float = Field(0.0, ge=0, description="A candidate may be this much worse (probe loss) and still be promoted.")
+    adapters_dir: Path | None = Field(None, description="Where adapters live; default <output.dir>/adapters.")
+
+
 class MetricsConfig(_Section):
     port: int = Field(9464, ge=0, le=65535, description="Prometheus port; 0 disables the server.")
     addr: str = Field("127.0.0.1", description="Bind address; loopback unless told otherwise.")
@@ -110,6 +151,13 @@ class Settings(BaseSettings):
     buffer: BufferConfig = BufferConfig()
     output: OutputConfig = OutputConfig()
     metrics: MetricsConfig = MetricsConfig()
+    annotation: AnnotationConfig = AnnotationConfig()
+    synth: SynthConfig = SynthConfig()
+    train: TrainSettings = TrainSettings()
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.train.adapters_dir or self.output.dir / "adapters"
 
     @model_validator(mode="after")
     def _source(self) -> "Settings":

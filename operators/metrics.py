@@ -61,3 +61,33 @@ def serve(port: int, addr: str = "127.0.0.1") -> None:
             start_http_server(port, addr=addr)
         except OSError as exc:
             raise ValueError(f"metrics.port={port}: cannot listen on {addr}:{port} ({exc}); choose a free port or 0 to disable") from exc
+
+
+# The personalization loop: annotation, synthesis, training.
+ANNOTATION_REQUESTS = Counter("edgetune_annotation_requests_total", "Admitted unlabeled samples the user was asked to answer.")
+ANNOTATIONS = Counter(
+    "edgetune_annotations_total",
+    "Answers and asks by status: attached, replaced, unrequested, not_buffered (late: sample evicted), unknown_event, unanswered (evicted before an answer).",
+    ["status"],
+)
+ANNOTATION_LATENCY = Histogram(
+    "edgetune_annotation_latency_seconds", "Event time from request to answer.",
+    buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600),
+)
+SYNTHETIC_PAIRS = Counter("edgetune_synthetic_pairs_total", "Synthetic question-answer pairs by fate.", ["outcome"])
+SYNTH_SECONDS = Histogram("edgetune_synth_seconds", "Seconds to synthesize pairs for one sample.", buckets=_SLOW_BUCKETS)
+TRAIN_REQUESTS = Counter("edgetune_train_requests_total", "Training windows closed, by what became of them.", ["outcome"])
+TRAIN_RUNS = Counter("edgetune_train_runs_total", "Finished training runs by gate outcome (promoted, rejected, failed).", ["outcome"])
+TRAIN_LOSS = Histogram("edgetune_train_loss", "Mean training loss of the last step of each run.", buckets=(0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12))
+TRAIN_STEP_SECONDS = Histogram("edgetune_train_step_seconds", "Seconds per LoRA optimisation step.", buckets=_SLOW_BUCKETS)
+TRAIN_TOKENS_PER_SECOND = Gauge("edgetune_train_tokens_per_second", "Training throughput of the last run.")
+TRAIN_SAMPLES = Histogram("edgetune_train_samples", "Samples (real + synthetic) per training run.", buckets=(1, 4, 8, 16, 32, 64, 128, 256, 512))
+TRAIN_QUEUE = Gauge("edgetune_train_queue", "Users waiting for a training run.")
+ADAPTER_VERSIONS = Counter("edgetune_adapter_versions_total", "Adapter versions written.")
+
+
+def record_annotation(payload: dict[str, Any]) -> None:
+    """Count one annotation outcome emitted by the per-user state."""
+    ANNOTATIONS.labels(status=payload["status"]).inc()
+    if payload.get("latency_ms") is not None:
+        ANNOTATION_LATENCY.observe(payload["latency_ms"] / 1000.0)

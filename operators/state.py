@@ -5,12 +5,13 @@ and :meth:`UserState.from_snapshot` rebuilds an equal state, so a dataflow can
 checkpoint it without adapters.
 
 >>> import numpy as np
->>> from operators.events import Event
+>>> from operators.events import Annotation, Event
 >>> from operators.policies import make_policy
 >>> from operators.scoring import ScoredEvent
 >>> state = UserState("u1", make_policy("fifo", capacity=1))
->>> def scored(i):
-...     return ScoredEvent(Event(f"e{i}", "u1", i, f"question {i}"), np.eye(2, dtype=np.float32)[i % 2], 3, 0.5, 0.0, "general")
+>>> def scored(i, answer="an answer"):
+...     event = Event(f"e{i}", "u1", i, f"question {i}", answer)
+...     return ScoredEvent(event, np.eye(2, dtype=np.float32)[i % 2], 3, 0.5, 0.0, "general")
 >>> [o.kind for o in state.on_event(scored(0))]
 ['decision']
 >>> out = state.on_event(scored(1))
@@ -18,6 +19,17 @@ checkpoint it without adapters.
 ('replaced', 'e0', ['e1'])
 >>> state.on_event(scored(1))[0].payload["reason"]
 'duplicate_event'
+
+Unlabeled admitted events are asked about; answers attach only to buffered samples:
+
+>>> state = UserState("u1", make_policy("fifo", capacity=1))
+>>> [o.kind for o in state.on_event(scored(0, answer=None))]
+['decision', 'annotation_request']
+>>> [o.payload["status"] for o in state.on_annotation(Annotation("e0", "u1", 5, "an answer"))]
+['attached']
+>>> _ = state.on_event(scored(1, answer=None))  # evicts e0
+>>> [o.payload["status"] for o in state.on_annotation(Annotation("e0", "u1", 9, "late"))]
+['not_buffered']
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from operators.events import Annotation
 from operators.policies import BufferPolicy, POLICIES
 from operators.scoring import ScoredEvent
 
@@ -36,7 +49,7 @@ from operators.scoring import ScoredEvent
 class Output:
     """Something the per-user step emits; ``kind`` routes it to a sink."""
 
-    kind: str  # "decision" | "dead_letter" | "snapshot"
+    kind: str  # "decision" | "dead_letter" | "snapshot" | "annotation_request" | "annotation" | "train_request"
     payload: dict[str, Any]
 
 
@@ -48,17 +61,26 @@ class BufferedText:
     response: str | None
     ts_ms: int
     meta: dict[str, Any] = field(default_factory=dict)
+    requested_ts_ms: int | None = None  # when the user was asked for an answer
+    answered_ts_ms: int | None = None  # when the answer arrived (None: labeled at source or not yet)
 
 
 class UserState:
-    """The per-user step: reject repeated event ids, offer the rest to the buffer policy."""
+    """The per-user step: reject repeated event ids, offer the rest to the buffer policy,
+    ask for answers to admitted unlabeled events, attach answers, close training windows.
 
-    def __init__(self, user_id: str, policy: BufferPolicy):
+    ``window_events``: every that many accepted events, emit a ``train_request``
+    carrying the buffer's labeled samples (0 disables).
+    """
+
+    def __init__(self, user_id: str, policy: BufferPolicy, window_events: int = 0):
         self.user_id = user_id
         self.policy = policy
+        self.window_events = window_events
         self.seen: set[str] = set()
         self.texts: dict[str, BufferedText] = {}
         self.n_events = 0
+        self.n_windows = 0
 
     def on_event(self, se: ScoredEvent) -> list[Output]:
         event = se.event
@@ -77,10 +99,19 @@ class UserState:
         start = time.perf_counter()
         decision = self.policy.offer(se.candidate(seq))
         select_seconds = time.perf_counter() - start
+        out: list[Output] = []
         if decision.evicted is not None:
-            self.texts.pop(decision.evicted, None)
+            gone = self.texts.pop(decision.evicted, None)
+            if gone is not None and gone.requested_ts_ms is not None and gone.answered_ts_ms is None:
+                out.append(Output("annotation", {"user_id": self.user_id, "event_id": decision.evicted,
+                                                 "status": "unanswered", "latency_ms": None}))
         if decision.admitted:
-            self.texts[event.event_id] = BufferedText(event.prompt, event.response, event.ts_ms, dict(event.meta))
+            text = BufferedText(event.prompt, event.response, event.ts_ms, dict(event.meta))
+            self.texts[event.event_id] = text
+            if event.response is None:
+                text.requested_ts_ms = event.ts_ms
+                out.append(Output("annotation_request", {"user_id": self.user_id, "event_id": event.event_id,
+                                                         "ts_ms": event.ts_ms, "prompt": event.prompt}))
         row = {
             "user_id": self.user_id,
             "event_id": event.event_id,
@@ -103,7 +134,39 @@ class UserState:
             "score_seconds": se.score_seconds,
             "select_seconds": select_seconds,
         }
-        return [Output("decision", row)]
+        out.insert(0, Output("decision", row))
+        if self.window_events and self.n_events % self.window_events == 0:
+            out.append(self.close_window())
+        return out
+
+    def on_annotation(self, a: Annotation) -> list[Output]:
+        """Attach a user's answer to a buffered sample; anything else is counted and dropped."""
+        text = self.texts.get(a.event_id)
+        if text is None:
+            status = "not_buffered" if a.event_id in self.seen else "unknown_event"
+            return [Output("annotation", {"user_id": self.user_id, "event_id": a.event_id, "status": status, "latency_ms": None})]
+        if text.requested_ts_ms is None:
+            status, latency = "unrequested", None  # labeled at the source: nothing was asked
+        else:
+            status, latency = ("attached" if text.answered_ts_ms is None else "replaced"), max(0, a.ts_ms - text.requested_ts_ms)
+            text.response = a.response
+            text.answered_ts_ms = a.ts_ms
+        return [Output("annotation", {"user_id": self.user_id, "event_id": a.event_id, "status": status, "latency_ms": latency})]
+
+    def labeled_samples(self) -> list[dict[str, Any]]:
+        """Buffered samples that have an answer, in arrival order: the user's training set."""
+        out = []
+        for c in self.policy.samples():
+            text = self.texts[c.event_id]
+            if text.response is not None:
+                out.append({"event_id": c.event_id, "prompt": text.prompt, "response": text.response, "domain": c.domain})
+        return out
+
+    def close_window(self) -> Output:
+        """A training window closes: hand the trainer this user's labeled buffer."""
+        self.n_windows += 1
+        return Output("train_request", {"user_id": self.user_id, "window": self.n_windows, "events_seen": self.n_events,
+                                        "samples": self.labeled_samples()})
 
     def buffer_view(self) -> dict[str, Any]:
         """The buffer as it stands, for the per-user snapshot output."""
@@ -130,15 +193,18 @@ class UserState:
             "seen": sorted(self.seen),
             "texts": {k: asdict(v) for k, v in self.texts.items()},
             "n_events": self.n_events,
+            "n_windows": self.n_windows,
+            "window_events": self.window_events,
         }
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> "UserState":
         policy = POLICIES[snap["policy_name"]].from_snapshot(snap["policy"])
-        state = cls(snap["user_id"], policy)
+        state = cls(snap["user_id"], policy, snap["window_events"])
         state.seen = set(snap["seen"])
         state.texts = {k: BufferedText(**v) for k, v in snap["texts"].items()}
         state.n_events = snap["n_events"]
+        state.n_windows = snap["n_windows"]
         return state
 
 

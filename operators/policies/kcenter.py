@@ -45,16 +45,18 @@ class KCenter(BufferPolicy):
     e1 admitted None 0.005
     e2 admitted None 0.9
     e3 rejected None 0.001
-    e4 replaced e0 1.0
+    e4 replaced e1 1.0
     >>> [c.event_id for c in policy.samples()]
-    ['e1', 'e2', 'e4']
+    ['e0', 'e2', 'e4']
     """
 
     name = "kcenter"
 
     def __init__(self, capacity: int = 64, seed: int = 0):
         super().__init__(capacity=capacity, seed=seed)
-        self._closest: tuple[float, str | None, str | None] | None = None  # cache, derived from the buffer
+        # Caches derived from the buffer (not state: rebuilt on demand, so snapshots skip them).
+        self._closest: tuple[float, str | None, str | None] | None = None
+        self._nn: dict[str, list[tuple[str, float]]] = {}
 
     def _choose(self, c: Candidate) -> tuple[str, str | None, float]:
         d_new = 1.0 - c.max_sim  # +inf on an empty buffer

@@ -26,10 +26,10 @@ class RandomReplacement(BufferPolicy):
     ...     print(d.event_id, d.outcome, d.evicted)
     e0 admitted None
     e1 admitted None
-    e2 replaced e1
-    e3 replaced e0
+    e2 replaced e0
+    e3 replaced e2
     >>> [c.event_id for c in policy.samples()]
-    ['e2', 'e3']
+    ['e1', 'e3']
     """
 
     name = "random"

@@ -33,9 +33,9 @@ class Reservoir(BufferPolicy):
     e1 admitted None
     e2 rejected None
     e3 replaced e0
-    e4 rejected None
+    e4 replaced e1
     >>> [c.event_id for c in policy.samples()], policy.seen
-    (['e1', 'e3'], 5)
+    (['e3', 'e4'], 5)
     """
 
     name = "reservoir"

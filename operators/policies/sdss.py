@@ -40,6 +40,10 @@ class SDSS(BufferPolicy):
 
     ``Decision.score`` is the candidate's combined score as compared (nan for duplicates).
 
+    Below, ``e2`` nearly copies ``e0``; ``e3`` has the lowest EOE; ``e4`` has a high EOE but
+    is close to ``e1``, so its IDD is low; ``e5`` opens a new domain and replaces the
+    weakest sample of the largest one.
+
     >>> import numpy as np
     >>> from operators.sample import Candidate
     >>> def unit(*xs):
@@ -54,9 +58,9 @@ class SDSS(BufferPolicy):
     e0 admitted None 0.0
     e1 admitted None 1.0
     e2 duplicate None nan
-    e3 rejected None -1.44
-    e4 replaced e0 1.3
-    e5 replaced e4 0.89
+    e3 rejected None -0.84
+    e4 rejected None -0.88
+    e5 replaced e0 0.5
     >>> [(c.event_id, c.domain) for c in policy.samples()]
     [('e1', 'law'), ('e5', 'medicine')]
     """

@@ -26,7 +26,9 @@ from flows.kafka import (
     KafkaSourceConfig,
     ensure_topics,
 )
-from tests.flows.kafka_fixtures import TOPIC_PARTITIONS, kafka_broker, kafka_topic  # noqa: F401
+# Fixtures kafka_broker / kafka_topic come from tests.flows.kafka_fixtures,
+# registered in tests/conftest.py via pytest_plugins.
+from tests.flows.kafka_fixtures import TOPIC_PARTITIONS
 from tests.kafka_broker import TansuBroker
 
 # Short waits keep the suite quick; idle_stop_s must still outlast the
@@ -112,7 +114,8 @@ def test_source_delivers_every_message_once(kafka_broker: TansuBroker, kafka_top
 
     out: list[dict] = []
     flow = Dataflow("kafka_once")
-    records = op.input("read", flow, KafkaSource(KafkaSourceConfig((kafka_broker.bootstrap,), kafka_topic, **FAST)))
+    config = KafkaSourceConfig((kafka_broker.bootstrap,), kafka_topic, **FAST)
+    records = op.input("read", flow, KafkaSource(config))
     # KafkaRecord
     events = op.map("parse", records, lambda r: (r.partition, r.offset, json.loads(r.value)))
     # (partition, offset, event dict)
