@@ -1,40 +1,50 @@
-"""Consume conversation events from Kafka through the selection stream.
+"""Consume conversation events and annotations from Kafka through the selection stream.
 
     python -m bytewax.run flows.kafka_flow:flow       # settings from EDGETUNE_* / EDGETUNE_CONFIG
     edgetune run --kafka 127.0.0.1:9092 [options]
 
 Offsets live in Bytewax state (run with a recovery directory to resume where
-the last run stopped); dead letters go to a Kafka topic as well as to a file.
+the last run stopped). Dead letters and annotation requests go to Kafka topics
+as well as to files.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from flows.kafka import KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig
-from flows.selection import Components, build_components, select
-from flows.sinks import DecisionLogSink, JsonlSink, SnapshotSink
+from flows.selection import Components, build_components, select, write_outputs
 from operators.config import Settings, load_settings
 
 
-def build_flow(settings: Settings, components: Components | None = None, progress: Callable[[], None] | None = None) -> Dataflow:
+def build_flow(
+    settings: Settings,
+    components: Components | None = None,
+    progress: Callable[[], None] | None = None,
+    trainer_sink: Any | None = None,
+) -> Dataflow:
     components = components or build_components(settings)
-    k, out = settings.kafka, settings.output.dir
+    k = settings.kafka
     brokers = tuple(b.strip() for b in k.brokers.split(",") if b.strip())
-    source = KafkaSource(KafkaSourceConfig(brokers=brokers, topic=k.events_topic, starting=k.starting, idle_stop_s=k.idle_stop_s))
+
+    def consume(step_id: str, topic: str, channel: str):
+        cfg = KafkaSourceConfig(brokers=brokers, topic=topic, starting=k.starting, idle_stop_s=k.idle_stop_s)
+        records = op.input(step_id, flow, KafkaSource(cfg))  # KafkaRecord
+        return op.map(f"{step_id}_tag", records, lambda r: (channel, r.value))  # (channel, bytes)
+
     flow = Dataflow("edgetune_kafka")
-    records = op.input("consume", flow, source)  # KafkaRecord
-    raw = op.map("payload", records, lambda r: r.value)  # bytes
-    selection = select(raw, components, progress)
-    op.output("log", op.key_on("log_key", selection.decisions, lambda _: "decisions"), DecisionLogSink(out / "decisions"))
-    op.output("dead_letter", selection.dead_letters, JsonlSink(out / "dead_letters.jsonl"))
-    dead_keyed = op.map("dead_key", selection.dead_letters, lambda d: (d.get("user_id"), d))
-    op.output("dead_letter_topic", dead_keyed, KafkaSink(KafkaSinkConfig(brokers=brokers, topic=k.dead_letter_topic)))
-    op.output("snapshot", selection.snapshots, SnapshotSink(out / "buffers"))
+    events = consume("consume_events", k.events_topic, "event")
+    answers = consume("consume_annotations", k.annotations_topic, "annotation")
+    selection = select(op.merge("merge", events, answers), components, progress)
+    write_outputs(selection, settings, trainer_sink)
+    dead = op.map("dead_key", selection.dead_letters, lambda d: (d.get("user_id"), d))  # (key, dict)
+    op.output("dead_letter_topic", dead, KafkaSink(KafkaSinkConfig(brokers=brokers, topic=k.dead_letter_topic)))
+    asks = op.map("ask_key", selection.annotation_requests, lambda r: (r["user_id"], r))  # (key, dict)
+    op.output("ask_topic", asks, KafkaSink(KafkaSinkConfig(brokers=brokers, topic=k.requests_topic)))
     return flow
 
 

@@ -7,36 +7,43 @@
 from __future__ import annotations
 
 import os
-from functools import partial
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from flows.replay import replay_events
 from flows.replay_source import ReplaySource
-from flows.selection import Components, build_components, select
-from flows.sinks import DecisionLogSink, JsonlSink, SnapshotSink
+from flows.selection import Components, build_components, select, write_outputs
 from operators.config import Settings, load_settings
+from operators.oracle import tag_events, with_oracle_answers
 
 
-def build_flow(settings: Settings, components: Components | None = None, progress: Callable[[], None] | None = None) -> Dataflow:
-    components = components or build_components(settings)
-    src, out = settings.source, settings.output.dir
-    records = partial(
-        replay_events,
+def replay_items(settings: Settings) -> Iterator[tuple[str, Any]]:
+    """The ``(channel, payload)`` items a replay feeds the stream, answers included in oracle mode."""
+    src = settings.source
+    records = replay_events(
         src.path if src.path is not None else src.dataset,
         n_users=src.users,
         split=src.split,
         limit=src.limit,
         seed=settings.seed,
     )
+    if settings.annotation.replay_answers == "oracle":
+        return with_oracle_answers(records, settings.annotation.answer_delay_events)
+    return tag_events(records)
+
+
+def build_flow(
+    settings: Settings,
+    components: Components | None = None,
+    progress: Callable[[], None] | None = None,
+    trainer_sink: Any | None = None,
+) -> Dataflow:
+    components = components or build_components(settings)
     flow = Dataflow("edgetune_replay")
-    raw = op.input("read", flow, ReplaySource(records, rate=src.rate))  # bytes | dict
-    selection = select(raw, components, progress)
-    op.output("log", op.key_on("log_key", selection.decisions, lambda _: "decisions"), DecisionLogSink(out / "decisions"))
-    op.output("dead_letter", selection.dead_letters, JsonlSink(out / "dead_letters.jsonl"))
-    op.output("snapshot", selection.snapshots, SnapshotSink(out / "buffers"))
+    items = op.input("read", flow, ReplaySource(lambda: replay_items(settings), rate=settings.source.rate))  # (channel, payload)
+    write_outputs(select(items, components, progress), settings, trainer_sink)
     return flow
 
 

@@ -1,7 +1,8 @@
 """The selection stream, shared by the replay and Kafka flows.
 
-    raw payload ─> parse ─> embed+score (batched) ─> key by user ─> select (per-user buffer)
-                     └─> dead letters <───────────────────────────────┘ (duplicates)
+    (channel, payload) ─> parse ─> embed+score events (batched) ─> key by user ─> select (per-user state)
+                            └─> dead letters <──────────────────────────────────────┘ (duplicates)
+    select emits: decision rows, annotation requests, annotation outcomes, training requests, buffer snapshots.
 
 Every step calls into ``operators/`` (pure logic) or ``models/`` (torch);
 nothing here decides anything about a sample.
@@ -19,9 +20,10 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulLogic
 
+from flows.sinks import DecisionLogSink, JsonlSink, SnapshotSink
 from operators import metrics
 from operators.config import Settings
-from operators.events import Event, Rejected, parse_event
+from operators.events import Annotation, Event, Rejected, parse_item
 from operators.lexicons import load_lexicons
 from operators.policies import make_policy
 from operators.scoring import ScoredEvent, Scorer
@@ -48,15 +50,19 @@ def build_components(settings: Settings) -> Components:
     return Components(settings, embedder, scorer)
 
 
-def embed_and_score(events: list[Event], *, embedder: Any, scorer: Scorer) -> list[ScoredEvent]:
-    """Embed a batch of events in one call (the costly part), then score each."""
+def embed_and_score(items: list[Event | Annotation], *, embedder: Any, scorer: Scorer) -> list[ScoredEvent | Annotation]:
+    """Embed the batch's events in one call (the costly part) and score each; annotations pass through in place."""
+    events = [x for x in items if isinstance(x, Event)]
+    if not events:
+        return list(items)
     start = time.perf_counter()
     embedded = embedder.embed([e.text for e in events])
     elapsed = time.perf_counter() - start
     metrics.EMBED_SECONDS.observe(elapsed)
     metrics.EMBED_EVENTS.inc(len(events))
     share = elapsed / len(events)
-    return [scorer.score(e, v, n, share) for e, v, n in zip(events, embedded.vectors, embedded.n_tokens)]
+    scored = iter([scorer.score(e, v, n, share) for e, v, n in zip(events, embedded.vectors, embedded.n_tokens)])
+    return [next(scored) if isinstance(x, Event) else x for x in items]
 
 
 def user_seed(seed: int, user_id: str) -> int:
@@ -71,19 +77,27 @@ class SelectLogic(StatefulLogic):
         self.settings = settings
         self.state = UserState.from_snapshot(resume) if resume is not None else None
 
-    def on_item(self, value: ScoredEvent) -> tuple[list[Output], bool]:
+    def on_item(self, value: ScoredEvent | Annotation) -> tuple[list[Output], bool]:
+        if isinstance(value, Annotation):
+            return self._state(value.user_id).on_annotation(value), StatefulLogic.RETAIN
+        return self._state(value.event.user_id).on_event(value), StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Output], bool]:
+        out = [Output("snapshot", self.state.buffer_view())]
+        t = self.settings.train
+        if t.enabled and t.train_on_eof and self.state.n_events > self.state.last_window_events:
+            out.append(self.state.close_window())
+        return out, StatefulLogic.RETAIN
+
+    def _state(self, user: str) -> UserState:
         if self.state is None:
-            user = value.event.user_id
-            b = self.settings.buffer
+            b, t = self.settings.buffer, self.settings.train
             params: dict[str, Any] = {"capacity": b.capacity, "seed": user_seed(self.settings.seed, user)}
             if b.policy == "sdss":
                 params.update(dup_threshold=b.dup_threshold, weights=b.weights)
-            self.state = UserState(user, make_policy(b.policy, **params))
+            self.state = UserState(user, make_policy(b.policy, **params), t.window_events if t.enabled else 0)
             metrics.USERS.inc()
-        return self.state.on_event(value), StatefulLogic.RETAIN
-
-    def on_eof(self) -> tuple[list[Output], bool]:
-        return [Output("snapshot", self.state.buffer_view())], StatefulLogic.RETAIN
+        return self.state
 
     def snapshot(self) -> dict:
         return self.state.snapshot()
@@ -94,30 +108,56 @@ class SelectionOutputs:
     decisions: Stream  # dict rows of the decision log
     dead_letters: Stream  # dicts: reason, detail, raw, ...
     snapshots: Stream  # dicts: one user's buffer view
+    annotation_requests: Stream  # dicts: user_id, event_id, ts_ms, prompt
+    train_requests: Stream  # dicts: user_id, window, samples
 
 
 def select(raw: Stream, components: Components, progress: Callable[[], None] | None = None) -> SelectionOutputs:
-    """Wire the selection steps onto a stream of raw payloads (bytes, str or dict)."""
+    """Wire the selection steps onto a stream of ``(channel, payload)`` items, channel "event" or "annotation"."""
     s = components.settings
-    parsed = op.map("parse", raw, partial(parse_event, max_chars=s.max_chars))  # Event | Rejected
-    checked = op.branch("validate", parsed, lambda p: isinstance(p, Event))
+    parsed = op.map("parse", raw, partial(parse_item, max_chars=s.max_chars))  # Event | Annotation | Rejected
+    checked = op.branch("validate", parsed, lambda p: not isinstance(p, Rejected))
     scored = op.flat_map_batch(
         "embed", checked.trues, partial(embed_and_score, embedder=components.embedder, scorer=components.scorer)
-    )  # ScoredEvent
-    keyed = op.key_on("key", scored, lambda se: se.event.user_id)  # (user_id, ScoredEvent)
+    )  # ScoredEvent | Annotation
+    keyed = op.key_on("key", scored, _user_of)  # (user_id, ScoredEvent | Annotation)
     selected = op.stateful("select", keyed, partial(SelectLogic, s))  # (user_id, Output)
     outputs = op.key_rm("unkey", selected)  # Output
-    decisions = op.filter_map("decisions", outputs, lambda o: o.payload if o.kind == "decision" else None)
-    duplicates = op.filter_map("duplicates", outputs, lambda o: o.payload if o.kind == "dead_letter" else None)
-    snapshots = op.filter_map("snapshots", outputs, lambda o: o.payload if o.kind == "snapshot" else None)
+    decisions = _payloads("decisions", outputs, "decision")
+    duplicates = _payloads("duplicates", outputs, "dead_letter")
+    requests = _payloads("requests", outputs, "annotation_request")
+    answers = _payloads("answers", outputs, "annotation")
     invalid = op.map("describe", checked.falses, Rejected.to_dict)  # dict
     dead = op.merge("dead", invalid, duplicates)  # dict
     op.inspect("count_decisions", decisions, lambda _step, row: _counted(metrics.record_decision, row, progress))
     op.inspect("count_dead", dead, lambda _step, d: _counted(lambda x: metrics.record_dead_letter(x["reason"]), d, progress))
-    return SelectionOutputs(decisions, dead, snapshots)
+    op.inspect("count_requests", requests, lambda _step, _r: metrics.ANNOTATION_REQUESTS.inc())
+    op.inspect("count_answers", answers, lambda _step, a: metrics.record_annotation(a))
+    return SelectionOutputs(
+        decisions, dead, _payloads("snapshots", outputs, "snapshot"), requests, _payloads("windows", outputs, "train_request")
+    )
+
+
+def _user_of(item: ScoredEvent | Annotation) -> str:
+    return item.user_id if isinstance(item, Annotation) else item.event.user_id
+
+
+def _payloads(step_id: str, outputs: Stream, kind: str) -> Stream:
+    return op.filter_map(step_id, outputs, lambda o: o.payload if o.kind == kind else None)
 
 
 def _counted(record: Callable[[Any], None], item: Any, progress: Callable[[], None] | None) -> None:
     record(item)
     if progress is not None:
         progress()
+
+
+def write_outputs(selection: SelectionOutputs, settings: Settings, trainer_sink: Any | None = None) -> None:
+    """The file outputs both flows share; ``trainer_sink`` receives training requests when training is on."""
+    out = settings.output.dir
+    op.output("log", op.key_on("log_key", selection.decisions, lambda _: "decisions"), DecisionLogSink(out / "decisions"))
+    op.output("dead_letter", selection.dead_letters, JsonlSink(out / "dead_letters.jsonl"))
+    op.output("snapshot", selection.snapshots, SnapshotSink(out / "buffers"))
+    op.output("ask", selection.annotation_requests, JsonlSink(out / "annotation_requests.jsonl"))
+    if trainer_sink is not None:
+        op.output("train", selection.train_requests, trainer_sink)

@@ -20,6 +20,7 @@ the last real token from the attention mask, so they work with either side.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import importlib.metadata
@@ -29,7 +30,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Callable, Literal, get_args
 
 if TYPE_CHECKING:  # torch/transformers are imported lazily: `edgetune config` stays fast
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -150,9 +151,8 @@ def tiny_llama(
     """A small ``LlamaForCausalLM`` with random weights and SmolLM2's tokenizer.
 
     Same ``seed`` ⇒ bit-identical weights. The global torch RNG is left as it was.
-    ``cache_dir`` is only where an already converted SmolLM2 tokenizer is looked for
-    (fast); without one the tokenizer is read from the GGUF file (about 10 s, once
-    per process).
+    ``cache_dir`` is where SmolLM2's tokenizer is looked for: in the converted model,
+    else in a tokenizer-only copy that the first call extracts from the GGUF (~10 s).
     """
     if hidden < 8 or hidden % 4:
         raise ValueError(f"tiny_llama hidden={hidden} must be a multiple of 4 and at least 8")
@@ -223,19 +223,20 @@ def _finish(model, tokenizer, dtype: Dtype):
 
 
 def _converted_smollm2_dir(cache_dir: Path) -> Path:
-    """The safetensors copy of SmolLM2, converting the GGUF on first use.
+    """The safetensors copy of SmolLM2, converting the GGUF on first use."""
+    return _atomic_dir(cache_dir / SMOLLM2, lambda out: _convert_gguf(smollm2_gguf_path(), out))
 
-    The conversion is written to a temporary directory next to the target and renamed
-    into place, so a crash or a concurrent loader never sees a half-written model.
-    """
-    target = cache_dir / SMOLLM2
+
+def _atomic_dir(target: Path, write: Callable[[Path], None]) -> Path:
+    """``target``, made by ``write(tmp)`` in a temporary sibling then renamed into place,
+    so that a crash or a concurrent process never sees a half-written directory.
+    ``write`` must create ``_SOURCE_FILE`` last: its presence marks a complete directory."""
     if (target / _SOURCE_FILE).is_file():
         return target
-    gguf = smollm2_gguf_path()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2}-", dir=cache_dir))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        _convert_gguf(gguf, tmp)
+        write(tmp)
         tmp.chmod(0o755)  # mkdtemp makes it owner-only
         try:
             os.rename(tmp, target)
@@ -275,25 +276,39 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     plain.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
 
-    package_version = importlib.metadata.version(SMOLLM2_PACKAGE)
-    source = {"package": SMOLLM2_PACKAGE, "version": package_version, "file": gguf.name, "bytes": gguf.stat().st_size}
+    _write_source(gguf, out_dir)
+
+
+def _write_source(gguf: Path, out_dir: Path) -> None:
+    """Provenance of a converted directory; written last, it marks the directory complete."""
+    source = {
+        "package": SMOLLM2_PACKAGE,
+        "version": importlib.metadata.version(SMOLLM2_PACKAGE),
+        "file": gguf.name,
+        "bytes": gguf.stat().st_size,
+    }
     (out_dir / _SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
 
 
 @functools.lru_cache(maxsize=4)
 def _cached_smollm2_tokenizer(cache_dir: Path):
+    """Reading the tokenizer out of the GGUF takes ~10 s, a saved one ~0.5 s: use the
+    converted model if there is one, else a tokenizer-only copy made on first use."""
     from transformers import AutoTokenizer
 
     converted = cache_dir / SMOLLM2
     if (converted / _SOURCE_FILE).is_file():
         return AutoTokenizer.from_pretrained(converted)
-    gguf = smollm2_gguf_path()
-    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+    def write(out: Path) -> None:
+        gguf = smollm2_gguf_path()
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+        _write_source(gguf, out)
+
+    return AutoTokenizer.from_pretrained(_atomic_dir(cache_dir / f"{SMOLLM2}-tokenizer", write))
 
 
 def _smollm2_tokenizer(cache_dir: Path):
     """SmolLM2's tokenizer, parsed once per process; each caller gets its own copy
     (tokenizers are mutable: padding side, pad token)."""
-    import copy
-
     return copy.deepcopy(_cached_smollm2_tokenizer(cache_dir))

@@ -141,6 +141,20 @@ def parse_annotation(raw: bytes | str | dict, *, max_chars: int = 20_000) -> Ann
     return Annotation(obj["event_id"], obj["user_id"], ts, obj["response"])
 
 
+def parse_item(item: tuple[str, bytes | str | dict], *, max_chars: int = 20_000) -> Parsed:
+    """Validate a ``(channel, payload)`` pair: channel ``"event"`` or ``"annotation"``.
+
+    >>> parse_item(("annotation", {"event_id": "e1", "user_id": "u1", "ts": 3, "response": "yes"})).response
+    'yes'
+    """
+    channel, raw = item
+    if channel == "event":
+        return parse_event(raw, max_chars=max_chars)
+    if channel == "annotation":
+        return parse_annotation(raw, max_chars=max_chars)
+    raise ValueError(f"parse_item: channel must be 'event' or 'annotation', got {channel!r}")
+
+
 def _decode(raw: bytes | str | dict) -> dict | Rejected:
     if isinstance(raw, dict):
         return raw

@@ -81,6 +81,7 @@ class UserState:
         self.texts: dict[str, BufferedText] = {}
         self.n_events = 0
         self.n_windows = 0
+        self.last_window_events = 0
 
     def on_event(self, se: ScoredEvent) -> list[Output]:
         event = se.event
@@ -165,6 +166,7 @@ class UserState:
     def close_window(self) -> Output:
         """A training window closes: hand the trainer this user's labeled buffer."""
         self.n_windows += 1
+        self.last_window_events = self.n_events
         return Output("train_request", {"user_id": self.user_id, "window": self.n_windows, "events_seen": self.n_events,
                                         "samples": self.labeled_samples()})
 
@@ -194,6 +196,7 @@ class UserState:
             "texts": {k: asdict(v) for k, v in self.texts.items()},
             "n_events": self.n_events,
             "n_windows": self.n_windows,
+            "last_window_events": self.last_window_events,
             "window_events": self.window_events,
         }
 
@@ -205,6 +208,7 @@ class UserState:
         state.texts = {k: BufferedText(**v) for k, v in snap["texts"].items()}
         state.n_events = snap["n_events"]
         state.n_windows = snap["n_windows"]
+        state.last_window_events = snap["last_window_events"]
         return state
 
 

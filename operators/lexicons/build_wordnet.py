@@ -126,7 +126,7 @@ RECIPES: dict[str, DomainRecipe] = {
                "team.n.01", "sports_implement.n.01", "playing_field.n.01", "stadium.n.01"),
     ),
     "music": DomainRecipe(
-        topics=("music.n.01", "music.n.02", "music.n.05"),
+        topics=("music.n.01", "music.n.02"),
         roots=("musical_instrument.n.01", "musician.n.01", "musician.n.02", "musical_composition.n.01",
                "music_genre.n.01", "singer.n.01", "musical_notation.n.01", "musical_organization.n.01",
                "song.n.01", "musical_interval.n.01", "tone.n.01"),
@@ -145,7 +145,7 @@ RECIPES: dict[str, DomainRecipe] = {
     ),
     "nature": DomainRecipe(
         roots=("animal.n.01", "plant.n.02", "fungus.n.01", "pet.n.01", "garden.n.01", "gardener.n.01",
-               "natural_object.n.01", "weather.n.01", "atmospheric_phenomenon.n.01"),
+               "weather.n.01", "atmospheric_phenomenon.n.01"),
         lexfiles=("noun.animal", "noun.plant"),
         proper_nouns=False,
     ),
@@ -171,8 +171,9 @@ RECIPES: dict[str, DomainRecipe] = {
     ),
     "religion": DomainRecipe(
         topics=("religion.n.01", "religion.n.02", "theology.n.01", "roman_catholic.n.02", "old_testament.n.01",
-                "new_testament.n.01", "judaism.n.02", "christianity.n.01", "hinduism.n.01", "islam.n.02",
-                "buddhism.n.01", "church_service.n.01"),
+                "new_testament.n.01", "judaism.n.01", "judaism.n.02", "christianity.n.01", "hinduism.n.01", "hinduism.n.02",
+                "islam.n.01", "islam.n.02", "buddhism.n.01",
+                "buddhism.n.02", "church_service.n.01"),
         roots=("religion.n.01", "religious_person.n.01", "clergyman.n.01", "spiritual_being.n.01",
                "place_of_worship.n.01", "religious_ceremony.n.01", "sacred_text.n.01", "worship.n.01",
                "prayer.n.01", "sacrament.n.01", "religious_doctrine.n.01", "religionist.n.01"),
