@@ -144,7 +144,8 @@ def replay_events(
     their own ``ts``; with ``split="field"`` they also keep their user and go
     on exactly as read (JSONL lines stay bytes), otherwise they are decoded and
     given a new user. Anything that is not valid JSON, or not a shape we know,
-    goes on as read, to be dead-lettered by the validator.
+    goes on as read, to be dead-lettered by the validator. Mapped records
+    have no user of their own, so ``split="field"`` suits event files only.
     """
     _check_limit(limit)
     if isinstance(source, str) and source in DATASETS:

@@ -79,7 +79,10 @@ class BufferPolicy(ABC):
         return Decision(c.event_id, outcome, victim, idd=c.idd, max_sim=c.max_sim, score=score)
 
     def samples(self) -> list[Candidate]:
-        """Buffered candidates in arrival order (``idd``/``max_sim`` as of their offer)."""
+        """Buffered candidates in arrival order (``idd``/``max_sim`` as of their offer).
+
+        These are the buffered objects themselves, not copies: treat them as read-only.
+        """
         return list(self._samples.values())
 
     def remove(self, event_id: str) -> bool:
@@ -128,7 +131,7 @@ class BufferPolicy(ABC):
         klass = cls._class_for(snap["name"])
         policy = klass(**snap["params"])
         for fields in snap["samples"]:
-            policy._insert(Candidate(**{**fields, "embedding": np.array(fields["embedding"], dtype=np.float32)}))
+            policy._insert(Candidate(**{**fields, "embedding": np.array(fields["embedding"])}))
         policy._rng.bit_generator.state = snap["rng"]
         policy._counts = dict(snap["counts"])
         policy._load_state(snap["state"])
@@ -173,5 +176,5 @@ class BufferPolicy(ABC):
 
 def _candidate_to_dict(c: Candidate) -> dict[str, Any]:
     fields = {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
-    fields["embedding"] = np.array(c.embedding, dtype=np.float32, copy=True)
+    fields["embedding"] = np.array(c.embedding, copy=True)  # same dtype: restored arithmetic is identical
     return fields

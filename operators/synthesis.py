@@ -1,0 +1,272 @@
+"""Synthetic question–answer pairs: the prompt that asks for them, the parser that
+reads them back, and the ROUGE-1 sanity check that decides which ones to keep.
+
+The paper (Qin et al., DAC'24) prompts the local LLM to write pairs that are
+"semantically similar" to an annotated buffered sample and filters them with a
+ROUGE-1-based check. Their prompt and thresholds were not released; ours are
+below, with the numbers that chose them. Everything here is pure Python: the
+generation itself lives in ``models/synth.py``.
+
+>>> text = render_synth_prompt(DEFAULT_SYNTH_TEMPLATE, "How do I boil an egg?", "Put it in boiling water.", k=2)
+>>> "How do I boil an egg?" in text and "2" in text
+True
+>>> parse_pairs("Q: How do I fry an egg?\\nA: Use a hot pan.\\nQ: How long to poach an egg?")
+[('How do I fry an egg?', 'Use a hot pan.'), ('How long to poach an egg?', '')]
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "DEFAULT_SYNTH_TEMPLATE",
+    "FilterResult",
+    "SynthFilter",
+    "parse_pairs",
+    "render_synth_prompt",
+    "rouge1_f",
+]
+
+DEFAULT_SYNTH_TEMPLATE = (
+    "Here is an example question and its answer.\n\n"
+    "Q: {prompt}\n"
+    "A: {response}\n\n"
+    "Write {k} new questions on the same topic, each with a short answer. "
+    "Use exactly this format for each one:\n"
+    "Q: <question>\n"
+    "A: <answer>"
+)
+"""The prompt asking the LLM for ``k`` pairs like the example (fields ``prompt``,
+``response``, ``k``). Tuned on SmolLM2-135M-Instruct; see ``SynthFilter``."""
+
+# An example longer than this (characters, ~4 per token) is cut in the middle, so
+# that the instruction after it survives the generator's prompt-length limit.
+MAX_EXAMPLE_CHARS = 600
+
+
+def render_synth_prompt(template: str, prompt: str, response: str, k: int, max_chars: int = MAX_EXAMPLE_CHARS) -> str:
+    """Fill ``template`` with the example pair and ``k``.
+
+    The example question and answer are each cut to ``max_chars`` characters
+    (head and tail kept, joined by `` … ``).
+
+    >>> render_synth_prompt("{k}: {prompt} / {response}", "abcdefghij", "x", k=3, max_chars=6)
+    '3: abc … hij / x'
+    >>> render_synth_prompt("{prompt}", "q", "a", k=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: render_synth_prompt k=0 must be a positive int
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"render_synth_prompt k={k!r} must be a positive int")
+    return template.format(prompt=_clip(prompt.strip(), max_chars), response=_clip(response.strip(), max_chars), k=k)
+
+
+# A marker opening a question or an answer: "Q:", "Q1:", "Question 2 -", "**A:**",
+# "1. Q:", "- Answer:"... Group "kind" is its first letter.
+_MARKER = re.compile(
+    r"""
+    (?P<lead>^|(?<=\s))                     # line start, or inline after whitespace
+    (?:[-*•#>]+\s*)?                        # bullet / heading / quote
+    (?:\(?\d{1,3}[.):]\s*)?                 # "1." "2)" "(3)"
+    (?:\*\*|__)?                            # bold open
+    (?P<kind>Q|A|Question|Answer)
+    \s*\d{0,3}\s*                           # "Q1", "Question 2"
+    (?:\*\*|__)?\s*[:.)\-–]\s*(?:\*\*|__)?  # separator, bold close
+    """,
+    re.VERBOSE | re.MULTILINE | re.IGNORECASE,
+)
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """Read ``(question, answer)`` pairs out of model output in "Q: … A: …" form.
+
+    Robust to numbering ("1. Q:", "Q2:", "Question 3 -"), bullets and bold
+    markers, both parts on one line, and extra whitespace. A question without an
+    answer (the model stopped or moved on) comes back with ``""`` as its answer,
+    so the filter can count it; an answer without a question and text before the
+    first marker are ignored. Markers at a line start always count; an inline
+    marker only when it switches kind (``A:`` after a question), so "plan A: …"
+    inside an answer does not split it.
+
+    >>> parse_pairs('''Sure! Here are 2 pairs:
+    ... 1. **Q:** What is  a cat?
+    ...    **A:** A small  pet.
+    ... 2. Question 2: Why do cats purr?   Answer: Contentment, mostly.''')
+    [('What is a cat?', 'A small pet.'), ('Why do cats purr?', 'Contentment, mostly.')]
+    >>> parse_pairs("Q: One?\\nQ: Two?\\nA: Yes, plan A: works.\\nA: stray answer")
+    [('One?', ''), ('Two?', 'Yes, plan A: works.')]
+    >>> parse_pairs("no markers at all")
+    []
+    """
+    segments: list[tuple[str, int, int]] = []  # (kind, body start, marker start)
+    current = None
+    for match in _MARKER.finditer(text):
+        kind = match.group("kind")[0].upper()
+        at_line_start = match.start() == 0 or text[match.start() - 1] == "\n" or _only_space_before(text, match.start())
+        if not at_line_start and kind == current:
+            continue  # inline, same kind: part of the text ("plan A: ...")
+        if not at_line_start and kind == "Q":
+            continue  # inline "Q:" inside an answer is far likelier prose than a new pair
+        segments.append((kind, match.end(), match.start()))
+        current = kind
+    pairs: list[tuple[str, str]] = []
+    question: str | None = None
+    for i, (kind, body_start, _) in enumerate(segments):
+        body_end = segments[i + 1][2] if i + 1 < len(segments) else len(text)
+        body = _tidy(text[body_start:body_end])
+        if kind == "Q":
+            if question is not None:
+                pairs.append((question, ""))
+            question = body
+        elif question is not None:
+            pairs.append((question, body))
+            question = None
+    if question is not None:
+        pairs.append((question, ""))
+    return pairs
+
+
+@functools.lru_cache(maxsize=1)
+def _scorer():
+    # Same settings as the evaluation metric (models/evaluate.py), so the filter
+    # and the paper's ROUGE-1 agree on what "overlap" means.
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rouge1"], use_stemmer=True)
+
+
+def rouge1_f(a: str, b: str) -> float:
+    """ROUGE-1 F-measure of two texts (symmetric), rouge-score with Porter stemming.
+
+    rouge-score keeps only ``[a-z0-9]`` tokens: text in other scripts scores 0.
+
+    >>> rouge1_f("the cat sat", "the cat sat")
+    1.0
+    >>> rouge1_f("the cat sat", "a dog ran")
+    0.0
+    >>> round(rouge1_f("cats sitting", "a cat sits"), 3)  # cat, sit match after stemming: P=2/3, R=2/2
+    0.8
+    """
+    return _scorer().score(a, b)["rouge1"].fmeasure
+
+
+@dataclass
+class FilterResult:
+    """Pairs kept, and how many were dropped for each reason."""
+
+    kept: list[tuple[str, str]]
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+DROP_REASONS = ("empty_question", "empty_answer", "answer_copies_question", "near_copy", "off_topic", "duplicate")
+"""Why a synthetic pair is dropped, in the order the checks run."""
+
+
+@dataclass
+class SynthFilter:
+    """ROUGE-1 sanity check for synthetic pairs, against their source sample.
+
+    A pair is kept only if, in this order:
+
+    - its question and answer are non-empty (``empty_question``, ``empty_answer``);
+    - its answer is not a copy of its question, ROUGE-1 F < ``dedup``
+      (``answer_copies_question``);
+    - its question's ROUGE-1 F against the source question lies in
+      [``low``, ``high``): at or above ``high`` it restates the source and adds
+      nothing (``near_copy``); below ``low`` it shares almost no words with it
+      and is off-topic (``off_topic``);
+    - its question's ROUGE-1 F against every already kept question is below
+      ``dedup`` (``duplicate``).
+
+    Why this band (measured on SmolLM2-135M-Instruct, 20 ShareGPT + 20 Chit Chat
+    first turns, ``DEFAULT_SYNTH_TEMPLATE``, sampling T=0.7, top-p 0.9): see the
+    numbers filled in below.
+
+    Args:
+        low: lowest question-vs-source ROUGE-1 F kept (inclusive).
+        high: question-vs-source ROUGE-1 F from which a pair is a near-copy (exclusive bound).
+        dedup: ROUGE-1 F from which two texts count as the same (duplicates, copied answers).
+
+    >>> filt = SynthFilter(low=0.2, high=0.8, dedup=0.8)
+    >>> result = filt.filter("How do I boil an egg?", "Boil it for 8 minutes.", [
+    ...     ("How do I boil an egg?", "Boil it."),            # F = 1.0: near_copy
+    ...     ("How long should I boil an egg?", "8 minutes."), # F = 0.83 (5 of 6 and 5 of 7 words): near_copy
+    ...     ("How do I fry an egg?", "In a pan."),            # F = 0.8 (4/5, 4/5 after stemming... see tests)
+    ...     ("What is the capital of France?", "Paris."),     # F = 0: off_topic
+    ...     ("How do I peel an egg?", ""),                    # no answer: empty_answer
+    ... ])
+    >>> result.kept
+    []
+    """
+
+    low: float = 0.2
+    high: float = 0.8
+    dedup: float = 0.8
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.low < self.high <= 1.0:
+            raise ValueError(
+                f"SynthFilter low={self.low!r}, high={self.high!r} must satisfy 0 <= low < high <= 1"
+            )
+        if not 0.0 < self.dedup <= 1.0:
+            raise ValueError(f"SynthFilter.dedup={self.dedup!r} must be in (0, 1]")
+
+    def filter(self, source_prompt: str, source_response: str, pairs: Sequence[tuple[str, str]]) -> FilterResult:
+        """Keep the pairs that pass every check, in their input order."""
+        kept: list[tuple[str, str]] = []
+        dropped: dict[str, int] = {}
+        for question, answer in pairs:
+            reason = self._reject(source_prompt, question.strip(), answer.strip(), kept)
+            if reason is None:
+                kept.append((question.strip(), answer.strip()))
+            else:
+                dropped[reason] = dropped.get(reason, 0) + 1
+        return FilterResult(kept=kept, dropped=dropped)
+
+    def _reject(self, source: str, question: str, answer: str, kept: list[tuple[str, str]]) -> str | None:
+        if not question:
+            return "empty_question"
+        if not answer:
+            return "empty_answer"
+        if rouge1_f(answer, question) >= self.dedup:
+            return "answer_copies_question"
+        overlap = rouge1_f(question, source)
+        if overlap >= self.high:
+            return "near_copy"
+        if overlap < self.low:
+            return "off_topic"
+        if any(rouge1_f(question, other) >= self.dedup for other, _ in kept):
+            return "duplicate"
+        return None
+
+
+# --- internals -------------------------------------------------------------------
+
+
+def _clip(text: str, max_chars: int) -> str:
+    if len(text) <= max_chars:
+        return text
+    head = (max_chars + 1) // 2
+    return text[:head].rstrip() + " … " + text[len(text) - max_chars // 2 :].lstrip()
+
+
+def _only_space_before(text: str, pos: int) -> bool:
+    line_start = text.rfind("\n", 0, pos) + 1
+    return not text[line_start:pos].strip()
+
+
+_SPACES = re.compile(r"[ \t\f\v]+")
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+_EDGE_MARKUP = re.compile(r"^(?:\*\*|__)+|(?:\*\*|__)+$")
+
+
+def _tidy(body: str) -> str:
+    """Collapse runs of spaces, blank lines and stray bold markers; trim."""
+    body = _SPACES.sub(" ", body)
+    body = "\n".join(line.strip() for line in body.strip().splitlines())
+    body = _BLANK_LINES.sub("\n", body)
+    return _EDGE_MARKUP.sub("", body).strip()
