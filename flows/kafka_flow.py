@@ -39,7 +39,7 @@ def build_flow(
     flow = Dataflow("edgetune_kafka")
     events = consume("consume_events", k.events_topic, "event")
     answers = consume("consume_annotations", k.annotations_topic, "annotation")
-    selection = select(op.merge("merge", events, answers), components, progress)
+    selection = select(op.merge("merge", events, answers), settings, components, progress)
     write_outputs(selection, settings, trainer_sink)
     dead = op.map("dead_key", selection.dead_letters, lambda d: (d.get("user_id"), d))  # (key, dict)
     op.output("dead_letter_topic", dead, KafkaSink(KafkaSinkConfig(brokers=brokers, topic=k.dead_letter_topic)))

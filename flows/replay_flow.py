@@ -43,7 +43,7 @@ def build_flow(
     components = components or build_components(settings)
     flow = Dataflow("edgetune_replay")
     items = op.input("read", flow, ReplaySource(lambda: replay_items(settings), rate=settings.source.rate))  # (channel, payload)
-    write_outputs(select(items, components, progress), settings, trainer_sink)
+    write_outputs(select(items, settings, components, progress), settings, trainer_sink)
     return flow
 
 

@@ -34,9 +34,10 @@ from operators.state import Output, UserState
 class Components:
     """What the stream needs that is expensive to build: built once per process."""
 
-    settings: Settings
     embedder: Any
     scorer: Scorer
+    model: Any = None
+    tokenizer: Any = None
 
 
 def build_components(settings: Settings) -> Components:
@@ -47,7 +48,7 @@ def build_components(settings: Settings) -> Components:
     embed_cfg = EmbedConfig(kind=settings.embed.kind, max_tokens=settings.embed.max_tokens, batch_size=settings.embed.batch_size)
     embedder = make_embedder(embed_cfg, model, tokenizer)
     scorer = Scorer(load_lexicons(settings.scoring.lexicons), settings.scoring.eoe_mode, settings.scoring.eoe_bins)
-    return Components(settings, embedder, scorer)
+    return Components(embedder, scorer, model, tokenizer)
 
 
 def embed_and_score(items: list[Event | Annotation], *, embedder: Any, scorer: Scorer) -> list[ScoredEvent | Annotation]:
@@ -112,9 +113,8 @@ class SelectionOutputs:
     train_requests: Stream  # dicts: user_id, window, samples
 
 
-def select(raw: Stream, components: Components, progress: Callable[[], None] | None = None) -> SelectionOutputs:
+def select(raw: Stream, s: Settings, components: Components, progress: Callable[[], None] | None = None) -> SelectionOutputs:
     """Wire the selection steps onto a stream of ``(channel, payload)`` items, channel "event" or "annotation"."""
-    s = components.settings
     parsed = op.map("parse", raw, partial(parse_item, max_chars=s.max_chars))  # Event | Annotation | Rejected
     checked = op.branch("validate", parsed, lambda p: not isinstance(p, Rejected))
     scored = op.flat_map_batch(

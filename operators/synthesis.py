@@ -65,7 +65,7 @@ def render_synth_prompt(template: str, prompt: str, response: str, k: int, max_c
     return template.format(prompt=_clip(prompt.strip(), max_chars), response=_clip(response.strip(), max_chars), k=k)
 
 
-# A marker opening a question or an answer: "Q:", "Q1:", "Question 2 -", "**A:**",
+# A marker opening a question or an answer: "Q:", "Q1:", "Question 2:", "**A:**",
 # "1. Q:", "- Answer:"... Group "kind" is its first letter.
 _MARKER = re.compile(
     r"""
@@ -75,7 +75,7 @@ _MARKER = re.compile(
     (?:\*\*|__)?                            # bold open
     (?P<kind>Q|A|Question|Answer)
     \s*\d{0,3}\s*                           # "Q1", "Question 2"
-    (?:\*\*|__)?\s*[:.)\-–]\s*(?:\*\*|__)?  # separator, bold close
+    (?:\*\*|__)?\s*:\s*(?:\*\*|__)?       # colon (not "." or ")": "a) ..." is a list item), bold close
     """,
     re.VERBOSE | re.MULTILINE | re.IGNORECASE,
 )
@@ -84,7 +84,7 @@ _MARKER = re.compile(
 def parse_pairs(text: str) -> list[tuple[str, str]]:
     """Read ``(question, answer)`` pairs out of model output in "Q: … A: …" form.
 
-    Robust to numbering ("1. Q:", "Q2:", "Question 3 -"), bullets and bold
+    Robust to numbering ("1. Q:", "Q2:", "Question 3:"), bullets and bold
     markers, both parts on one line, and extra whitespace. A question without an
     answer (the model stopped or moved on) comes back with ``""`` as its answer,
     so the filter can count it; an answer without a question and text before the

@@ -2,40 +2,51 @@
 
 Run ``python -m operators.lexicons.build_wordnet [--wordnet-dir /usr/share/wordnet]
 [--out operators/lexicons/data]`` (Debian package ``wordnet-base``). It reads
-``data.{noun,verb,adj,adv}``, ``index.*``, ``*.exc`` and ``cntlist.rev``
-directly, so no nltk is needed, and writes one ``<domain>.txt`` per domain plus
-``PROVENANCE.md`` and ``LICENSE-WordNet.txt``. The output is deterministic.
+``data.*``, ``index.*``, ``noun.exc``, ``verb.exc`` and ``cntlist.rev`` directly
+(no nltk) and writes one ``<domain>.txt`` per domain plus ``PROVENANCE.md`` and
+``LICENSE-WordNet.txt``. The output is deterministic. ``--explain WORD`` prints
+which synsets bring a word into which domain, to review or tune the recipe.
 
-Recipe, per domain (see :data:`RECIPES`):
+Recipe, per domain (see :data:`RECIPES`; synsets are named ``lemma.pos.NN``
+with WordNet's sense numbering, as in NLTK):
 
-1. **Topic domains.** WordNet tags synsets with the topic domain they belong
-   to (pointer ``;c``, e.g. *prescribe* → *medicine*). For each topic synset
-   of the recipe we take it and its hyponyms (sub-fields such as *surgery*
-   under *medicine*), then every synset tagged with any of them.
+1. **Topic domains.** WordNet tags synsets with the topic they belong to
+   (pointer ``;c``, e.g. *prescribe* → *medicine*). For each topic synset of
+   the recipe we take it, its hyponyms (sub-fields such as *dentistry* under
+   *medicine*), and every synset tagged with any of them.
 2. **Hyponym closure of roots.** Topic tags are sparse (75 synsets for
    medicine), so a few root synsets add everything below them, instances
-   included: kinds of *disease*, *drug*, *musical instrument*, *weapon*...
+   included: kinds of *disease*, *medicine*, *musical instrument*, *weapon*...
+   ``synsets`` add a synset's own lemmas without its closure where the closure
+   strays (under *drug* sit the liquors), and ``exclude`` cuts a subtree.
 3. **Lexicographer files** add whole WordNet categories where one matches a
-   domain: ``noun.food`` for food, ``noun.feeling`` for psychology.
+   domain: ``noun.food`` for food, ``noun.animal`` and ``noun.plant`` for
+   nature, ``noun.feeling`` for psychology.
 
-Every synset contributes its lemmas, which are then filtered:
+Synsets that WordNet marks as slang, obscene, disparaging or an ethnic slur
+(usage-domain pointers ``;u``) are skipped. Each remaining synset contributes
+its lemmas, filtered:
 
 - multi-word lemmas (``blood_pressure``) are dropped: DSS matches single word
-  tokens, and a collocation's parts usually appear on their own anyway;
-- lemmas shorter than 3 characters, or that are not one word token, are dropped;
-- **sense dominance**: a lemma is kept only if the domain's sense is a main
-  sense of that word. When SemCor has at least ``MIN_TAGGED`` tagged uses of
-  the word (all parts of speech, from ``cntlist.rev``), the domain's synset must
-  hold at least ``MIN_SHARE`` of them (drops *general* from the military,
-  *run* from sport); otherwise it must be among the word's first
-  ``MAX_SENSE_RANK`` senses of its part of speech. A proper noun (*Paris*) is
-  kept lower-cased only if it is the word's first sense and the word is no
-  other part of speech (drops *Nice*, *Turkey* the country);
-- a short list of generic conversational words (:data:`GENERIC_WORDS`) is dropped;
-- inflected forms are added (noun plurals; verb -s, -ed, -ing), irregular
-  ones from WordNet's exception lists, so the scorer needs no stemmer;
+  tokens, and a collocation's parts mostly appear on their own anyway; so are
+  lemmas shorter than ``MIN_LENGTH`` or with characters other than letters and
+  inner hyphens or apostrophes;
+- **sense dominance**: a lemma is kept only if the domain's synset is a main
+  sense of the word. When SemCor has at least ``MIN_TAGGED`` tagged uses of
+  the word (all parts of speech, ``cntlist.rev``), the synset must hold at
+  least ``MIN_SHARE`` of them (this drops *general* from the military, *run*
+  from sport); otherwise it must be the word's first sense in its part of
+  speech (``MAX_SENSE_RANK``);
+- proper nouns are lower-cased and kept only if that is the word's first
+  sense, the word is no other part of speech and does not look like an
+  inflection of another lemma (drops *Nice*, *Turkey* the country,
+  *Wheeling*); people's names (``noun.person`` proper nouns) are dropped,
+  since in chat they are mostly namesakes and first names;
+- words in :data:`GENERIC_WORDS`, which every conversation uses, are dropped;
+- inflected forms are added (noun plurals; verb -s, -ed, -ing), irregular ones
+  from WordNet's exception lists, so the scorer needs no stemmer;
 - finally, a word that lands in more than ``MAX_DOMAINS`` domains says little
-  about any of them and is removed from all.
+  about any one of them and is removed from all.
 """
 
 from __future__ import annotations
@@ -46,25 +57,37 @@ import re
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-from operators.scores.dss import tokenize
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 DEFAULT_OUT = Path(__file__).resolve().parent / "data"
 DEBIAN_COPYRIGHT = Path("/usr/share/doc/wordnet-base/copyright")
+LICENSE_FILE = "LICENSE-WordNet.txt"
 
 MIN_LENGTH = 3
 MIN_TAGGED = 5
 MIN_SHARE = 1 / 3
-MAX_SENSE_RANK = 2
+MAX_SENSE_RANK = 1
 MAX_DOMAINS = 3
 
 POS_FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
 HYPONYM = ("~", "~i")
-TOPIC_MEMBER = "-c"
+TOPIC = ";c"
+USAGE = ";u"
+EXCLUDED_USAGES = ("slang.n.02", "obscenity.n.02", "disparagement.n.01", "ethnic_slur.n.01")
+
+# Lexicographer file names by number, fixed by WordNet 3.0 (lexnames(5WN)); Debian ships no lexnames file.
+LEXNAMES: tuple[str, ...] = tuple("""adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact
+noun.attribute noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group
+noun.location noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process
+noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change
+verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation verb.emotion
+verb.motion verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl""".split())
+
+# A lexicon entry: lower-case ASCII letters, optionally joined by inner hyphens or apostrophes (x-ray, o'clock).
+_ENTRY = re.compile(r"[a-z]+(?:['-][a-z]+)*")
 
 SynsetId = tuple[str, int]
 """(part of speech in ``n v a r``, byte offset in that ``data.*`` file)."""
@@ -84,22 +107,35 @@ class Synset:
 
 @dataclass(frozen=True)
 class DomainRecipe:
-    """Which WordNet synsets feed one domain, by NLTK-style names (``lemma.pos.NN``)."""
+    """Which WordNet synsets feed one domain (names ``lemma.pos.NN``).
+
+    >>> DomainRecipe(roots=("weapon.n.01",)).proper_nouns
+    True
+    """
 
     topics: tuple[str, ...] = ()
+    """Topic-domain synsets: they, their hyponyms, and every synset tagged with one of them."""
     roots: tuple[str, ...] = ()
+    """Synsets whose whole hyponym closure (instances included) belongs to the domain."""
+    synsets: tuple[str, ...] = ()
+    """Synsets whose own lemmas belong to the domain, without their closure."""
+    exclude: tuple[str, ...] = ()
+    """Synsets whose hyponym closure, and what is topic-tagged with it, is removed from the above."""
     lexfiles: tuple[str, ...] = ()
-    proper_nouns: bool = True  # False drops capitalised lemmas (e.g. Latin genus names in noun.animal)
+    """Lexicographer files taken whole, e.g. ``noun.food``."""
+    proper_nouns: bool = True
+    """False drops capitalised lemmas (the Latin genus names of ``noun.animal``)."""
 
 
-# Each name is checked against its gloss at build time (see PROVENANCE.md for glosses).
+# Names resolve through index.* sense order; PROVENANCE.md lists each with its gloss for review.
 RECIPES: dict[str, DomainRecipe] = {
     "medicine": DomainRecipe(
         topics=("medicine.n.01", "medicine.n.03", "pathology.n.01", "surgery.n.01", "dentistry.n.01",
                 "obstetrics.n.01", "pharmacology.n.01", "anatomy.n.01", "physiology.n.01"),
-        roots=("disease.n.01", "symptom.n.01", "drug.n.01", "medicine.n.02", "medical_care.n.01",
+        roots=("disease.n.01", "symptom.n.01", "medicine.n.02", "medical_care.n.01",
                "medical_procedure.n.01", "health_professional.n.01", "injury.n.01", "illness.n.01",
                "medical_institution.n.01", "organ.n.01", "pain.n.01"),
+        synsets=("drug.n.01",),  # its closure adds drugs of abuse and liquors, so only the word itself
     ),
     "law": DomainRecipe(
         topics=("law.n.01", "law.n.02", "criminal_law.n.01", "contract.n.01", "crime.n.01"),
@@ -115,10 +151,14 @@ RECIPES: dict[str, DomainRecipe] = {
     ),
     "finance": DomainRecipe(
         topics=("economics.n.01", "finance.n.01", "commerce.n.01", "accounting.n.02", "stock_exchange.n.01",
-                "tax.n.01", "corporation.n.01", "commercial_enterprise.n.02", "banking.n.01"),
+                "tax.n.01", "corporation.n.01", "banking.n.01"),
         roots=("money.n.01", "financial_institution.n.01", "tax.n.01", "investment.n.01", "security.n.04",
                "payment.n.01", "financier.n.01", "monetary_unit.n.01", "loan.n.01", "debt.n.01",
                "price.n.02", "financial_gain.n.01", "cost.n.01", "accountant.n.01", "economist.n.01"),
+        # commerce's subtree holds every industry (farming, mining, tourism...): keep only the money side.
+        exclude=("industry.n.02", "tourism.n.01", "fishing.n.02", "butchery.n.02", "storage.n.03",
+                 "publication.n.04", "printing.n.02", "packaging.n.01", "agribusiness.n.01",
+                 "construction.n.07", "transportation.n.05"),
     ),
     "sport": DomainRecipe(
         topics=("sport.n.01", "game.n.01"),
@@ -142,6 +182,7 @@ RECIPES: dict[str, DomainRecipe] = {
                 "biochemistry.n.01", "microbiology.n.01", "cytology.n.01", "embryology.n.01"),
         roots=("cell.n.02", "gene.n.01", "biologist.n.01", "tissue.n.01", "protein.n.01", "dna.n.01",
                "organic_process.n.01", "microorganism.n.01", "evolution.n.02", "bacteria.n.01", "virus.n.01"),
+        exclude=("sexual_activity.n.01",),  # under organic_process, but sex talk is not biology
     ),
     "nature": DomainRecipe(
         roots=("animal.n.01", "plant.n.02", "fungus.n.01", "pet.n.01", "garden.n.01", "gardener.n.01",
@@ -159,21 +200,20 @@ RECIPES: dict[str, DomainRecipe] = {
         topics=("physics.n.01", "optics.n.01", "electricity.n.01", "astronomy.n.01", "cosmology.n.02",
                 "mechanics.n.01", "thermodynamics.n.01", "nuclear_physics.n.01", "quantum_physics.n.01"),
         roots=("physicist.n.01", "elementary_particle.n.01", "force.n.02", "energy.n.01", "radiation.n.01",
-               "celestial_body.n.01", "astronomer.n.01", "wave.n.01", "electromagnetic_radiation.n.01",
-               "physical_phenomenon.n.01"),
+               "celestial_body.n.01", "astronomer.n.01", "wave.n.01", "electromagnetic_radiation.n.01"),
     ),
     "mathematics": DomainRecipe(
         topics=("mathematics.n.01", "statistics.n.01", "geometry.n.01", "arithmetic.n.01",
                 "algebra.n.01", "calculus.n.03", "logic.n.01"),
         roots=("mathematics.n.01", "mathematician.n.01", "mathematical_relation.n.01",
                "mathematical_statement.n.01", "plane_figure.n.01", "solid.n.03", "statistic.n.01",
-               "arithmetic_operation.n.01", "mathematical_process.n.01", "number.n.02", "set.n.02"),
+               "arithmetic_operation.n.01", "mathematical_process.n.01", "set.n.02"),
     ),
     "religion": DomainRecipe(
         topics=("religion.n.01", "religion.n.02", "theology.n.01", "roman_catholic.n.02", "old_testament.n.01",
-                "new_testament.n.01", "judaism.n.01", "judaism.n.02", "christianity.n.01", "hinduism.n.01", "hinduism.n.02",
-                "islam.n.01", "islam.n.02", "buddhism.n.01",
-                "buddhism.n.02", "church_service.n.01"),
+                "new_testament.n.01", "judaism.n.01", "judaism.n.02", "christianity.n.01", "hinduism.n.01",
+                "hinduism.n.02", "islam.n.01", "islam.n.02", "buddhism.n.01", "buddhism.n.02",
+                "church_service.n.01"),
         roots=("religion.n.01", "religious_person.n.01", "clergyman.n.01", "spiritual_being.n.01",
                "place_of_worship.n.01", "religious_ceremony.n.01", "sacred_text.n.01", "worship.n.01",
                "prayer.n.01", "sacrament.n.01", "religious_doctrine.n.01", "religionist.n.01"),
@@ -210,8 +250,9 @@ RECIPES: dict[str, DomainRecipe] = {
         topics=("education.n.01", "education.n.02", "pedagogy.n.01", "academia.n.01"),
         roots=("educational_institution.n.01", "student.n.01", "educator.n.01", "course.n.01",
                "academic_degree.n.01", "examination.n.02", "education.n.01", "school.n.01",
-               "lesson.n.01", "textbook.n.01", "classroom.n.01", "learning.n.01", "academic_program.n.01",
+               "lesson.n.01", "textbook.n.01", "classroom.n.01", "academic_program.n.01",
                "schoolwork.n.01", "grade.n.01"),
+        synsets=("learning.n.01",),
     ),
     "travel": DomainRecipe(
         topics=("air_travel.n.01", "navigation.n.01", "seafaring.n.01", "driving.n.02", "geography.n.01",
@@ -230,25 +271,19 @@ RECIPES: dict[str, DomainRecipe] = {
     ),
 }
 
-# Words that every kind of conversation uses; a lexicon listing them would score small talk as domain talk.
+# Words every kind of conversation uses; a lexicon listing them would score small talk as domain talk.
 GENERIC_WORDS: frozenset[str] = frozenset(
     """
-    able about account act action activity age aid air amount answer area arm art back bad balance bar base
-    bit black blue board body book boss box boy break building business call care case cause center
-    change charge check child children class clean close code cold color come common company condition
-    control cool course cover cross cut day deal degree design detail difference direction dog door
-    down draw drive drop earth end energy english event example eye face fact fall family father feel
-    feeling field figure file fire floor force form free friend front fun game girl give good ground
-    group guy hand head heart help high hold home hour house idea issue job key kind land language
-    last late law leader left level life light line list little long look love low main make man mark
-    market matter mean measure meet member middle mind minute model moment money month morning mother
-    move name need net new news night note number object office open order page paper part party pass
-    people person picture piece place plan plant play point position power present problem program
-    public put question range rate reason record red rest result return right ring road rock room round
-    rule run school science second sense service set shape share show side sign simple size skin small
-    sound space spring stage stand start state step stop store story street study style system table
-    take talk team term test thing time today top touch track trade training turn type unit use value
-    view voice wall want watch water way week white whole woman word work world year young
+    able about act action activity age amount answer area baby back bad bit black blue boy break call
+    care case cause change check child close cold color come common condition control cool cover cut day
+    deal detail difference direction door down end example face fact fall family father feel feeling
+    figure form free friend front fun girl give good green ground group guy hand head help high hold home
+    hour idea issue job kind last late left level life light line list little long look lot love low main
+    make man mark matter mean measure meet member middle mind minute moment month morning mother move
+    name need new night number object open order part people person picture piece place plan point
+    position power present problem put question range reason red rest result return right round run
+    second sense set side sign simple size small sort start state step stop stuff take talk term thing
+    time today top touch turn type use value view way week white whole woman word work world year young
     """.split()
 )
 
@@ -259,7 +294,7 @@ def _lemma_text(raw: str) -> str:
 
 
 def read_synsets(wordnet_dir: Path) -> dict[SynsetId, Synset]:
-    """Every synset of the four ``data.*`` files (license header lines skipped)."""
+    """Every synset of the four ``data.*`` files (licence header lines skipped)."""
     synsets: dict[SynsetId, Synset] = {}
     for pos, name in POS_FILES.items():
         with open(wordnet_dir / f"data.{name}", encoding="utf-8") as f:
@@ -278,18 +313,10 @@ def read_synsets(wordnet_dir: Path) -> dict[SynsetId, Synset]:
                     # Satellite adjectives ("s") live in data.adj like head adjectives.
                     pointers.append((symbol, ("a" if target_pos == "s" else target_pos, target)))
                     i += 4
-                synsets[(pos, offset)] = Synset((pos, offset), LEXNAMES[lexfile], lemmas, lex_ids,
-                                                tuple(pointers), gloss.strip())
+                synsets[(pos, offset)] = Synset(
+                    (pos, offset), LEXNAMES[lexfile], lemmas, lex_ids, tuple(pointers), gloss.strip()
+                )
     return synsets
-
-
-# Lexicographer file names by number, fixed by WordNet 3.0 (lexnames(5WN)); Debian ships no lexnames file.
-LEXNAMES: tuple[str, ...] = tuple("""adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact
-noun.attribute noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group
-noun.location noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process
-noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change
-verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation verb.emotion
-verb.motion verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl""".split())
 
 
 def read_index(wordnet_dir: Path) -> dict[tuple[str, str], tuple[SynsetId, ...]]:
@@ -313,17 +340,19 @@ def read_exceptions(wordnet_dir: Path, pos_name: str) -> dict[str, list[str]]:
         inflected, *bases = line.split()
         for base in bases:
             forms[base].append(inflected)
-    return forms
+    return dict(forms)
 
 
-def read_sense_counts(wordnet_dir: Path, synsets: dict[SynsetId, Synset]) -> tuple[dict, dict]:
+def read_sense_counts(
+    wordnet_dir: Path, synsets: Mapping[SynsetId, Synset]
+) -> tuple[dict[str, int], dict[tuple[str, SynsetId], int]]:
     """SemCor tag counts from ``cntlist.rev``: per lemma (all parts of speech) and per (lemma, synset).
 
     A sense key ``bank%1:14:00::`` names lemma, part of speech (1 noun, 2 verb,
     3/5 adjective, 4 adverb), lexicographer file and lex id; a data line gives
-    the same four for each of its lemmas, which lets us map keys to synsets.
+    the same four for each of its lemmas, which maps keys to synsets.
     Satellite keys also name a head word, which we ignore: a collision only
-    mixes counts between two satellite senses of the same adjective.
+    mixes the counts of two satellite senses of one adjective.
     """
     lexfile_numbers = {name: n for n, name in enumerate(LEXNAMES)}
     by_key: dict[tuple[str, str, int, int], SynsetId] = {}
@@ -346,7 +375,7 @@ def read_sense_counts(wordnet_dir: Path, synsets: dict[SynsetId, Synset]) -> tup
 
 
 class WordNet:
-    """The parsed database plus the look-ups the recipe needs."""
+    """The parsed database plus the look-ups the recipe needs (about 15 s to load)."""
 
     def __init__(self, wordnet_dir: Path) -> None:
         self.wordnet_dir = wordnet_dir
@@ -355,22 +384,27 @@ class WordNet:
         self.noun_exceptions = read_exceptions(wordnet_dir, "noun")
         self.verb_exceptions = read_exceptions(wordnet_dir, "verb")
         self.lemma_counts, self.sense_counts = read_sense_counts(wordnet_dir, self.synsets)
+        self.lemmas = {lemma for lemma, _ in self.index}
         self.members: dict[SynsetId, list[SynsetId]] = defaultdict(list)
         for synset in self.synsets.values():
             for symbol, target in synset.pointers:
-                if symbol == ";c":
+                if symbol == TOPIC:
                     self.members[target].append(synset.id)
+        excluded = {self.synset(name).id for name in EXCLUDED_USAGES}
+        self.excluded_usage = {
+            s.id for s in self.synsets.values() if any(sym == USAGE and t in excluded for sym, t in s.pointers)
+        }
 
     def synset(self, name: str) -> Synset:
-        """Resolve ``lemma.pos.NN`` (NLTK-style sense numbering) or fail naming the recipe entry."""
+        """Resolve ``lemma.pos.NN`` (WordNet sense numbering) or fail naming the recipe entry."""
         lemma, pos, number = name.rsplit(".", 2)
         senses = self.index.get((lemma, pos), ())
         if not 1 <= int(number) <= len(senses):
-            raise ValueError(f"recipe synset {name!r} does not exist in WordNet 3.0 ({len(senses)} senses); fix RECIPES")
+            raise ValueError(f"synset {name!r} does not exist in WordNet 3.0 ({len(senses)} senses); fix RECIPES")
         return self.synsets[senses[int(number) - 1]]
 
     def hyponym_closure(self, start: SynsetId) -> set[SynsetId]:
-        """``start`` and everything below it (hyponyms and instances), iteratively."""
+        """``start`` and everything below it (hyponyms and instances)."""
         seen, todo = {start}, [start]
         while todo:
             for symbol, target in self.synsets[todo.pop()].pointers:
@@ -379,24 +413,35 @@ class WordNet:
                     todo.append(target)
         return seen
 
-    def keeps_sense(self, raw_lemma: str, synset_id: SynsetId) -> bool:
-        """Whether ``synset_id`` is a main sense of the word (the sense-dominance filter)."""
-        word = raw_lemma.lower()
-        senses = self.index.get((word, synset_id[0]), ())
-        if synset_id not in senses:
+    def looks_inflected(self, word: str) -> bool:
+        """Whether ``word`` looks like an inflected form of another lemma (wheeling, wales)."""
+        stems: list[str] = []
+        for suffix, replacements in (("ies", ("y",)), ("es", ("",)), ("s", ("",)), ("ied", ("y",)),
+                                     ("ed", ("", "e")), ("ing", ("", "e"))):
+            if word.endswith(suffix) and not word.endswith("ss"):
+                stems += [word[: -len(suffix)] + r for r in replacements]
+        return any(len(stem) >= MIN_LENGTH and stem in self.lemmas for stem in stems)
+
+    def keeps_sense(self, raw_lemma: str, synset: Synset) -> bool:
+        """The sense-dominance filter: is ``synset`` a main sense of the word ``raw_lemma``?"""
+        word, pos = raw_lemma.lower(), synset.id[0]
+        senses = self.index.get((word, pos), ())
+        if synset.id not in senses:
             return False
-        rank = senses.index(synset_id) + 1
-        if raw_lemma != word:  # proper noun: first sense only, and not another part of speech
-            other_pos = any((word, p) in self.index for p in POS_FILES if p != synset_id[0])
-            return rank == 1 and not other_pos
+        rank = senses.index(synset.id) + 1
+        if raw_lemma != word:  # a proper noun, looked up lower-case
+            if synset.lexfile == "noun.person" or rank != 1:
+                return False
+            other_pos = any((word, p) in self.index for p in POS_FILES if p != pos)
+            return not other_pos and not self.looks_inflected(word)
         total = self.lemma_counts.get(word, 0)
         if total >= MIN_TAGGED:
-            return self.sense_counts.get((word, synset_id), 0) >= MIN_SHARE * total
+            return self.sense_counts.get((word, synset.id), 0) >= MIN_SHARE * total
         return rank <= MAX_SENSE_RANK
 
 
 def collect_synsets(wn: WordNet, recipe: DomainRecipe) -> set[SynsetId]:
-    """All synsets feeding one domain: topic members, hyponym closures, lexicographer files."""
+    """All synsets feeding one domain, before any word filter."""
     chosen: set[SynsetId] = set()
     for name in recipe.topics:
         for topic in wn.hyponym_closure(wn.synset(name).id):
@@ -404,22 +449,43 @@ def collect_synsets(wn: WordNet, recipe: DomainRecipe) -> set[SynsetId]:
             chosen.update(wn.members.get(topic, ()))
     for name in recipe.roots:
         chosen |= wn.hyponym_closure(wn.synset(name).id)
+    chosen.update(wn.synset(name).id for name in recipe.synsets)
     if recipe.lexfiles:
         chosen.update(s.id for s in wn.synsets.values() if s.lexfile in recipe.lexfiles)
-    return chosen
+    for name in recipe.exclude:
+        for cut in wn.hyponym_closure(wn.synset(name).id):
+            chosen.discard(cut)
+            chosen.difference_update(wn.members.get(cut, ()))  # and what is tagged with the cut topics
+    return chosen - wn.excluded_usage
 
 
-def _plural(noun: str) -> str:
-    if re.search(r"(s|x|z|ch|sh)$", noun):
+def plural(noun: str) -> str | None:
+    """Regular English plural of ``noun``, or None where a rule would guess wrong.
+
+    >>> [plural(w) for w in ("doctor", "virus", "allergy", "match", "diagnosis")]
+    ['doctors', 'viruses', 'allergies', 'matches', None]
+    """
+    if re.search(r"(ics|ness|ism|is)$", noun):  # mass nouns, or Greek -is plurals that noun.exc lists
+        return None
+    if re.search(r"(ss|us|as|x|z|ch|sh)$", noun):
         return noun + "es"
+    if noun.endswith("s"):  # already plural (skittles) or irregular
+        return None
     if re.search(r"[^aeiou]y$", noun):
         return noun[:-1] + "ies"
     return noun + "s"
 
 
-def _verb_forms(verb: str, irregular: list[str]) -> list[str]:
-    forms = [_plural(verb)]  # the third person singular follows the plural spelling rules
-    if not irregular:  # exceptions list irregular pasts and doubled consonants (ran, running)
+def verb_forms(verb: str, irregular: Iterable[str] = ()) -> list[str]:
+    """Third person -s, past -ed and -ing of ``verb``; ``irregular`` forms replace the guessed ones.
+
+    >>> verb_forms("diagnose"), verb_forms("copy"), verb_forms("run", ["ran", "running"])
+    (['diagnoses', 'diagnosed', 'diagnosing'], ['copies', 'copied', 'copying'], ['runs', 'ran', 'running'])
+    """
+    irregular = list(irregular)
+    third = verb[:-1] + "ies" if re.search(r"[^aeiou]y$", verb) else verb + ("es" if re.search(r"(s|x|z|ch|sh)$", verb) else "s")
+    forms = [third]
+    if not irregular:  # the exception list holds irregular pasts and doubled consonants (ran, running)
         if verb.endswith("e"):
             forms.append(verb + "d")
         elif re.search(r"[^aeiou]y$", verb):
@@ -437,37 +503,46 @@ def _verb_forms(verb: str, irregular: list[str]) -> list[str]:
 
 
 def inflections(wn: WordNet, word: str, pos: str, proper: bool) -> list[str]:
-    """The word and its regular and irregular inflected forms for its part of speech."""
+    """``word`` and its inflected forms for its part of speech (none for proper nouns, adjectives, adverbs)."""
     if proper or pos in "ar":
         return [word]
-    if pos == "n":
-        if word.endswith(("ics", "ness", "ism")) or word in wn.noun_exceptions:
-            return [word, *wn.noun_exceptions.get(word, [])]  # -ics/-ness/-ism are mass nouns
-        return [word, _plural(word)]
-    return [word, *_verb_forms(word, wn.verb_exceptions.get(word, []))]
+    if pos == "v":
+        return [word, *verb_forms(word, wn.verb_exceptions.get(word, ()))]
+    if word in wn.noun_exceptions:
+        return [word, *wn.noun_exceptions[word]]
+    if word.endswith("man") and word[:-3] in wn.lemmas:  # compounds of man: fireman → firemen
+        return [word, word[:-3] + "men"]
+    regular = plural(word)
+    return [word] if regular is None else [word, regular]
 
 
-def _is_word(text: str) -> bool:
-    return len(text) >= MIN_LENGTH and tokenize(text) == [text] and text.isascii()
+def _is_entry(text: str) -> bool:
+    return len(text) >= MIN_LENGTH and _ENTRY.fullmatch(text) is not None
 
 
-def domain_words(wn: WordNet, recipe: DomainRecipe) -> set[str]:
-    """The filtered, inflected word set of one domain, before the cross-domain filter."""
-    words: set[str] = set()
+def word_sources(wn: WordNet, recipe: DomainRecipe) -> dict[str, set[SynsetId]]:
+    """Each word of one domain (inflections included) → the synsets that bring it, before the cross-domain filter."""
+    sources: dict[str, set[SynsetId]] = defaultdict(set)
     for synset_id in collect_synsets(wn, recipe):
-        for raw in wn.synsets[synset_id].lemmas:
+        synset = wn.synsets[synset_id]
+        for raw in synset.lemmas:
             word = raw.lower()
-            if "_" in word or not _is_word(word) or word in GENERIC_WORDS:
+            proper = raw != word
+            if (proper and not recipe.proper_nouns) or not _is_entry(word) or word in GENERIC_WORDS:
                 continue
-            if not wn.keeps_sense(raw, synset_id):
+            if not wn.keeps_sense(raw, synset):
                 continue
-            words.update(w for w in inflections(wn, word, synset_id[0], raw != word) if _is_word(w))
-    return words - GENERIC_WORDS
+            for form in inflections(wn, word, synset_id[0], proper):
+                if _is_entry(form) and form not in GENERIC_WORDS:
+                    sources[form].add(synset_id)
+    return dict(sources)
 
 
-def build_lexicons(wn: WordNet, recipes: dict[str, DomainRecipe] = RECIPES) -> dict[str, list[str]]:
+def build_lexicons(
+    wn: WordNet, recipes: Mapping[str, DomainRecipe] = RECIPES
+) -> dict[str, list[str]]:
     """Domain → sorted words, with words in more than ``MAX_DOMAINS`` domains removed."""
-    per_domain = {domain: domain_words(wn, recipe) for domain, recipe in recipes.items()}
+    per_domain = {domain: set(word_sources(wn, recipe)) for domain, recipe in recipes.items()}
     domain_count: dict[str, int] = defaultdict(int)
     for words in per_domain.values():
         for word in words:
@@ -475,10 +550,23 @@ def build_lexicons(wn: WordNet, recipes: dict[str, DomainRecipe] = RECIPES) -> d
     return {d: sorted(w for w in words if domain_count[w] <= MAX_DOMAINS) for d, words in sorted(per_domain.items())}
 
 
+def explain(wn: WordNet, word: str, recipes: Mapping[str, DomainRecipe] = RECIPES) -> list[str]:
+    """Lines saying which synsets bring ``word`` into which domain (before the cross-domain filter)."""
+    lines = []
+    for domain, recipe in sorted(recipes.items()):
+        for synset_id in sorted(word_sources(wn, recipe).get(word, ())):
+            synset = wn.synsets[synset_id]
+            lines.append(f"{domain}: {synset_id[0]}:{synset_id[1]:08d} {'/'.join(synset.lemmas[:3])} — {synset.gloss[:70]}")
+    return lines or [f"{word!r} is in no domain"]
+
+
 def wordnet_license(copyright_file: Path = DEBIAN_COPYRIGHT) -> str:
     """The WordNet 3.0 licence text from the Debian copyright file (deb822 continuation lines)."""
     lines = copyright_file.read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == "License: WordNet3.0")
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "License: WordNet3.0")
+    except StopIteration:
+        raise ValueError(f"copyright={str(copyright_file)!r} has no 'License: WordNet3.0' stanza; pass wordnet-base's copyright file") from None
     body = []
     for line in lines[start + 1:]:
         if not line.startswith(" "):
@@ -490,84 +578,93 @@ def wordnet_license(copyright_file: Path = DEBIAN_COPYRIGHT) -> str:
 def _debian_version(package: str = "wordnet-base") -> str:
     try:
         result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=True)
-        return result.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (dpkg-query unavailable)"
+    return result.stdout.strip()
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def provenance(wn: WordNet, lexicons: dict[str, list[str]], recipes: dict[str, DomainRecipe]) -> str:
-    """The text of ``PROVENANCE.md``: source, command, counts, recipe with glosses."""
+def provenance(wn: WordNet, lexicons: Mapping[str, list[str]], recipes: Mapping[str, DomainRecipe] = RECIPES) -> str:
+    """The text of ``PROVENANCE.md``: source, command, counts, and the recipe with glosses."""
     out = [
         "# Provenance of the shipped domain lexicons",
         "",
         "- Source: **WordNet 3.0**, Princeton University (https://wordnet.princeton.edu/),",
         f"  as shipped by the Debian package `wordnet-base` version `{_debian_version()}`.",
-        "- Licence: the WordNet 3.0 licence, reproduced in `LICENSE-WordNet.txt` as it requires.",
+        f"- Licence: the WordNet 3.0 licence, reproduced in `{LICENSE_FILE}` as it requires.",
         "  WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved.",
-        "- Regenerate (deterministic; no timestamps):",
+        "- Regenerate (deterministic, no timestamps; takes about 30 s):",
         "",
         "  ```",
         "  apt-get install wordnet-base",
         "  python -m operators.lexicons.build_wordnet --wordnet-dir /usr/share/wordnet --out operators/lexicons/data",
         "  ```",
         "",
-        "- Recipe: see the docstring of `operators/lexicons/build_wordnet.py`. Parameters:",
-        f"  MIN_LENGTH={MIN_LENGTH}, MIN_TAGGED={MIN_TAGGED}, MIN_SHARE={MIN_SHARE:.3f}, "
-        f"MAX_SENSE_RANK={MAX_SENSE_RANK}, MAX_DOMAINS={MAX_DOMAINS}; {len(GENERIC_WORDS)} generic words excluded.",
-        "- Lexicons list lemmas and their inflected forms (noun plurals; verb -s, -ed, -ing), one per line.",
+        "- Recipe: see the docstring of `operators/lexicons/build_wordnet.py`; per-domain synsets below.",
+        f"  Parameters: MIN_LENGTH={MIN_LENGTH}, MIN_TAGGED={MIN_TAGGED}, MIN_SHARE={MIN_SHARE:.3f}, "
+        f"MAX_SENSE_RANK={MAX_SENSE_RANK}, MAX_DOMAINS={MAX_DOMAINS}; {len(GENERIC_WORDS)} generic words excluded;",
+        f"  synsets with usage domain {', '.join(EXCLUDED_USAGES)} skipped.",
+        "- Each lexicon lists lemmas and their inflected forms (noun plurals; verb -s, -ed, -ing), one per line.",
         "",
         "## Input files (sha256)",
         "",
     ]
-    for name in [f"data.{p}" for p in POS_FILES.values()] + [f"index.{p}" for p in POS_FILES.values()] + [
-        "noun.exc", "verb.exc", "cntlist.rev"]:
+    inputs = [f"data.{p}" for p in POS_FILES.values()] + [f"index.{p}" for p in POS_FILES.values()]
+    for name in [*inputs, "noun.exc", "verb.exc", "cntlist.rev"]:
         out.append(f"- `{name}` `{_sha256(wn.wordnet_dir / name)}`")
     out += ["", "## Word counts", "", "| domain | words |", "|---|---:|"]
     out += [f"| {domain} | {len(words)} |" for domain, words in lexicons.items()]
     out += [f"| **total** | {sum(len(w) for w in lexicons.values())} |", "", "## Recipe per domain", ""]
     for domain, recipe in sorted(recipes.items()):
-        out.append(f"### {domain}")
-        out.append("")
-        for label, names in (("topic domains (members of these and their hyponyms)", recipe.topics),
-                             ("hyponym closure of", recipe.roots)):
+        out += [f"### {domain}", ""]
+        for label, names in (("topic domains (members of these and of their hyponyms)", recipe.topics),
+                             ("hyponym closure of", recipe.roots), ("own lemmas of", recipe.synsets),
+                             ("minus the hyponym closure of", recipe.exclude)):
             if names:
                 out.append(f"- {label}:")
                 out += [f"  - `{n}` — {wn.synset(n).gloss.split(';')[0]}" for n in names]
         if recipe.lexfiles:
             out.append(f"- lexicographer files: {', '.join(f'`{n}`' for n in recipe.lexfiles)}")
+        if not recipe.proper_nouns:
+            out.append("- proper nouns dropped")
         out.append("")
     return "\n".join(out)
 
 
-def write_outputs(out_dir: Path, wn: WordNet, lexicons: dict[str, list[str]], license_text: str) -> None:
-    """Write ``<domain>.txt`` files, ``PROVENANCE.md`` and ``LICENSE-WordNet.txt``; stale lexicons are removed."""
+def write_outputs(out_dir: Path, wn: WordNet, lexicons: Mapping[str, list[str]], license_text: str) -> None:
+    """Write ``<domain>.txt`` files, ``PROVENANCE.md`` and the licence; lexicons of dropped domains are removed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.txt"):
-        if stale.stem not in lexicons and stale.name != "LICENSE-WordNet.txt":
+        if stale.stem not in lexicons and stale.name != LICENSE_FILE:
             stale.unlink()
     for domain, words in lexicons.items():
         header = (f"# {domain}: {len(words)} words derived from WordNet 3.0 (Princeton University);\n"
-                  f"# licence in LICENSE-WordNet.txt, recipe in PROVENANCE.md.\n")
+                  f"# licence in {LICENSE_FILE}, recipe in PROVENANCE.md.\n")
         (out_dir / f"{domain}.txt").write_text(header + "\n".join(words) + "\n", encoding="utf-8")
-    (out_dir / "PROVENANCE.md").write_text(provenance(wn, lexicons, RECIPES), encoding="utf-8")
-    (out_dir / "LICENSE-WordNet.txt").write_text(license_text, encoding="utf-8")
+    (out_dir / "PROVENANCE.md").write_text(provenance(wn, lexicons), encoding="utf-8")
+    (out_dir / LICENSE_FILE).write_text(license_text, encoding="utf-8")
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m operators.lexicons.build_wordnet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m operators.lexicons.build_wordnet", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--wordnet-dir", type=Path, default=DEFAULT_WORDNET_DIR,
-                        help="folder with WordNet 3.0 data.noun etc. (Debian: apt-get install wordnet-base)")
+                        help="folder with WordNet 3.0's data.noun etc. (Debian: apt-get install wordnet-base)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder to write the lexicons into")
     parser.add_argument("--copyright", type=Path, default=DEBIAN_COPYRIGHT,
                         help="Debian copyright file holding the WordNet 3.0 licence text")
+    parser.add_argument("--explain", metavar="WORD", help="print which synsets bring WORD into which domain; write nothing")
     args = parser.parse_args(None if argv is None else list(argv))
     if not (args.wordnet_dir / "data.noun").exists():
-        parser.error(f"--wordnet-dir={args.wordnet_dir}: no data.noun there; install wordnet-base or point to WordNet 3.0's dict folder")
+        parser.error(f"--wordnet-dir={args.wordnet_dir}: no data.noun there; install wordnet-base or pass WordNet 3.0's dict folder")
     wn = WordNet(args.wordnet_dir)
+    if args.explain:
+        print("\n".join(explain(wn, args.explain.lower())))
+        return 0
     lexicons = build_lexicons(wn)
     write_outputs(args.out, wn, lexicons, wordnet_license(args.copyright))
     for domain, words in lexicons.items():

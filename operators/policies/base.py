@@ -30,7 +30,9 @@ class BufferPolicy(ABC):
 
     def __init__(self, capacity: int = 64, seed: int = 0):
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be an int >= 1 (samples kept per user), got {capacity!r}; e.g. capacity=64")
+            raise ValueError(
+                f"capacity must be an int >= 1 (samples kept per user), got {capacity!r}; e.g. capacity=64"
+            )
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}; e.g. seed=0")
         self.capacity = capacity
@@ -144,7 +146,9 @@ class BufferPolicy(ABC):
         from operators.policies import POLICIES  # late import: the registry imports this module
 
         if name not in POLICIES or not issubclass(POLICIES[name], cls):
-            raise ValueError(f"snapshot is of policy {name!r}, which {cls.__name__} cannot restore; valid: {sorted(POLICIES)}")
+            raise ValueError(
+                f"snapshot is of policy {name!r}, which {cls.__name__} cannot restore; valid: {sorted(POLICIES)}"
+            )
         return POLICIES[name]
 
     # -- buffer mutation, kept in one place so the dict and the index never disagree ----

@@ -23,9 +23,10 @@ class KCenter(BufferPolicy):
     3. Otherwise evict whichever of ``a``/``b`` leaves the larger minimum separation among the
        remaining samples plus the candidate (ties: the older one) and admit the candidate.
 
-    The buffer's minimum pairwise distance never decreases, which is the invariant of greedy
-    farthest-point selection (Gonzalez), whose coverage radius is within 2x of the optimal
-    k-center. Score = ``d_new``. Domains and quality scores are ignored.
+    Once full, the buffer's minimum pairwise distance never decreases (every new pair is at
+    least ``d_new > d_min`` apart), the quantity greedy farthest-point selection (Gonzalez,
+    2-approximate offline) grows; this streaming rule is a heuristic without that bound. Score = ``d_new``. Domains and quality scores are ignored. With
+    ``capacity=1`` there is no pair, so the first sample stays.
 
     The closest pair comes from FAISS searches of the buffered vectors (k=3: self, first and
     second neighbour, enough to know each sample's nearest neighbour after removing ``a`` or

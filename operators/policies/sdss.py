@@ -103,7 +103,9 @@ class SDSS(BufferPolicy):
     def _observe(self, c: Candidate) -> None:
         x = np.array([c.eoe, c.dss, c.idd], dtype=np.float64)
         if not np.all(np.isfinite(x)):
-            raise ValueError(f"candidate {c.event_id!r} has a non-finite score (eoe, dss, idd) = {tuple(x)}; score it first")
+            raise ValueError(
+                f"candidate {c.event_id!r} has a non-finite score (eoe, dss, idd) = {tuple(x)}; score it first"
+            )
         self._n += 1
         delta = x - self._mean
         self._mean += delta / self._n

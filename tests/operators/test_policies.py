@@ -28,8 +28,8 @@ def stream(seed: int, n: int, domains=("law", "medicine", "cooking")) -> list[Ca
     rng = np.random.default_rng(seed)
     vecs = unit(rng.normal(size=(n, DIM)))
     return [
-        Candidate(f"e{i}", i, vecs[i], eoe=float(rng.random()), dss=float(rng.random()), domain=str(rng.choice(domains)))
-        for i in range(n)
+        Candidate(f"e{i}", i, vecs[i], eoe=float(rng.random()), dss=float(rng.random()), domain=str(domain))
+        for i, domain in enumerate(rng.choice(domains, size=n))
     ]
 
 
@@ -293,7 +293,9 @@ def test_sdss_does_not_fill_up_with_a_repetitive_stream_but_fifo_does():
 def test_sdss_with_zero_weight_ignores_that_score():
     def with_dss(seed):  # same stream, DSS replaced by noise from another seed
         noise = np.random.default_rng(seed)
-        return [Candidate(c.event_id, c.seq, c.embedding, c.eoe, float(noise.random()), c.domain) for c in stream(15, 60)]
+        return [
+            Candidate(c.event_id, c.seq, c.embedding, c.eoe, float(noise.random()), c.domain) for c in stream(15, 60)
+        ]
 
     ablated = [trace(SDSS(capacity=5, weights=(1.0, 0.0, 1.0)), with_dss(s)) for s in (1, 2)]
     assert ablated[0] == ablated[1]

@@ -1,0 +1,1 @@
+"""Deployment and observability as code: Prometheus, Grafana, Kafka topics, compose."""

@@ -1,0 +1,481 @@
+"""Per-user LoRA adapter versions on disk, their manifests, and the promotion gate.
+
+Layout::
+
+    <root>/<user dir>/v1/adapter_model.safetensors   # peft save_pretrained files
+                        /adapter_config.json
+                        /manifest.json                 # Manifest, written before the rename
+    <root>/<user dir>/v2/...
+    <root>/<user dir>/latest                          # "2\\n"; absent ⇒ the base model
+    <root>/<user dir>/.tmp-...                        # a save in progress (or a crashed one)
+
+A version is written completely into a ``.tmp-`` directory inside the user's folder,
+flushed to disk, and then renamed to ``v<N>`` — one atomic step, so a reader sees a
+whole version or none. Readers only look at ``v<N>`` directories that hold a
+``manifest.json``; temp directories left by a crash are ignored. Manifest updates
+(status) and the ``latest`` pointer are rewritten the same way (temp file +
+``os.replace``).
+
+A new version starts as a ``"candidate"``. ``promote`` makes it the user's
+``latest``; ``reject`` keeps it on disk with the reason; ``rollback`` moves
+``latest`` back to the previous promoted version (or to the base model) and marks
+the abandoned one ``"rolled_back"``. Nothing is ever deleted: a manifest is the
+audit trail of what a user's model was trained on.
+
+>>> user_dir_name("alice"), user_dir_name("../../etc"), user_dir_name("Alice")
+('alice', '______etc.74ccf3c5b4c19a81', 'alice.3bc51062973c458d')
+>>> promotion_gate(candidate_probe_loss=2.10, current_probe_loss=2.25)
+(True, 'candidate probe loss 2.1000 <= current 2.2500 + tolerance 0.0000')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+__all__ = [
+    "AdapterNotAppliedError",
+    "AdapterStore",
+    "Evaluation",
+    "Manifest",
+    "Status",
+    "load_adapter",
+    "promotion_gate",
+    "training_data_digest",
+    "user_dir_name",
+]
+
+Status = Literal["candidate", "promoted", "rejected", "rolled_back"]
+
+MANIFEST = "manifest.json"
+LATEST = "latest"
+_TMP_PREFIX = ".tmp-"
+_VERSION_DIR = re.compile(r"v([1-9][0-9]*)")
+_SAFE_USER = re.compile(r"[a-z0-9_-]{1,64}")
+
+
+@dataclass
+class Evaluation:
+    """Losses measured when the version was trained (nats per answer token).
+
+    Attributes:
+        probe_loss_before: on the user's held-out probe, with the version that was
+            ``latest`` at training time (the base model if none).
+        probe_loss_after: on the same probe, with this version.
+        general_loss_base: on the fixed general probe set, base model.
+        general_loss: on the general probe set, with this version; the rise over
+            ``general_loss_base`` is how much base capability the adapter costs.
+    """
+
+    probe_loss_before: float | None = None
+    probe_loss_after: float | None = None
+    general_loss_base: float | None = None
+    general_loss: float | None = None
+
+
+@dataclass
+class Manifest:
+    """Everything needed to trust, reproduce and audit one adapter version.
+
+    ``version``, ``created_at`` and ``status`` are set by ``AdapterStore.save``; the
+    caller fills the rest.
+    """
+
+    user_id: str
+    base_model: str
+    base_weights_digest: str
+    data_digest: str
+    sample_ids: list[str]
+    n_real: int
+    n_synthetic: int
+    seed: int
+    train_config: dict
+    train_report: dict
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    version: int = 0
+    created_at: str = ""
+    status: Status = "candidate"
+    status_reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Manifest:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"manifest has unknown fields {sorted(unknown)}; written by a newer edgetune?")
+        data = dict(data)
+        data["evaluation"] = Evaluation(**data.get("evaluation", {}))
+        return cls(**data)
+
+
+class AdapterNotAppliedError(RuntimeError):
+    """A loaded adapter leaves the model's logits unchanged (a silent no-op)."""
+
+
+def user_dir_name(user_id: str) -> str:
+    """The folder name for ``user_id``: safe on any file system, distinct per id.
+
+    Ids made only of ``[a-z0-9_-]`` (at most 64) are used as they are. Any other id
+    becomes ``<slug>.<16 hex of its sha256>``: the slug keeps it readable, the hash
+    keeps distinct ids apart (also on case-insensitive file systems, where "Alice"
+    and "alice" would otherwise meet), and the ``.`` — never in a plain id — keeps
+    the two forms from ever colliding. No form can be ``.``, ``..``, contain a
+    separator, or start with ``.`` (reserved for temp dirs).
+    """
+    if not isinstance(user_id, str) or not user_id:
+        raise ValueError(f"user_id={user_id!r} must be a non-empty string")
+    if _SAFE_USER.fullmatch(user_id):
+        return user_id
+    slug = re.sub(r"[^a-z0-9_-]", "_", user_id.lower())[:40]
+    return f"{slug}.{hashlib.sha256(user_id.encode()).hexdigest()[:16]}"
+
+
+def training_data_digest(samples: Iterable[tuple[str, str]]) -> str:
+    """sha256 (hex) over ``(sample_id, text)`` pairs sorted by id; order-independent.
+
+    Each field is length-prefixed, so no two different sets give the same byte stream.
+
+    >>> training_data_digest([("b", "2"), ("a", "1")]) == training_data_digest([("a", "1"), ("b", "2")])
+    True
+    >>> training_data_digest([("a", "1")]) == training_data_digest([("a", "2")])
+    False
+    """
+    digest = hashlib.sha256()
+    for sample_id, text in sorted(samples):
+        for part in (sample_id, text):
+            raw = part.encode()
+            digest.update(len(raw).to_bytes(8, "big"))
+            digest.update(raw)
+    return digest.hexdigest()
+
+
+def promotion_gate(
+    candidate_probe_loss: float, current_probe_loss: float, tolerance: float = 0.0
+) -> tuple[bool, str]:
+    """Promote iff the candidate is not worse than the current version on the user's probe.
+
+    Both losses are mean answer losses (``models.train.mean_loss``) on the user's
+    held-out probe: samples carved from the user's own annotated samples and never
+    trained on. ``current`` is the user's ``latest`` version, or the base model.
+    ``tolerance`` (>= 0) accepts a candidate that is worse by at most that much.
+
+    Why loss and not ROUGE-1 (the paper's metric, used by ``edgetune eval``): the
+    gate runs after every training window, on a probe of a handful of samples.
+    Loss is one teacher-forced forward pass per sample (ROUGE needs generation, one
+    pass per new token — tens of times more), deterministic (no sampling, no
+    decoding choices), and continuous: on 4-8 probe samples ROUGE-1 moves in coarse
+    steps and is dominated by noise, while the per-token loss averages over every
+    answer token. It is also what training optimises, measured on unseen samples,
+    so it is a direct test of "did this run generalise to this user". A candidate
+    with a NaN/inf loss is always rejected.
+
+    >>> promotion_gate(2.3, 2.25)
+    (False, 'candidate probe loss 2.3000 > current 2.2500 + tolerance 0.0000')
+    >>> promotion_gate(2.3, 2.25, tolerance=0.1)[0]
+    True
+    """
+    if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"promotion_gate(tolerance={tolerance!r}) must be a finite number >= 0")
+    if not math.isfinite(candidate_probe_loss):
+        return False, f"candidate probe loss is {candidate_probe_loss}"
+    if not math.isfinite(current_probe_loss):  # nothing sane to compare against: any finite loss is better
+        return True, f"candidate probe loss {candidate_probe_loss:.4f}, current is {current_probe_loss}"
+    ok = candidate_probe_loss <= current_probe_loss + tolerance
+    sign = "<=" if ok else ">"
+    return ok, (
+        f"candidate probe loss {candidate_probe_loss:.4f} {sign} current {current_probe_loss:.4f} "
+        f"+ tolerance {tolerance:.4f}"
+    )
+
+
+# One lock per store root for the whole process, so two AdapterStore objects on the
+# same directory also serialise their read-modify-write steps.
+_LOCKS: dict[Path, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(root: Path) -> threading.RLock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(root, threading.RLock())
+
+
+class AdapterStore:
+    """Versioned per-user adapters under ``root``; see the module docstring.
+
+    Thread-safe within a process (one lock per root). Across processes, ``save``
+    stays safe — renaming onto an existing version fails and the save retries
+    with the next number — but status updates are last-writer-wins.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # --- writing ---------------------------------------------------------------
+
+    def save(self, user: str, peft_model: PeftModel, manifest: Manifest) -> int:
+        """Write ``peft_model``'s adapter as the user's next version, a ``"candidate"``.
+
+        The version number, ``created_at`` and status in ``manifest`` are filled in
+        here; ``manifest.user_id`` must equal ``user``. Returns the new version.
+        """
+        if manifest.user_id != user:
+            raise ValueError(f"manifest.user_id={manifest.user_id!r} does not match user={user!r}")
+        user_dir = self._user_dir(user)
+        with _lock_for(self._key()):
+            user_dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=user_dir))
+            try:
+                peft_model.save_pretrained(str(tmp), safe_serialization=True)
+                created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                while True:
+                    version = max(self._version_numbers(user_dir), default=0) + 1
+                    final = replace(manifest, version=version, created_at=created_at, status="candidate", status_reason="")
+                    _write_json(tmp / MANIFEST, final.to_dict())
+                    _fsync_tree(tmp)
+                    tmp.chmod(0o755)  # mkdtemp makes it owner-only
+                    try:
+                        # Atomic: the version appears complete or not at all. Fails if
+                        # another process took this number first; then take the next one.
+                        os.rename(tmp, user_dir / f"v{version}")
+                    except OSError:
+                        if (user_dir / f"v{version}").exists():
+                            continue
+                        raise
+                    _fsync_dir(user_dir)
+                    return version
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def promote(self, user: str, version: int) -> None:
+        """Make ``version`` the user's ``latest`` and mark it ``"promoted"``.
+
+        A ``"rejected"`` version cannot be promoted: the gate said no. A
+        ``"rolled_back"`` one can (undoing a rollback).
+        """
+        with _lock_for(self._key()):
+            manifest = self._manifest(user, version)
+            if manifest.status == "rejected":
+                raise ValueError(
+                    f"user {user!r} v{version} was rejected ({manifest.status_reason}); "
+                    "a rejected version never becomes latest — train a new version"
+                )
+            self._set_status(user, manifest, "promoted", "")
+            self._set_latest(user, version)
+
+    def reject(self, user: str, version: int, reason: str) -> None:
+        """Keep ``version`` on disk as ``"rejected"`` with ``reason``; ``latest`` is untouched."""
+        with _lock_for(self._key()):
+            manifest = self._manifest(user, version)
+            if self.latest(user) == version:
+                raise ValueError(f"user {user!r} v{version} is the latest version; use rollback to withdraw it")
+            self._set_status(user, manifest, "rejected", reason)
+
+    def rollback(self, user: str) -> int | None:
+        """Withdraw the user's ``latest``: it becomes ``"rolled_back"``, and ``latest``
+        moves to the highest older ``"promoted"`` version, or to the base model
+        (returns ``None``). Raises if the user has no ``latest`` to withdraw."""
+        with _lock_for(self._key()):
+            current = self.latest(user)
+            if current is None:
+                raise ValueError(f"user {user!r} has no latest adapter (already on the base model); nothing to roll back")
+            previous = [
+                m.version for m in self.list(user) if m.version < current and m.status == "promoted"
+            ]
+            target = max(previous, default=None)
+            self._set_status(user, self._manifest(user, current), "rolled_back", f"rolled back to {_name(target)}")
+            self._set_latest(user, target)
+            return target
+
+    # --- reading ---------------------------------------------------------------
+
+    def list(self, user: str) -> list[Manifest]:
+        """The user's complete versions, oldest first."""
+        user_dir = self._user_dir(user)
+        return [self._manifest(user, v) for v in sorted(self._version_numbers(user_dir, complete=True))]
+
+    def latest(self, user: str) -> int | None:
+        """The user's promoted version in use, or ``None`` for the base model."""
+        pointer = self._user_dir(user) / LATEST
+        try:
+            text = pointer.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if not text.isdigit() or not (self._user_dir(user) / f"v{text}" / MANIFEST).is_file():
+            raise ValueError(f"{pointer} holds {text!r}, not a complete version; fix or delete the file")
+        return int(text)
+
+    def path(self, user: str, version: int) -> Path:
+        """Directory of a complete version (what ``load_adapter`` takes)."""
+        self._manifest(user, version)  # raises if absent or incomplete
+        return self._user_dir(user) / f"v{version}"
+
+    def users(self) -> list[str]:
+        """User ids (as given, not folder names) with at least one complete version, sorted."""
+        if not self.root.is_dir():
+            return []
+        found = set()
+        for user_dir in self.root.iterdir():
+            if not user_dir.is_dir() or user_dir.name.startswith("."):
+                continue
+            versions = self._version_numbers(user_dir, complete=True)
+            if versions:
+                found.add(_read_manifest(user_dir / f"v{max(versions)}" / MANIFEST).user_id)
+        return sorted(found)
+
+    # --- internals -------------------------------------------------------------
+
+    def _key(self) -> Path:
+        return self.root.resolve()
+
+    def _user_dir(self, user: str) -> Path:
+        return self.root / user_dir_name(user)
+
+    @staticmethod
+    def _version_numbers(user_dir: Path, complete: bool = False) -> list[int]:
+        """Numbers of the ``v<N>`` dirs; with ``complete``, only those holding a manifest.
+
+        Without ``complete`` every ``v<N>`` counts, so a new version never reuses the
+        number of an incomplete one.
+        """
+        if not user_dir.is_dir():
+            return []
+        out = []
+        for entry in user_dir.iterdir():
+            match = _VERSION_DIR.fullmatch(entry.name)
+            if match and entry.is_dir() and (not complete or (entry / MANIFEST).is_file()):
+                out.append(int(match.group(1)))
+        return out
+
+    def _manifest(self, user: str, version: int) -> Manifest:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"version={version!r} must be an int >= 1")
+        path = self._user_dir(user) / f"v{version}" / MANIFEST
+        if not path.is_file():
+            raise ValueError(f"user {user!r} has no complete version v{version} (see `edgetune adapters list`)")
+        manifest = _read_manifest(path)
+        if manifest.user_id != user:
+            raise ValueError(f"{path} belongs to user {manifest.user_id!r}, not {user!r}")
+        return manifest
+
+    def _set_status(self, user: str, manifest: Manifest, status: Status, reason: str) -> None:
+        if status not in get_args(Status):
+            raise ValueError(f"status={status!r} must be one of {get_args(Status)}")
+        updated = replace(manifest, status=status, status_reason=reason)
+        _write_json(self._user_dir(user) / f"v{manifest.version}" / MANIFEST, updated.to_dict(), atomic=True)
+
+    def _set_latest(self, user: str, version: int | None) -> None:
+        user_dir = self._user_dir(user)
+        pointer = user_dir / LATEST
+        if version is None:
+            pointer.unlink(missing_ok=True)  # absent pointer = base model
+        else:
+            _write_text(pointer, f"{version}\n", atomic=True)
+        _fsync_dir(user_dir)
+
+
+def load_adapter(model: PreTrainedModel, path: Path, *, min_logit_change: float = 1e-6) -> PeftModel:
+    """Wrap ``model`` with the adapter in ``path`` and check that it is really applied.
+
+    The check runs a fixed probe input with the adapter and again inside peft's
+    ``disable_adapter()``; if no logit moves by more than ``min_logit_change``, the
+    adapter is a silent no-op (wrong target module names, weights not loaded, or an
+    untrained adapter whose B matrices are still zero) and
+    ``AdapterNotAppliedError`` is raised. Like training, this wraps ``model`` in
+    place; ``unload()`` gives it back. Returned in eval mode.
+    """
+    import torch
+    from peft import PeftModel
+
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file():
+        raise ValueError(f"load_adapter(path={str(path)!r}) holds no adapter_config.json; pass AdapterStore.path(user, v)")
+    peft_model = PeftModel.from_pretrained(model, str(path))
+    peft_model.eval()
+    vocab = peft_model.get_input_embeddings().num_embeddings
+    # Fixed, tokenizer-independent probe: 16 ids spread over the vocabulary.
+    probe = (torch.arange(1, 17) * 7919 % vocab).unsqueeze(0)
+    with torch.inference_mode():
+        with_adapter = peft_model(input_ids=probe).logits
+        with peft_model.disable_adapter():
+            without = peft_model(input_ids=probe).logits
+    change = (with_adapter - without).abs().max().item()
+    if not change > min_logit_change:
+        raise AdapterNotAppliedError(
+            f"adapter {str(path)!r} changes the logits by at most {change:.3g} (<= {min_logit_change:g}): "
+            "it is not applied (target modules missing from this model, all-zero weights, or an untrained "
+            "adapter); check that it was trained for this base model"
+        )
+    return peft_model
+
+
+# --- file helpers -------------------------------------------------------------------
+
+
+def _name(version: int | None) -> str:
+    return "the base model" if version is None else f"v{version}"
+
+
+def _read_manifest(path: Path) -> Manifest:
+    try:
+        return Manifest.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        raise ValueError(f"{path} is not a valid manifest: {err}") from err
+
+
+def _write_json(path: Path, data: dict, atomic: bool = False) -> None:
+    _write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", atomic=atomic)
+
+
+def _write_text(path: Path, text: str, atomic: bool = False) -> None:
+    """Write and fsync; with ``atomic``, via a temp file in the same dir + ``os.replace``."""
+    target = path
+    if atomic:
+        fd, name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+        os.close(fd)
+        path = Path(name)
+    try:
+        with open(path, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if atomic:
+            os.chmod(path, 0o644)
+            os.replace(path, target)
+    finally:
+        if atomic and path.exists():
+            path.unlink()
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Flush every file in ``directory`` to disk before it is renamed into view."""
+    for entry in directory.rglob("*"):
+        if entry.is_file():
+            with open(entry, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
