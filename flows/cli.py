@@ -55,6 +55,8 @@ def _kafka_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dead-letter-topic", dest="kafka.dead_letter_topic")
     g.add_argument("--starting", dest="kafka.starting", choices=["earliest", "latest"])
     g.add_argument("--idle-stop", type=float, dest="kafka.idle_stop_s", metavar="SECONDS", help="Stop after this long without new messages.")
+    g.add_argument("--create-topics", action="store_true", help="Create the four edgetune topics if they are missing.")
+    g.add_argument("--partitions", type=int, default=2, help="Partitions of topics made by --create-topics.")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_NOT_SETTINGS = {"command", "config", "verbose", "path", "all", "recovery_dir", "epoch_seconds", "no_progress", "out"}
+_NOT_SETTINGS = {"command", "config", "verbose", "path", "all", "recovery_dir", "epoch_seconds", "no_progress", "out",
+                 "create_topics", "partitions"}
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -143,8 +146,14 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
         total = settings.source.limit
     else:
+        from flows.kafka import ensure_topics
         from flows.kafka_flow import build_flow
 
+        k = settings.kafka
+        brokers = tuple(b.strip() for b in k.brokers.split(",") if b.strip())
+        if args.create_topics:
+            topics = (k.events_topic, k.annotations_topic, k.dead_letter_topic, k.requests_topic)
+            ensure_topics(brokers, {t: args.partitions for t in topics})
         total = None
     bar, progress = _progress_bar(settings, args, total)
     flow = build_flow(settings, components, progress)

@@ -75,6 +75,8 @@ MAX_DOMAINS = 3
 POS_FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
 HYPONYM = ("~", "~i")
 TOPIC = ";c"
+DERIVATION = "+"
+PERTAINYM = "\\"
 USAGE = ";u"
 EXCLUDED_USAGES = ("slang.n.02", "obscenity.n.02", "disparagement.n.01", "ethnic_slur.n.01")
 
@@ -102,6 +104,8 @@ class Synset:
     lemmas: tuple[str, ...]
     lex_ids: tuple[int, ...]
     pointers: tuple[tuple[str, SynsetId], ...]
+    word_links: tuple[tuple[str, int, SynsetId, int], ...]
+    """Lexical pointers: (symbol, index of our lemma, target synset, index of the target's lemma)."""
     gloss: str
 
 
@@ -307,14 +311,18 @@ def read_synsets(wordnet_dir: Path) -> dict[SynsetId, Synset]:
                 lemmas = tuple(_lemma_text(fields[4 + 2 * i]) for i in range(n_words))
                 lex_ids = tuple(int(fields[5 + 2 * i], 16) for i in range(n_words))
                 i = 4 + 2 * n_words
-                pointers = []
+                pointers, word_links = [], []
                 for _ in range(int(fields[i])):
-                    symbol, target, target_pos = fields[i + 1], int(fields[i + 2]), fields[i + 3]
+                    symbol, target, target_pos, words = fields[i + 1], int(fields[i + 2]), fields[i + 3], fields[i + 4]
                     # Satellite adjectives ("s") live in data.adj like head adjectives.
-                    pointers.append((symbol, ("a" if target_pos == "s" else target_pos, target)))
+                    target_id = ("a" if target_pos == "s" else target_pos, target)
+                    pointers.append((symbol, target_id))
+                    if words != "0000":  # "ssTT": lemma ss of this synset to lemma TT of the target, 1-based hex
+                        word_links.append((symbol, int(words[:2], 16) - 1, target_id, int(words[2:], 16) - 1))
                     i += 4
                 synsets[(pos, offset)] = Synset(
-                    (pos, offset), LEXNAMES[lexfile], lemmas, lex_ids, tuple(pointers), gloss.strip()
+                    (pos, offset), LEXNAMES[lexfile], lemmas, lex_ids, tuple(pointers), tuple(word_links),
+                    gloss.strip(),
                 )
     return synsets
 
@@ -390,6 +398,15 @@ class WordNet:
             for symbol, target in synset.pointers:
                 if symbol == TOPIC:
                     self.members[target].append(synset.id)
+        # Derivational links (+) run both ways in WordNet; pertainyms (\\) only from the adjective, so we
+        # reverse them: medicine → medical, law → legal.
+        self.related: dict[tuple[SynsetId, int], list[tuple[SynsetId, int]]] = defaultdict(list)
+        for synset in self.synsets.values():
+            for symbol, source, target, target_word in synset.word_links:
+                if symbol == DERIVATION:
+                    self.related[(synset.id, source)].append((target, target_word))
+                elif symbol == PERTAINYM and synset.id[0] == "a":
+                    self.related[(target, target_word)].append((synset.id, source))
         excluded = {self.synset(name).id for name in EXCLUDED_USAGES}
         self.excluded_usage = {
             s.id for s in self.synsets.values() if any(sym == USAGE and t in excluded for sym, t in s.pointers)
@@ -521,20 +538,35 @@ def _is_entry(text: str) -> bool:
 
 
 def word_sources(wn: WordNet, recipe: DomainRecipe) -> dict[str, set[SynsetId]]:
-    """Each word of one domain (inflections included) → the synsets that bring it, before the cross-domain filter."""
+    """Each word of one domain (inflections included) → the synsets that bring it, before the cross-domain filter.
+
+    Lemmas of the recipe's synsets that pass the filters, then, one hop away,
+    their derivationally related words and pertaining adjectives that pass
+    them too (surgery → surgical, diagnosis → diagnose).
+    """
     sources: dict[str, set[SynsetId]] = defaultdict(set)
-    for synset_id in collect_synsets(wn, recipe):
-        synset = wn.synsets[synset_id]
-        for raw in synset.lemmas:
-            word = raw.lower()
-            proper = raw != word
-            if (proper and not recipe.proper_nouns) or not _is_entry(word) or word in GENERIC_WORDS:
-                continue
-            if not wn.keeps_sense(raw, synset):
-                continue
-            for form in inflections(wn, word, synset_id[0], proper):
-                if _is_entry(form) and form not in GENERIC_WORDS:
-                    sources[form].add(synset_id)
+
+    def add(synset: Synset, i: int) -> bool:
+        raw = synset.lemmas[i]
+        word = raw.lower()
+        proper = raw != word
+        if (proper and not recipe.proper_nouns) or not _is_entry(word) or word in GENERIC_WORDS:
+            return False
+        if synset.id in wn.excluded_usage or not wn.keeps_sense(raw, synset):
+            return False
+        for form in inflections(wn, word, synset.id[0], proper):
+            if _is_entry(form) and form not in GENERIC_WORDS:
+                sources[form].add(synset.id)
+        return True
+
+    core = [(sid, i) for sid in sorted(collect_synsets(wn, recipe)) for i in range(len(wn.synsets[sid].lemmas))]
+    for sid, i in core:
+        add(wn.synsets[sid], i)
+    # From every core lemma, kept or not: the *practice* sense of "medicine" is not that word's main sense,
+    # but "medical" derives from it and is its own main sense; the filter judges each word on its own.
+    for sid, i in core:
+        for target, j in wn.related.get((sid, i), ()):
+            add(wn.synsets[target], j)
     return dict(sources)
 
 
