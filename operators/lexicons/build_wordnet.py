@@ -43,6 +43,11 @@ its lemmas, filtered:
   *Wheeling*); people's names (``noun.person`` proper nouns) are dropped,
   since in chat they are mostly namesakes and first names;
 - words in :data:`GENERIC_WORDS`, which every conversation uses, are dropped;
+- one hop further, adjectives derived from or pertaining to the collected
+  lemmas are added (``+`` and reversed ``\\`` pointers: law → legal,
+  surgery → surgical) when the linked sense is among the adjective's first
+  ``DERIVED_MAX_RANK``; derived verbs are not, as they are mostly everyday
+  words (hope, fear, tell);
 - inflected forms are added (noun plurals; verb -s, -ed, -ing), irregular ones
   from WordNet's exception lists, so the scorer needs no stemmer;
 - finally, a word that lands in more than ``MAX_DOMAINS`` domains says little
@@ -68,9 +73,10 @@ LICENSE_FILE = "LICENSE-WordNet.txt"
 
 MIN_LENGTH = 3
 MIN_TAGGED = 5
-MIN_SHARE = 1 / 3
+MIN_SHARE = 0.25
 MAX_SENSE_RANK = 1
 MAX_DOMAINS = 3
+DERIVED_MAX_RANK = 3
 
 POS_FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
 HYPONYM = ("~", "~i")
@@ -246,7 +252,7 @@ RECIPES: dict[str, DomainRecipe] = {
     "psychology": DomainRecipe(
         topics=("psychology.n.01", "psychoanalysis.n.01", "psychiatry.n.01"),
         roots=("psychologist.n.01", "mental_disorder.n.01", "psychological_state.n.01", "emotion.n.01",
-               "personality.n.01", "trait.n.01", "motivation.n.01", "behavior.n.01",
+               "personality.n.01", "motivation.n.01", "behavior.n.01",
                "psychotherapy.n.01", "emotional_state.n.01"),
         lexfiles=("noun.feeling",),
     ),
@@ -541,18 +547,26 @@ def word_sources(wn: WordNet, recipe: DomainRecipe) -> dict[str, set[SynsetId]]:
     """Each word of one domain (inflections included) → the synsets that bring it, before the cross-domain filter.
 
     Lemmas of the recipe's synsets that pass the filters, then, one hop away,
-    their derivationally related words and pertaining adjectives that pass
-    them too (surgery → surgical, diagnosis → diagnose).
+    the adjectives derived from or pertaining to them (surgery → surgical,
+    law → legal) when the linked sense is among the adjective's first
+    ``DERIVED_MAX_RANK``: adjective senses are fine-grained and split their
+    SemCor counts (*political* has three senses about politics), so the
+    share rule would reject them.
     """
     sources: dict[str, set[SynsetId]] = defaultdict(set)
 
-    def add(synset: Synset, i: int) -> bool:
+    def add(synset: Synset, i: int, derived: bool = False) -> bool:
         raw = synset.lemmas[i]
         word = raw.lower()
         proper = raw != word
         if (proper and not recipe.proper_nouns) or not _is_entry(word) or word in GENERIC_WORDS:
             return False
-        if synset.id in wn.excluded_usage or not wn.keeps_sense(raw, synset):
+        if synset.id in wn.excluded_usage:
+            return False
+        if derived:  # adjective senses are fine-grained and split their counts: judge by rank alone
+            if synset.id not in wn.index.get((word, "a"), ())[:DERIVED_MAX_RANK]:
+                return False
+        elif not wn.keeps_sense(raw, synset):
             return False
         for form in inflections(wn, word, synset.id[0], proper):
             if _is_entry(form) and form not in GENERIC_WORDS:
@@ -564,9 +578,11 @@ def word_sources(wn: WordNet, recipe: DomainRecipe) -> dict[str, set[SynsetId]]:
         add(wn.synsets[sid], i)
     # From every core lemma, kept or not: the *practice* sense of "medicine" is not that word's main sense,
     # but "medical" derives from it and is its own main sense; the filter judges each word on its own.
+    # Adjectives only: derived verbs are mostly everyday words (fear → fear, hope → hope, story → tell).
     for sid, i in core:
         for target, j in wn.related.get((sid, i), ()):
-            add(wn.synsets[target], j)
+            if target[0] == "a":
+                add(wn.synsets[target], j, derived=True)
     return dict(sources)
 
 
@@ -637,7 +653,8 @@ def provenance(wn: WordNet, lexicons: Mapping[str, list[str]], recipes: Mapping[
         "",
         "- Recipe: see the docstring of `operators/lexicons/build_wordnet.py`; per-domain synsets below.",
         f"  Parameters: MIN_LENGTH={MIN_LENGTH}, MIN_TAGGED={MIN_TAGGED}, MIN_SHARE={MIN_SHARE:.3f}, "
-        f"MAX_SENSE_RANK={MAX_SENSE_RANK}, MAX_DOMAINS={MAX_DOMAINS}; {len(GENERIC_WORDS)} generic words excluded;",
+        f"MAX_SENSE_RANK={MAX_SENSE_RANK}, DERIVED_MAX_RANK={DERIVED_MAX_RANK}, MAX_DOMAINS={MAX_DOMAINS};",
+        f"  {len(GENERIC_WORDS)} generic words excluded;",
         f"  synsets with usage domain {', '.join(EXCLUDED_USAGES)} skipped.",
         "- Each lexicon lists lemmas and their inflected forms (noun plurals; verb -s, -ed, -ing), one per line.",
         "",
