@@ -155,14 +155,21 @@ def cmd_stream(args: argparse.Namespace) -> int:
             topics = (k.events_topic, k.annotations_topic, k.dead_letter_topic, k.requests_topic)
             ensure_topics(brokers, {t: args.partitions for t in topics})
         total = None
+    from flows.trainer import trainer_for
+
     bar, progress = _progress_bar(settings, args, total)
-    flow = build_flow(settings, components, progress)
+    trainer = trainer_for(settings, components)
+    flow = build_flow(settings, components, progress, trainer)
     try:
         _execute(flow, settings, args)
     finally:
         if bar is not None:
             bar.close()
+        if trainer is not None:
+            trainer.service.close()
     print_summary(settings.output.dir)
+    if trainer is not None:
+        print_adapters(settings.adapters_dir)
     return 0
 
 
@@ -193,6 +200,27 @@ def print_summary(out: Path) -> None:
         for s in sorted(snap["samples"], key=lambda s: -s["eoe"])[:3]:
             text = " ".join(s["prompt"].split())
             print(f"  [{s['domain']}] {text[:100]}{'…' if len(text) > 100 else ''}")
+
+
+def print_adapters(root: Path) -> None:
+    from models.adapters import AdapterStore
+
+    store = AdapterStore(root)
+    users = store.users()
+    if not users:
+        print("\nno adapters trained (no window closed with labeled samples)")
+        return
+    print(f"\nadapters ({root}):")
+    print(f"{'user':<16}{'version':>8}  {'status':<11}{'real':>5}{'synth':>6}{'probe before':>14}{'after':>8}{'general':>9}")
+    for user in users:
+        for m in store.list(user):
+            e = m.evaluation
+            print(f"{user:<16}{'v' + str(m.version):>8}  {m.status:<11}{m.n_real:>5}{m.n_synthetic:>6}"
+                  f"{_num(e.probe_loss_before):>14}{_num(e.probe_loss_after):>8}{_num(e.general_loss):>9}")
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def _snapshots(out: Path) -> dict[str, dict]:

@@ -18,6 +18,7 @@ from bytewax.dataflow import Dataflow
 
 from flows.kafka import KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig
 from flows.selection import Components, build_components, select, write_outputs
+from flows.trainer import trainer_for
 from operators.config import Settings, load_settings
 
 
@@ -50,5 +51,7 @@ def build_flow(
 
 def __getattr__(name: str) -> Dataflow:
     if name == "flow":
-        return build_flow(load_settings(os.environ.get("EDGETUNE_CONFIG")))
+        settings = load_settings(os.environ.get("EDGETUNE_CONFIG"))
+        components = build_components(settings)
+        return build_flow(settings, components, trainer_sink=trainer_for(settings, components))
     raise AttributeError(name)

@@ -15,6 +15,7 @@ from bytewax.dataflow import Dataflow
 from flows.replay import replay_events
 from flows.replay_source import ReplaySource
 from flows.selection import Components, build_components, select, write_outputs
+from flows.trainer import trainer_for
 from operators.config import Settings, load_settings
 from operators.oracle import tag_events, with_oracle_answers
 
@@ -51,5 +52,7 @@ def __getattr__(name: str) -> Dataflow:
     # `python -m bytewax.run flows.replay_flow:flow` builds the flow (and loads
     # the model) only when asked, so importing this module stays cheap.
     if name == "flow":
-        return build_flow(load_settings(os.environ.get("EDGETUNE_CONFIG")))
+        settings = load_settings(os.environ.get("EDGETUNE_CONFIG"))
+        components = build_components(settings)
+        return build_flow(settings, components, trainer_sink=trainer_for(settings, components))
     raise AttributeError(name)

@@ -9,9 +9,11 @@ Both return ``Embedded``: raw float32 vectors (never normalised: EOE is a histog
 of the raw values) and, for each text, its token count under the *LM's* tokenizer
 (EOE divides by it, whichever embedder made the vector).
 
-Last-token states of a causal LM are strongly anisotropic: unrelated texts have
-cosine similarity near 1 (SmolLM2-135M: 0.81 mean over 30 varied sentences, see
-``benchmarks/`` notes), which makes cosine thresholds meaningless. With
+Last-token states of a causal LM are anisotropic: a few dimensions carry a large
+value shared by every text, so unrelated texts look alike (SmolLM2-135M: mean
+pairwise cosine 0.73 over 30 unrelated sentences, a paraphrase pair 0.95 against an
+unrelated pair 0.73; after centering 0.07, and 0.72 against -0.24; MiniLM: 0.03
+raw). Raw cosine thresholds are therefore fragile. With
 ``EmbedConfig(center=True)`` the embedder also computes, once, the mean vector of a
 fixed calibration list (``models/calibration.py``) and attaches it as
 ``Embedded.mean``; ``Embedded.centered()`` subtracts it. Vectors stay raw so that

@@ -50,8 +50,11 @@ its lemmas, filtered:
   words (hope, fear, tell);
 - inflected forms are added (noun plurals; verb -s, -ed, -ing), irregular ones
   from WordNet's exception lists, so the scorer needs no stemmer;
-- finally, a word that lands in more than ``MAX_DOMAINS`` domains says little
-  about any one of them and is removed from all.
+- a word that lands in more than ``MAX_DOMAINS`` domains says little about
+  any one of them and is removed from all;
+- finally, a short hand-picked list per domain (``words``) adds everyday domain
+  words that WordNet 3.0 lacks (*app*) or whose domain sense is not the word's
+  main one (*program*, *server*, *interest*); PROVENANCE.md lists them.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ LICENSE_FILE = "LICENSE-WordNet.txt"
 
 MIN_LENGTH = 3
 MIN_TAGGED = 5
-MIN_SHARE = 0.25
+MIN_SHARE = 1 / 3
 MAX_SENSE_RANK = 1
 MAX_DOMAINS = 3
 DERIVED_MAX_RANK = 3
@@ -133,6 +136,10 @@ class DomainRecipe:
     """Synsets whose hyponym closure, and what is topic-tagged with it, is removed from the above."""
     lexfiles: tuple[str, ...] = ()
     """Lexicographer files taken whole, e.g. ``noun.food``."""
+    words: tuple[str, ...] = ()
+    """Hand-picked everyday words of the domain that WordNet lacks (app) or whose domain sense is not the
+    word's main one (program, server, interest): kept without the sense filter and the cross-domain limit,
+    and inflected when WordNet knows the word."""
     proper_nouns: bool = True
     """False drops capitalised lemmas (the Latin genus names of ``noun.animal``)."""
 
@@ -140,6 +147,10 @@ class DomainRecipe:
 # Names resolve through index.* sense order; PROVENANCE.md lists each with its gloss for review.
 RECIPES: dict[str, DomainRecipe] = {
     "medicine": DomainRecipe(
+        words=("hospital", "clinic", "patient", "cough", "diagnosis", "diagnose", "treatment", "vaccine",
+               "vaccination", "infection", "pill", "prescription", "prescribe", "blood", "heart", "allergy",
+               "allergic", "nurse", "surgeon", "physician", "dose", "symptom", "medication", "health",
+               "healthy", "sick", "illness", "flu", "asthma", "ache", "headache", "stomachache"),
         topics=("medicine.n.01", "medicine.n.03", "pathology.n.01", "surgery.n.01", "dentistry.n.01",
                 "obstetrics.n.01", "pharmacology.n.01", "anatomy.n.01", "physiology.n.01"),
         roots=("disease.n.01", "symptom.n.01", "medicine.n.02", "medical_care.n.01",
@@ -148,11 +159,19 @@ RECIPES: dict[str, DomainRecipe] = {
         synsets=("drug.n.01",),  # its closure adds drugs of abuse and liquors, so only the word itself
     ),
     "law": DomainRecipe(
+        words=("judge", "sue", "lawsuit", "illegal", "police", "arrest", "trial", "jury", "verdict", "rights",
+               "tenant", "landlord", "custody", "divorce", "attorney", "lawyer", "legislation", "copyright",
+               "lawful", "unlawful", "felony", "prosecutor"),
         topics=("law.n.01", "law.n.02", "criminal_law.n.01", "contract.n.01", "crime.n.01"),
         roots=("lawyer.n.01", "crime.n.01", "court.n.01", "legal_document.n.01", "lawsuit.n.01",
                "law.n.02", "judge.n.01", "legal_right.n.01", "punishment.n.01", "criminal.n.01"),
     ),
     "computing": DomainRecipe(
+        words=("program", "programmer", "programming", "code", "coding", "coder", "python", "javascript",
+               "java", "server", "database", "bug", "debug", "browser", "app", "apps", "password", "network",
+               "data", "memory", "compiler", "software", "hardware", "website", "internet", "online",
+               "download", "upload", "laptop", "smartphone", "keyboard", "algorithm", "function", "variable",
+               "api", "backend", "frontend", "linux", "github", "repository"),
         topics=("computer_science.n.01", "computer.n.01", "electronics.n.01", "telecommunication.n.01",
                 "internet.n.01"),
         roots=("computer.n.01", "software.n.01", "computer_code.n.01", "computer_programmer.n.01",
@@ -160,6 +179,9 @@ RECIPES: dict[str, DomainRecipe] = {
                "peripheral.n.01", "algorithm.n.01", "electronic_device.n.01", "memory_device.n.01"),
     ),
     "finance": DomainRecipe(
+        words=("mortgage", "interest", "invest", "investor", "investment", "stock", "shares", "bond", "credit",
+               "retirement", "insurance", "inflation", "price", "economy", "budget", "salary", "tax", "loan",
+               "bank", "banking", "profit", "revenue", "crypto", "bitcoin"),
         topics=("economics.n.01", "finance.n.01", "commerce.n.01", "accounting.n.02", "stock_exchange.n.01",
                 "tax.n.01", "corporation.n.01", "banking.n.01"),
         roots=("money.n.01", "financial_institution.n.01", "tax.n.01", "investment.n.01", "security.n.04",
@@ -171,23 +193,31 @@ RECIPES: dict[str, DomainRecipe] = {
                  "construction.n.07", "transportation.n.05"),
     ),
     "sport": DomainRecipe(
+        words=("match", "player", "score", "goal", "league", "championship", "olympics", "olympic", "training",
+               "marathon", "gym", "workout", "coach", "tournament", "referee", "stadium", "fitness"),
         topics=("sport.n.01", "game.n.01"),
         roots=("sport.n.01", "athlete.n.01", "sports_equipment.n.01", "contest.n.01", "athletic_game.n.01",
                "team.n.01", "sports_implement.n.01", "playing_field.n.01", "stadium.n.01"),
     ),
     "music": DomainRecipe(
+        words=("band", "concert", "album", "lyrics", "jazz", "rock", "rap", "pop", "melody", "rhythm", "chord",
+               "guitar", "drum", "drums", "singer", "concerto", "playlist"),
         topics=("music.n.01", "music.n.02"),
         roots=("musical_instrument.n.01", "musician.n.01", "musician.n.02", "musical_composition.n.01",
                "music_genre.n.01", "singer.n.01", "musical_notation.n.01", "musical_organization.n.01",
                "song.n.01", "musical_interval.n.01", "tone.n.01"),
     ),
     "food": DomainRecipe(
+        words=("recipe", "cook", "cooking", "cake", "fruit", "oven", "bake", "baking", "ingredient",
+               "ingredients", "delicious", "tasty", "vegan", "vegetarian"),
         topics=("cooking.n.01",),
         roots=("cook.n.01", "cook.v.02", "kitchen_utensil.n.01", "cooking_utensil.n.01", "meal.n.01",
                "restaurant.n.01", "beverage.n.01", "flavorer.n.01", "tableware.n.01", "eating.n.01"),
         lexfiles=("noun.food",),
     ),
     "biology": DomainRecipe(
+        words=("evolution", "organism", "photosynthesis", "chromosome", "ecosystem", "species", "genetic",
+               "biology", "cell", "dna", "mutation"),
         topics=("biology.n.01", "genetics.n.01", "botany.n.02", "zoology.n.02", "ecology.n.02",
                 "biochemistry.n.01", "microbiology.n.01", "cytology.n.01", "embryology.n.01"),
         roots=("cell.n.02", "gene.n.01", "biologist.n.01", "tissue.n.01", "protein.n.01", "dna.n.01",
@@ -195,24 +225,31 @@ RECIPES: dict[str, DomainRecipe] = {
         exclude=("sexual_activity.n.01",),  # under organic_process, but sex talk is not biology
     ),
     "nature": DomainRecipe(
+        words=("garden", "gardening", "wildlife", "pet", "pets"),
         roots=("animal.n.01", "plant.n.02", "fungus.n.01", "pet.n.01", "garden.n.01", "gardener.n.01",
                "weather.n.01", "atmospheric_phenomenon.n.01"),
         lexfiles=("noun.animal", "noun.plant"),
         proper_nouns=False,
     ),
     "chemistry": DomainRecipe(
+        words=("element", "compound", "bond", "molecule", "atom", "chemical", "reaction", "periodic"),
         topics=("chemistry.n.01", "biochemistry.n.01"),
         roots=("chemical_element.n.01", "compound.n.02", "acid.n.01", "alkali.n.01", "chemical_reaction.n.01",
                "chemical_bond.n.01", "chemist.n.01", "molecule.n.01", "atom.n.01", "chemical_process.n.01",
                "solution.n.01", "salt.n.01"),
     ),
     "physics": DomainRecipe(
+        words=("force", "mass", "velocity", "acceleration", "momentum", "photon", "quantum", "friction",
+               "voltage", "refraction", "gravity", "gravitational", "relativity", "electron", "magnet",
+               "magnetic", "particle"),
         topics=("physics.n.01", "optics.n.01", "electricity.n.01", "astronomy.n.01", "cosmology.n.02",
                 "mechanics.n.01", "thermodynamics.n.01", "nuclear_physics.n.01", "quantum_physics.n.01"),
         roots=("physicist.n.01", "elementary_particle.n.01", "force.n.02", "energy.n.01", "radiation.n.01",
                "celestial_body.n.01", "astronomer.n.01", "wave.n.01", "electromagnetic_radiation.n.01"),
     ),
     "mathematics": DomainRecipe(
+        words=("calculus", "derivative", "integral", "probability", "theorem", "fraction", "angle", "equation",
+               "algebra", "geometry", "math", "maths", "multiply", "divide"),
         topics=("mathematics.n.01", "statistics.n.01", "geometry.n.01", "arithmetic.n.01",
                 "algebra.n.01", "calculus.n.03", "logic.n.01"),
         roots=("mathematics.n.01", "mathematician.n.01", "mathematical_relation.n.01",
@@ -220,6 +257,8 @@ RECIPES: dict[str, DomainRecipe] = {
                "arithmetic_operation.n.01", "mathematical_process.n.01", "set.n.02"),
     ),
     "religion": DomainRecipe(
+        words=("god", "pray", "prayer", "jesus", "heaven", "spiritual", "christ", "allah", "bible", "faith",
+               "worship"),
         topics=("religion.n.01", "religion.n.02", "theology.n.01", "roman_catholic.n.02", "old_testament.n.01",
                 "new_testament.n.01", "judaism.n.01", "judaism.n.02", "christianity.n.01", "hinduism.n.01",
                 "hinduism.n.02", "islam.n.01", "islam.n.02", "buddhism.n.01", "buddhism.n.02",
@@ -229,6 +268,8 @@ RECIPES: dict[str, DomainRecipe] = {
                "prayer.n.01", "sacrament.n.01", "religious_doctrine.n.01", "religionist.n.01"),
     ),
     "politics": DomainRecipe(
+        words=("president", "policy", "campaign", "democrat", "republican", "minister", "senator", "congress",
+               "parliament", "government", "vote", "voter", "politician"),
         topics=("politics.n.01", "politics.n.02", "government.n.01", "election.n.01"),
         roots=("politician.n.01", "politician.n.02", "legislature.n.01", "political_party.n.01",
                "political_system.n.01", "election.n.01", "government.n.01", "head_of_state.n.01",
@@ -236,6 +277,7 @@ RECIPES: dict[str, DomainRecipe] = {
                "campaign.n.03", "vote.n.01"),
     ),
     "art": DomainRecipe(
+        words=("gallery", "painting", "painter", "sculpture", "museum", "artist", "artwork", "exhibition"),
         topics=("art.n.01", "fine_arts.n.01", "architecture.n.01", "architecture.n.02", "photography.n.01",
                 "handicraft.n.01", "sculpture.n.02", "painting.n.02", "performing_arts.n.01", "dancing.n.01"),
         roots=("artist.n.01", "work_of_art.n.01", "art.n.01", "painting.n.01", "sculpture.n.01",
@@ -243,6 +285,7 @@ RECIPES: dict[str, DomainRecipe] = {
                "drawing.n.02", "paint.n.01", "actor.n.01", "theater.n.01", "dancer.n.01", "film.n.01"),
     ),
     "literature": DomainRecipe(
+        words=("chapter", "character", "plot", "essay", "novel", "poem", "poetry", "author", "fiction"),
         topics=("literature.n.01", "poetry.n.01", "drama.n.01", "dramaturgy.n.01", "writing.n.01",
                 "prosody.n.01", "rhetoric.n.01", "grammar.n.01", "linguistics.n.01"),
         roots=("writer.n.01", "literary_composition.n.01", "poem.n.01", "novel.n.01", "book.n.01",
@@ -250,6 +293,8 @@ RECIPES: dict[str, DomainRecipe] = {
                "part_of_speech.n.01", "story.n.01", "fiction.n.01"),
     ),
     "psychology": DomainRecipe(
+        words=("stress", "therapist", "therapy", "mental", "trauma", "anxiety", "depression", "self-esteem",
+               "emotion", "emotional", "lonely", "loneliness"),
         topics=("psychology.n.01", "psychoanalysis.n.01", "psychiatry.n.01"),
         roots=("psychologist.n.01", "mental_disorder.n.01", "psychological_state.n.01", "emotion.n.01",
                "personality.n.01", "motivation.n.01", "behavior.n.01",
@@ -257,6 +302,8 @@ RECIPES: dict[str, DomainRecipe] = {
         lexfiles=("noun.feeling",),
     ),
     "education": DomainRecipe(
+        words=("university", "college", "class", "classroom", "homework", "exam", "degree", "lecture",
+               "tuition", "student", "teacher", "curriculum", "semester"),
         topics=("education.n.01", "education.n.02", "pedagogy.n.01", "academia.n.01"),
         roots=("educational_institution.n.01", "student.n.01", "educator.n.01", "course.n.01",
                "academic_degree.n.01", "examination.n.02", "education.n.01", "school.n.01",
@@ -265,6 +312,8 @@ RECIPES: dict[str, DomainRecipe] = {
         synsets=("learning.n.01",),
     ),
     "travel": DomainRecipe(
+        words=("travel", "traveling", "travelling", "flight", "visa", "itinerary", "sightseeing", "tourist",
+               "tourism", "hotel", "vacation"),
         topics=("air_travel.n.01", "navigation.n.01", "seafaring.n.01", "driving.n.02", "geography.n.01",
                 "tourism.n.01"),
         roots=("travel.n.01", "journey.n.01", "traveler.n.01", "hotel.n.01", "airport.n.01", "aircraft.n.01",
@@ -273,6 +322,7 @@ RECIPES: dict[str, DomainRecipe] = {
                "passport.n.01", "ticket.n.01", "lodging.n.01", "tourist.n.01", "vacation.n.01", "beach.n.01"),
     ),
     "military": DomainRecipe(
+        words=("troops", "missile", "veteran", "warfare"),
         topics=("military.n.01", "terrorism.n.01", "war.n.01"),
         roots=("weapon.n.01", "military_unit.n.01", "military_officer.n.01", "serviceman.n.01",
                "military_action.n.01", "war.n.01", "armament.n.01", "military_vehicle.n.01",
@@ -586,16 +636,31 @@ def word_sources(wn: WordNet, recipe: DomainRecipe) -> dict[str, set[SynsetId]]:
     return dict(sources)
 
 
-def build_lexicons(
-    wn: WordNet, recipes: Mapping[str, DomainRecipe] = RECIPES
-) -> dict[str, list[str]]:
-    """Domain → sorted words, with words in more than ``MAX_DOMAINS`` domains removed."""
+def curated_forms(wn: WordNet, word: str) -> list[str]:
+    """A hand-picked word and its inflections for every part of speech WordNet knows it as."""
+    forms = [word]
+    for pos in ("n", "v"):
+        if (word, pos) in wn.index:
+            forms += inflections(wn, word, pos, proper=False)
+    return list(dict.fromkeys(forms))
+
+
+def build_lexicons(wn: WordNet, recipes: Mapping[str, DomainRecipe] = RECIPES) -> dict[str, list[str]]:
+    """Domain → sorted words: WordNet words in at most ``MAX_DOMAINS`` domains, plus the hand-picked ones."""
     per_domain = {domain: set(word_sources(wn, recipe)) for domain, recipe in recipes.items()}
     domain_count: dict[str, int] = defaultdict(int)
     for words in per_domain.values():
         for word in words:
             domain_count[word] += 1
-    return {d: sorted(w for w in words if domain_count[w] <= MAX_DOMAINS) for d, words in sorted(per_domain.items())}
+    lexicons = {}
+    for domain, words in sorted(per_domain.items()):
+        kept = {w for w in words if domain_count[w] <= MAX_DOMAINS}
+        for word in recipes[domain].words:
+            if not _is_entry(word):
+                raise ValueError(f"RECIPES[{domain!r}].words has {word!r}: need one lower-case word; fix RECIPES")
+            kept.update(form for form in curated_forms(wn, word) if _is_entry(form))
+        lexicons[domain] = sorted(kept)
+    return lexicons
 
 
 def explain(wn: WordNet, word: str, recipes: Mapping[str, DomainRecipe] = RECIPES) -> list[str]:
@@ -677,6 +742,8 @@ def provenance(wn: WordNet, lexicons: Mapping[str, list[str]], recipes: Mapping[
                 out += [f"  - `{n}` — {wn.synset(n).gloss.split(';')[0]}" for n in names]
         if recipe.lexfiles:
             out.append(f"- lexicographer files: {', '.join(f'`{n}`' for n in recipe.lexfiles)}")
+        if recipe.words:
+            out.append(f"- hand-picked words (edgetune, not WordNet): {' '.join(recipe.words)}")
         if not recipe.proper_nouns:
             out.append("- proper nouns dropped")
         out.append("")

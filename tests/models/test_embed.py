@@ -105,7 +105,6 @@ def test_a_text_alone_equals_the_same_text_padded_in_a_batch(tiny, side):
     batched = embedder.embed(TEXTS).vectors
     for i, text in enumerate(TEXTS):
         np.testing.assert_allclose(batched[i], embedder.embed([text]).vectors[0], atol=ATOL)
-    tiny[1].padding_side = "left"
 
 
 def test_batch_size_does_not_change_the_result(tiny):

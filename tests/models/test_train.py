@@ -206,7 +206,7 @@ def test_training_leaves_eval_mode_and_the_callers_rng(trained):
 
 
 def test_same_seed_gives_identical_losses_and_another_seed_does_not():
-    config = TrainConfig(lr=1e-2, max_steps=3, batch_size=2, seed=7)
+    config = TrainConfig(lr=1e-2, max_steps=2, batch_size=2, seed=7)
     runs = []
     for seed in (7, 7, 8):
         model, tokenizer = tiny_llama(seed=0)
@@ -217,7 +217,7 @@ def test_same_seed_gives_identical_losses_and_another_seed_does_not():
 
 
 def test_continuing_from_a_saved_adapter_starts_where_it_left_off(tmp_path):
-    config = TrainConfig(lr=3e-2, max_steps=10, batch_size=4, dropout=0.0)
+    config = TrainConfig(lr=3e-2, max_steps=6, batch_size=4, dropout=0.0)
     model, tokenizer = tiny_llama(seed=0)
     first, _ = train_lora(model, tokenizer, PAIRS, config)
     first.save_pretrained(str(tmp_path / "adapter"))
@@ -225,7 +225,9 @@ def test_continuing_from_a_saved_adapter_starts_where_it_left_off(tmp_path):
 
     model, tokenizer = tiny_llama(seed=0)
     base_loss = mean_loss(model, tokenizer, PAIRS, max_seq_len=256)
-    second, report = train_lora(model, tokenizer, PAIRS, config, init_adapter=tmp_path / "adapter")
+    second, report = train_lora(
+        model, tokenizer, PAIRS, TrainConfig(**{**config.to_dict(), "max_steps": 2}), init_adapter=tmp_path / "adapter"
+    )
     # no dropout and one batch of all pairs: the first loss is the saved adapter's loss
     assert report.loss_first == pytest.approx(loss_after_first, rel=1e-5)
     assert report.loss_first < base_loss

@@ -1,0 +1,134 @@
+"""Training off the ingest path: a background worker that coalesces requests per user.
+
+The stream hands training requests to :class:`TrainingService` through
+:class:`TrainerSink` and goes on scoring and admitting. One worker thread runs
+the requests in arrival order of users; a newer request for a user who is
+still waiting replaces the older one (the newer buffer supersedes it). At the
+end of a run the sink waits for the queue to drain, so a replay ends with its
+adapters written.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any, Callable
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from operators import metrics
+
+log = logging.getLogger(__name__)
+
+
+class TrainingService:
+    """Runs ``run(request)`` on one background thread, newest request per user wins."""
+
+    def __init__(self, run: Callable[[dict[str, Any]], Any]):
+        self._run = run
+        self._pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._busy = False
+        self._cv = threading.Condition()
+        self._closed = False
+        self.results: list[Any] = []
+        self._thread = threading.Thread(target=self._loop, name="edgetune-trainer", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: dict[str, Any]) -> None:
+        with self._cv:
+            user = request["user_id"]
+            if user in self._pending:
+                metrics.TRAIN_REQUESTS.labels(outcome="coalesced").inc()
+            self._pending[user] = request
+            metrics.TRAIN_REQUESTS.labels(outcome="queued").inc()
+            metrics.TRAIN_QUEUE.set(len(self._pending))
+            self._cv.notify_all()
+
+    def drain(self) -> None:
+        """Block until every submitted request has run."""
+        with self._cv:
+            self._cv.wait_for(lambda: not self._pending and not self._busy)
+
+    def close(self) -> None:
+        self.drain()
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._pending or self._closed)
+                if self._closed and not self._pending:
+                    return
+                _user, request = self._pending.popitem(last=False)
+                self._busy = True
+                metrics.TRAIN_QUEUE.set(len(self._pending))
+            try:
+                result = self._run(request)
+                self.results.append(result)
+                outcome = getattr(result, "outcome", "done")
+                if outcome == "skipped":
+                    metrics.TRAIN_REQUESTS.labels(outcome="skipped").inc()
+                else:
+                    metrics.TRAIN_RUNS.labels(outcome=outcome).inc()
+                    _record_report(result)
+                log.info("training for user %s: %s (%s)", request["user_id"], outcome, getattr(result, "reason", ""))
+            except Exception:  # a failed run must not stop the stream; it is counted and logged
+                metrics.TRAIN_RUNS.labels(outcome="failed").inc()
+                log.exception("training for user %s failed", request["user_id"])
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+
+def _record_report(result: Any) -> None:
+    report = getattr(result, "report", None) or {}
+    if report.get("step_seconds"):
+        for s in report["step_seconds"]:
+            metrics.TRAIN_STEP_SECONDS.observe(s)
+        metrics.TRAIN_LOSS.observe(report["loss_last"])
+        metrics.TRAIN_TOKENS_PER_SECOND.set(report["tokens_per_s"])
+    metrics.TRAIN_SAMPLES.observe(result.n_real + result.n_synthetic)
+    if result.version is not None:
+        metrics.ADAPTER_VERSIONS.inc()
+
+
+class _TrainerPart(StatelessSinkPartition[dict]):
+    def __init__(self, service: TrainingService):
+        self._service = service
+
+    def write_batch(self, items: list[dict]) -> None:
+        for item in items:
+            self._service.submit(item)
+
+    def close(self) -> None:
+        self._service.drain()
+
+
+class TrainerSink(DynamicSink[dict]):
+    """Hands training requests to a shared :class:`TrainingService`."""
+
+    def __init__(self, service: TrainingService):
+        self.service = service
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _TrainerPart:
+        return _TrainerPart(self.service)
+
+
+def trainer_for(settings: Any, components: Any) -> TrainerSink | None:
+    """The training sink a flow needs under ``settings``, or None when training is off."""
+    if not settings.train.enabled:
+        return None
+    import copy
+
+    from models.adapters import AdapterStore
+    from models.personalize import Personalizer, personalize_config
+
+    # A private copy: the stream embeds with the original while the trainer wraps its copy in LoRA.
+    model = copy.deepcopy(components.model)
+    personalizer = Personalizer(model, components.tokenizer, AdapterStore(settings.adapters_dir), personalize_config(settings))
+    return TrainerSink(TrainingService(personalizer.run))

@@ -1,0 +1,193 @@
+"""One user's personalization run: synthesize, fine-tune, evaluate, gate, version.
+
+A training request carries the user's labeled buffer. The run
+
+1. holds out a probe: every sample whose id hashes into 1 of ``probe_every``
+   buckets (stable across runs, so a probe sample is never trained on later);
+2. synthesizes ``k`` similar pairs per remaining sample with the base model
+   (cached per source sample: a sample's pairs leave with it, since only the
+   current buffer's samples are looked up);
+3. trains LoRA on real + synthetic pairs, warm-started from the user's latest
+   adapter (the buffer is the replay that limits forgetting);
+4. measures probe loss before/after and the general-probe loss, writes the
+   version with its manifest, and promotes it only if the gate passes.
+
+The runner owns a private copy of the base model: the stream keeps embedding
+with the original while a run trains, generates and wraps its copy in LoRA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.adapters import AdapterStore, Evaluation, Manifest, promotion_gate, training_data_digest
+from models.general_probe import GENERAL_PROBE
+from models.train import TrainConfig, mean_loss, train_lora
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PersonalizeConfig:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    synth_k: int = 1
+    synth_max_new_tokens: int = 192
+    synth_low: float = 0.2
+    synth_high: float = 0.8
+    synth_dedup: float = 0.7
+    probe_every: int = 8
+    gate_tolerance: float = 0.0
+    warm_start: bool = True
+    base_model_id: str = "smollm2-135m-instruct"
+
+    def __post_init__(self) -> None:
+        if self.probe_every < 2:
+            raise ValueError(f"PersonalizeConfig.probe_every={self.probe_every} must be >= 2 (one in N samples is held out)")
+        if self.synth_k < 0:
+            raise ValueError(f"PersonalizeConfig.synth_k={self.synth_k} must be >= 0; 0 disables synthesis")
+
+
+@dataclass
+class RunResult:
+    user_id: str
+    outcome: str  # "promoted" | "rejected" | "skipped"
+    reason: str
+    version: int | None = None
+    n_real: int = 0
+    n_synthetic: int = 0
+    n_probe: int = 0
+    seconds: float = 0.0
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def is_probe(event_id: str, probe_every: int) -> bool:
+    """Stable hold-out: the same id is a probe sample in every run.
+
+    >>> [is_probe(f"e{i}", 4) for i in range(8)].count(True)
+    2
+    """
+    return int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:4], "big") % probe_every == 0
+
+
+class Personalizer:
+    """Runs training requests for any user against one private base model."""
+
+    def __init__(self, model: Any, tokenizer: Any, store: AdapterStore, config: PersonalizeConfig):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.store = store
+        self.config = config
+        self._synthetic: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self._general_base: float | None = None
+        self._weights_digest: str | None = None
+
+    def run(self, request: dict[str, Any]) -> RunResult:
+        start = time.perf_counter()
+        cfg, user = self.config, request["user_id"]
+        samples = request["samples"]
+        probe = [(s["prompt"], s["response"]) for s in samples if is_probe(s["event_id"], cfg.probe_every)]
+        train = [s for s in samples if not is_probe(s["event_id"], cfg.probe_every)]
+        if not train:
+            return RunResult(user, "skipped", f"no labeled training samples among {len(samples)}", n_probe=len(probe))
+        synthetic = self._synthesize(user, train)
+        examples = [(s["prompt"], s["response"]) for s in train] + synthetic
+
+        current = self.store.latest(user)
+        init = self.store.path(user, current) if (current is not None and cfg.warm_start) else None
+        probe_before = self._loss_with(current, user, probe) if probe else None
+        if self._general_base is None:
+            self._general_base = mean_loss(self.model, self.tokenizer, GENERAL_PROBE, cfg.train.max_seq_len)
+
+        peft_model, report = train_lora(self.model, self.tokenizer, examples, cfg.train, init_adapter=init)
+        try:
+            probe_after = mean_loss(peft_model, self.tokenizer, probe, cfg.train.max_seq_len) if probe else None
+            general = mean_loss(peft_model, self.tokenizer, GENERAL_PROBE, cfg.train.max_seq_len)
+            ids = [s["event_id"] for s in train]
+            manifest = Manifest(
+                user_id=user,
+                base_model=cfg.base_model_id,
+                base_weights_digest=self._digest(),
+                data_digest=training_data_digest(examples),
+                sample_ids=ids,
+                n_real=len(train),
+                n_synthetic=len(synthetic),
+                seed=cfg.train.seed,
+                train_config=cfg.train.to_dict() | {"warm_start_from": current if init else None},
+                train_report=report.to_dict(),
+                evaluation=Evaluation(probe_before, probe_after, self._general_base, general),
+            )
+            version = self.store.save(user, peft_model, manifest)
+        finally:
+            peft_model.unload()  # the plain base model again, for the next user
+
+        if probe_after is None:
+            ok, reason = True, "no probe samples yet: promoted on training alone"
+        else:
+            ok, reason = promotion_gate(probe_after, probe_before, cfg.gate_tolerance)
+        if ok:
+            self.store.promote(user, version)
+        else:
+            self.store.reject(user, version, reason)
+        return RunResult(user, "promoted" if ok else "rejected", reason, version, len(train), len(synthetic), len(probe),
+                         time.perf_counter() - start, report.to_dict())
+
+    def _loss_with(self, version: int | None, user: str, pairs: list[tuple[str, str]]) -> float:
+        if version is None:
+            return mean_loss(self.model, self.tokenizer, pairs, self.config.train.max_seq_len)
+        from peft import PeftModel
+
+        wrapped = PeftModel.from_pretrained(self.model, str(self.store.path(user, version)))
+        try:
+            return mean_loss(wrapped, self.tokenizer, pairs, self.config.train.max_seq_len)
+        finally:
+            wrapped.unload()
+
+    def _synthesize(self, user: str, train: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        cfg = self.config
+        if cfg.synth_k == 0:
+            return []
+        from models.generate import GenerateConfig
+        from models.synth import synthesize
+        from operators import metrics
+        from operators.synthesis import SynthFilter
+
+        gen = GenerateConfig(max_new_tokens=cfg.synth_max_new_tokens, do_sample=True, seed=cfg.train.seed)
+        filt = SynthFilter(low=cfg.synth_low, high=cfg.synth_high, dedup=cfg.synth_dedup)
+        current = {(user, s["event_id"]) for s in train}
+        # Pairs of samples that left the buffer leave the cache with them.
+        for key in [k for k in self._synthetic if k[0] == user and k not in current]:
+            del self._synthetic[key]
+        out: list[tuple[str, str]] = []
+        for s in train:
+            key = (user, s["event_id"])
+            if key not in self._synthetic:
+                result = synthesize(self.model, self.tokenizer, s["prompt"], s["response"], cfg.synth_k, gen, filt)
+                self._synthetic[key] = list(result.pairs)
+                metrics.SYNTH_SECONDS.observe(result.seconds)
+                metrics.SYNTHETIC_PAIRS.labels(outcome="kept").inc(len(result.pairs))
+                for reason, n in result.dropped.items():
+                    metrics.SYNTHETIC_PAIRS.labels(outcome=reason).inc(n)
+            out.extend(self._synthetic[key])
+        return out
+
+    def _digest(self) -> str:
+        if self._weights_digest is None:  # hashing 135M weights takes a moment: once per process
+            from models.lm import weights_digest
+
+            self._weights_digest = weights_digest(self.model)
+        return self._weights_digest
+
+
+def personalize_config(settings: Any) -> PersonalizeConfig:
+    """The personalization part of edgetune's settings as a models/ config."""
+    t, s = settings.train, settings.synth
+    train = TrainConfig(rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=tuple(t.target_modules), lr=t.lr,
+                        epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, max_seq_len=t.max_seq_len,
+                        seed=settings.seed)
+    return PersonalizeConfig(train=train, synth_k=s.k, synth_max_new_tokens=s.max_new_tokens, synth_low=s.low,
+                             synth_high=s.high, synth_dedup=s.dedup, probe_every=t.probe_every,
+                             gate_tolerance=t.gate_tolerance, base_model_id=settings.model.lm)
