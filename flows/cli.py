@@ -46,6 +46,9 @@ def _source_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--limit", type=int, dest="source.limit", help="Replay at most this many records.")
     g.add_argument("--all", action="store_true", help="Replay the whole source (no limit).")
     g.add_argument("--rate", type=float, dest="source.rate", help="Events per second (default: as fast as possible).")
+    g.add_argument("--heldout", type=float, dest="source.heldout", help="Fraction of labeled events kept out for `edgetune eval`.")
+    g.add_argument("--oracle", action="store_const", const="oracle", dest="annotation.replay_answers",
+                   help="Withhold responses; the dataset's answer plays the user, only for buffered samples.")
 
 
 def _kafka_args(p: argparse.ArgumentParser) -> None:
@@ -88,11 +91,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="Summarise an output folder (decision log, dead letters, buffers).")
     p.add_argument("out", type=Path, nargs="?", default=Path("edgetune-out"))
+
+    p = sub.add_parser("adapters", help="List a user's adapter versions or roll the latest back.")
+    p.add_argument("action", choices=["list", "rollback"])
+    p.add_argument("--user", help="User id (list: all users when omitted; rollback: required).")
+    _common(p)
+
+    p = sub.add_parser("generate", help="Answer a prompt with a user's latest adapter (the base model if none).")
+    p.add_argument("prompt")
+    p.add_argument("--user", help="User whose latest adapter answers; omit for the base model.")
+    p.add_argument("--version", type=int, help="A specific adapter version instead of the latest.")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    _common(p)
+
+    p = sub.add_parser("eval", help="ROUGE-1 of the base model and each adapter version on users' held-out prompts.")
+    p.add_argument("heldout", type=Path, help="JSONL of held-out events with user_id, prompt and reference response.")
+    p.add_argument("--user", action="append", help="Only these users (repeatable).")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--limit", type=int, help="At most this many prompts per user.")
+    p.add_argument("--report", type=Path, help="Write the results as JSON here too.")
+    _common(p)
     return parser
 
 
 _NOT_SETTINGS = {"command", "config", "verbose", "path", "all", "recovery_dir", "epoch_seconds", "no_progress", "out",
-                 "create_topics", "partitions"}
+                 "create_topics", "partitions", "action", "user", "prompt", "version", "max_new_tokens", "heldout",
+                 "limit", "report"}
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -142,9 +166,11 @@ def cmd_stream(args: argparse.Namespace) -> int:
     log.info("loading model %s (embedder %s)", settings.model.lm, settings.embed.kind)
     components = build_components(settings)
     if args.command == "replay":
-        from flows.replay_flow import build_flow
+        from flows.replay_flow import build_flow, write_heldout
 
         total = settings.source.limit
+        if settings.source.heldout > 0:
+            log.info("held out %d labeled events for evaluation", write_heldout(settings))
     else:
         from flows.kafka import ensure_topics
         from flows.kafka_flow import build_flow
@@ -237,6 +263,97 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapters(args: argparse.Namespace) -> int:
+    from models.adapters import AdapterStore
+
+    settings = settings_from_args(args)
+    store = AdapterStore(settings.adapters_dir)
+    if args.action == "rollback":
+        if not args.user:
+            raise ValueError("adapters rollback needs --user USER")
+        target = store.rollback(args.user)
+        print(f"{args.user}: latest is now {'v' + str(target) if target is not None else 'the base model'}")
+        return 0
+    users = [args.user] if args.user else store.users()
+    if not users:
+        print(f"no adapters under {settings.adapters_dir}")
+    for user in users:
+        latest = store.latest(user)
+        print(f"{user}  (latest: {'v' + str(latest) if latest is not None else 'base model'})")
+        for m in store.list(user):
+            e = m.evaluation
+            print(f"  v{m.version:<4} {m.status:<11} {m.created_at}  real {m.n_real:>3} synth {m.n_synthetic:>3}  "
+                  f"probe {_num(e.probe_loss_before)} -> {_num(e.probe_loss_after)}  general {_num(e.general_loss)}"
+                  f"  {m.status_reason}")
+    return 0
+
+
+def _model_for(settings: Settings, user: str | None, version: int | None):
+    """The base model, wrapped with the user's chosen adapter when there is one."""
+    from models.adapters import AdapterStore, load_adapter
+    from models.lm import LMConfig, load_lm
+
+    model, tokenizer = load_lm(LMConfig(model=settings.model.lm, cache_dir=settings.model.cache_dir, seed=settings.seed))
+    if user is None:
+        return model, tokenizer, "base model"
+    store = AdapterStore(settings.adapters_dir)
+    chosen = version if version is not None else store.latest(user)
+    if chosen is None:
+        return model, tokenizer, "base model (no adapter for this user)"
+    return load_adapter(model, store.path(user, chosen)), tokenizer, f"adapter v{chosen} of {user}"
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from models.generate import GenerateConfig, generate
+
+    settings = settings_from_args(args)
+    model, tokenizer, which = _model_for(settings, args.user, args.version)
+    answer = generate(model, tokenizer, [args.prompt], GenerateConfig(max_new_tokens=args.max_new_tokens))[0]
+    print(f"[{which}]", file=sys.stderr)
+    print(answer)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from models.adapters import AdapterStore, load_adapter
+    from models.evaluate import evaluate
+    from models.generate import GenerateConfig
+    from models.lm import LMConfig, load_lm
+    from operators.events import Event, parse_event
+
+    settings = settings_from_args(args)
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for line in args.heldout.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        ev = parse_event(line, max_chars=settings.max_chars)
+        if isinstance(ev, Event) and ev.response is not None and (not args.user or ev.user_id in args.user):
+            pairs.setdefault(ev.user_id, []).append((ev.prompt, ev.response))
+    if not pairs:
+        raise ValueError(f"{args.heldout}: no labeled held-out events (need user_id, prompt and response)")
+    gen = GenerateConfig(max_new_tokens=args.max_new_tokens)
+    model, tokenizer = load_lm(LMConfig(model=settings.model.lm, cache_dir=settings.model.cache_dir, seed=settings.seed))
+    store = AdapterStore(settings.adapters_dir)
+    results = []
+    print(f"{'user':<16}{'model':<14}{'status':<12}{'n':>4}{'ROUGE-1':>9}")
+    for user, user_pairs in sorted(pairs.items()):
+        user_pairs = user_pairs[: args.limit] if args.limit else user_pairs
+        base = evaluate(model, tokenizer, user_pairs, gen)
+        results.append({"user_id": user, "model": "base", "status": "-", "n": base.n, "rouge1": base.rouge1_mean})
+        print(f"{user:<16}{'base':<14}{'-':<12}{base.n:>4}{base.rouge1_mean:>9.4f}")
+        for m in store.list(user):
+            wrapped = load_adapter(model, store.path(user, m.version))
+            try:
+                r = evaluate(wrapped, tokenizer, user_pairs, gen)
+            finally:
+                wrapped.unload()
+            results.append({"user_id": user, "model": f"v{m.version}", "status": m.status, "n": r.n, "rouge1": r.rouge1_mean})
+            print(f"{user:<16}{'v' + str(m.version):<14}{m.status:<12}{r.n:>4}{r.rouge1_mean:>9.4f}")
+    if args.report:
+        args.report.write_text(json.dumps(results, indent=1))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -248,6 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "summary":
             print_summary(args.out)
             return 0
+        if args.command == "adapters":
+            return cmd_adapters(args)
+        if args.command == "generate":
+            return cmd_generate(args)
+        if args.command == "eval":
+            return cmd_eval(args)
     except ValueError as exc:
         print(f"edgetune: error: {exc}", file=sys.stderr)
         return 2

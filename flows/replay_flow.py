@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Callable, Iterator
 
@@ -17,19 +18,41 @@ from flows.replay_source import ReplaySource
 from flows.selection import Components, build_components, select, write_outputs
 from flows.trainer import trainer_for
 from operators.config import Settings, load_settings
+from operators.heldout import is_heldout
 from operators.oracle import tag_events, with_oracle_answers
 
 
-def replay_items(settings: Settings) -> Iterator[tuple[str, Any]]:
-    """The ``(channel, payload)`` items a replay feeds the stream, answers included in oracle mode."""
+def replay_records(settings: Settings) -> Iterator[Any]:
+    """Every record of the configured replay, held-out ones included."""
     src = settings.source
-    records = replay_events(
+    return replay_events(
         src.path if src.path is not None else src.dataset,
         n_users=src.users,
         split=src.split,
         limit=src.limit,
         seed=settings.seed,
     )
+
+
+def write_heldout(settings: Settings) -> int:
+    """Write the replay's held-out events to ``<out>/heldout.jsonl``; returns how many."""
+    fraction = settings.source.heldout
+    path = settings.output.dir / "heldout.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for rec in replay_records(settings):
+            if is_heldout(rec, fraction):
+                obj = rec if isinstance(rec, dict) else json.loads(rec)
+                fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+                n += 1
+    return n
+
+
+def replay_items(settings: Settings) -> Iterator[tuple[str, Any]]:
+    """The ``(channel, payload)`` items a replay feeds the stream, answers included in oracle mode."""
+    fraction = settings.source.heldout
+    records = (r for r in replay_records(settings) if not is_heldout(r, fraction))
     if settings.annotation.replay_answers == "oracle":
         return with_oracle_answers(records, settings.annotation.answer_delay_events)
     return tag_events(records)

@@ -161,8 +161,9 @@ class LastTokenEmbedder:
                 # Positions count real tokens only. Without this a left-padded text would
                 # start at position k > 0 and get a different embedding than alone.
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                # Cost: ~2 * params * tokens FLOPs plus attention ~ tokens * longest text;
-                # one 512-token batch of 8 is ~1.1 TFLOP for SmolLM2-135M.
+                # Cost: ~2 FLOPs per non-embedding parameter per token (input and pad
+                # tokens alike) plus attention ~ tokens * longest text: one batch of
+                # 8 x 512 tokens is ~0.9 TFLOP for SmolLM2-135M (107M non-embedding).
                 hidden = decoder(
                     input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False
                 ).last_hidden_state
@@ -172,7 +173,7 @@ class LastTokenEmbedder:
         return vectors
 
     def _calibration_mean(self) -> np.ndarray:
-        if self._mean is None:  # once per embedder: ~64 short texts, about a second for SmolLM2
+        if self._mean is None:  # once per embedder: 64 short texts, a few seconds for SmolLM2
             ids = _token_ids(self.tokenizer, list(CALIBRATION_SENTENCES), self.config.max_tokens)
             self._mean = self._vectors(ids).mean(axis=0)
         return self._mean
@@ -205,8 +206,6 @@ class SentenceEmbedder:
         self._mean: np.ndarray | None = None
 
     def embed(self, texts: Sequence[str]) -> Embedded:
-        import torch
-
         texts = _check_texts(texts)
         n_tokens = [len(row) for row in _token_ids(self.tokenizer_for_counts, texts, self.config.max_tokens)]
         mean = self._calibration_mean() if self.config.center else None

@@ -42,6 +42,7 @@ class SourceConfig(_Section):
     )
     limit: int | None = Field(240, ge=1, description="Stop after this many records (None: whole source).")
     rate: float | None = Field(None, gt=0, description="Events per second; None replays as fast as possible.")
+    heldout: float = Field(0.0, ge=0, lt=1, description="Fraction of labeled events kept out of the stream for `edgetune eval`.")
 
 
 class KafkaConfig(_Section):

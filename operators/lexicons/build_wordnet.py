@@ -3,8 +3,8 @@
 Run ``python -m operators.lexicons.build_wordnet [--wordnet-dir /usr/share/wordnet]
 [--out operators/lexicons/data]`` (Debian package ``wordnet-base``). It reads
 ``data.*``, ``index.*``, ``noun.exc``, ``verb.exc`` and ``cntlist.rev`` directly
-(no nltk) and writes one ``<domain>.txt`` per domain plus ``PROVENANCE.md`` and
-``LICENSE-WordNet.txt``. The output is deterministic. ``--explain WORD`` prints
+(no nltk; the reader is :mod:`operators.lexicons.wordnet`) and writes one
+``<domain>.txt`` per domain plus ``PROVENANCE.md`` and ``LICENSE-WordNet.txt``. The output is deterministic. ``--explain WORD`` prints
 which synsets bring a word into which domain, to review or tune the recipe.
 
 Recipe, per domain (see :data:`RECIPES`; synsets are named ``lemma.pos.NN``
@@ -69,6 +69,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from operators.lexicons.wordnet import POS_FILES, Synset, SynsetId, WordNet
+
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 DEFAULT_OUT = Path(__file__).resolve().parent / "data"
 DEBIAN_COPYRIGHT = Path("/usr/share/doc/wordnet-base/copyright")
@@ -78,44 +80,12 @@ MIN_LENGTH = 3
 MIN_TAGGED = 5
 MIN_SHARE = 1 / 3
 MAX_SENSE_RANK = 1
-MAX_DOMAINS = 3
 DERIVED_MAX_RANK = 3
-
-POS_FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
-HYPONYM = ("~", "~i")
-TOPIC = ";c"
-DERIVATION = "+"
-PERTAINYM = "\\"
-USAGE = ";u"
+MAX_DOMAINS = 3
 EXCLUDED_USAGES = ("slang.n.02", "obscenity.n.02", "disparagement.n.01", "ethnic_slur.n.01")
-
-# Lexicographer file names by number, fixed by WordNet 3.0 (lexnames(5WN)); Debian ships no lexnames file.
-LEXNAMES: tuple[str, ...] = tuple("""adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact
-noun.attribute noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group
-noun.location noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process
-noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change
-verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation verb.emotion
-verb.motion verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl""".split())
 
 # A lexicon entry: lower-case ASCII letters, optionally joined by inner hyphens or apostrophes (x-ray, o'clock).
 _ENTRY = re.compile(r"[a-z]+(?:['-][a-z]+)*")
-
-SynsetId = tuple[str, int]
-"""(part of speech in ``n v a r``, byte offset in that ``data.*`` file)."""
-
-
-@dataclass(frozen=True)
-class Synset:
-    """One line of a WordNet ``data.*`` file, reduced to what the recipe uses."""
-
-    id: SynsetId
-    lexfile: str
-    lemmas: tuple[str, ...]
-    lex_ids: tuple[int, ...]
-    pointers: tuple[tuple[str, SynsetId], ...]
-    word_links: tuple[tuple[str, int, SynsetId, int], ...]
-    """Lexical pointers: (symbol, index of our lemma, target synset, index of the target's lemma)."""
-    gloss: str
 
 
 @dataclass(frozen=True)
@@ -344,177 +314,41 @@ GENERIC_WORDS: frozenset[str] = frozenset(
     position power present problem put question range reason red rest result return right round run
     second sense set side sign simple size small sort start state step stop stuff take talk term thing
     time today top touch turn type use value view way week white whole woman word work world year young
+    aware comfortable easy house interested nice odd popular prepared reasonable sure together write written
     """.split()
 )
 
 
-def _lemma_text(raw: str) -> str:
-    # Adjective lemmas carry a syntactic marker such as "(a)" or "(ip)" in data.adj.
-    return re.sub(r"\([a-z]+\)$", "", raw)
+def looks_inflected(wn: WordNet, word: str) -> bool:
+    """Whether ``word`` looks like an inflected form of another WordNet lemma (wheeling, wales)."""
+    stems: list[str] = []
+    for suffix, replacements in (("ies", ("y",)), ("es", ("",)), ("s", ("",)), ("ied", ("y",)),
+                                 ("ed", ("", "e")), ("ing", ("", "e"))):
+        if word.endswith(suffix) and not word.endswith("ss"):
+            stems += [word[: -len(suffix)] + r for r in replacements]
+    return any(len(stem) >= MIN_LENGTH and stem in wn.lemmas for stem in stems)
 
 
-def read_synsets(wordnet_dir: Path) -> dict[SynsetId, Synset]:
-    """Every synset of the four ``data.*`` files (licence header lines skipped)."""
-    synsets: dict[SynsetId, Synset] = {}
-    for pos, name in POS_FILES.items():
-        with open(wordnet_dir / f"data.{name}", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("  "):
-                    continue
-                head, _, gloss = line.partition(" | ")
-                fields = head.split()
-                offset, lexfile, n_words = int(fields[0]), int(fields[1]), int(fields[3], 16)
-                lemmas = tuple(_lemma_text(fields[4 + 2 * i]) for i in range(n_words))
-                lex_ids = tuple(int(fields[5 + 2 * i], 16) for i in range(n_words))
-                i = 4 + 2 * n_words
-                pointers, word_links = [], []
-                for _ in range(int(fields[i])):
-                    symbol, target, target_pos, words = fields[i + 1], int(fields[i + 2]), fields[i + 3], fields[i + 4]
-                    # Satellite adjectives ("s") live in data.adj like head adjectives.
-                    target_id = ("a" if target_pos == "s" else target_pos, target)
-                    pointers.append((symbol, target_id))
-                    if words != "0000":  # "ssTT": lemma ss of this synset to lemma TT of the target, 1-based hex
-                        word_links.append((symbol, int(words[:2], 16) - 1, target_id, int(words[2:], 16) - 1))
-                    i += 4
-                synsets[(pos, offset)] = Synset(
-                    (pos, offset), LEXNAMES[lexfile], lemmas, lex_ids, tuple(pointers), tuple(word_links),
-                    gloss.strip(),
-                )
-    return synsets
-
-
-def read_index(wordnet_dir: Path) -> dict[tuple[str, str], tuple[SynsetId, ...]]:
-    """(lower-case lemma, pos) → its synsets in sense order (most frequent first)."""
-    index: dict[tuple[str, str], tuple[SynsetId, ...]] = {}
-    for pos, name in POS_FILES.items():
-        with open(wordnet_dir / f"index.{name}", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("  "):
-                    continue
-                fields = line.split()
-                n_senses = int(fields[2])
-                index[(fields[0], pos)] = tuple((pos, int(o)) for o in fields[-n_senses:])
-    return index
-
-
-def read_exceptions(wordnet_dir: Path, pos_name: str) -> dict[str, list[str]]:
-    """Base form → irregular inflected forms, from ``<pos>.exc`` (stored inflected → base)."""
-    forms: dict[str, list[str]] = defaultdict(list)
-    for line in (wordnet_dir / f"{pos_name}.exc").read_text(encoding="utf-8").splitlines():
-        inflected, *bases = line.split()
-        for base in bases:
-            forms[base].append(inflected)
-    return dict(forms)
-
-
-def read_sense_counts(
-    wordnet_dir: Path, synsets: Mapping[SynsetId, Synset]
-) -> tuple[dict[str, int], dict[tuple[str, SynsetId], int]]:
-    """SemCor tag counts from ``cntlist.rev``: per lemma (all parts of speech) and per (lemma, synset).
-
-    A sense key ``bank%1:14:00::`` names lemma, part of speech (1 noun, 2 verb,
-    3/5 adjective, 4 adverb), lexicographer file and lex id; a data line gives
-    the same four for each of its lemmas, which maps keys to synsets.
-    Satellite keys also name a head word, which we ignore: a collision only
-    mixes the counts of two satellite senses of one adjective.
-    """
-    lexfile_numbers = {name: n for n, name in enumerate(LEXNAMES)}
-    by_key: dict[tuple[str, str, int, int], SynsetId] = {}
-    for synset in synsets.values():
-        number = lexfile_numbers[synset.lexfile]
-        for lemma, lex_id in zip(synset.lemmas, synset.lex_ids):
-            by_key.setdefault((lemma.lower(), synset.id[0], number, lex_id), synset.id)
-    ss_pos = {"1": "n", "2": "v", "3": "a", "4": "r", "5": "a"}
-    per_lemma: dict[str, int] = defaultdict(int)
-    per_sense: dict[tuple[str, SynsetId], int] = defaultdict(int)
-    for line in (wordnet_dir / "cntlist.rev").read_text(encoding="utf-8").splitlines():
-        key, _, count = line.split()
-        lemma, _, rest = key.partition("%")
-        ss_type, lexfile, lex_id = rest.split(":")[:3]
-        per_lemma[lemma] += int(count)
-        synset_id = by_key.get((lemma, ss_pos[ss_type], int(lexfile), int(lex_id)))
-        if synset_id is not None:
-            per_sense[(lemma, synset_id)] += int(count)
-    return dict(per_lemma), dict(per_sense)
-
-
-class WordNet:
-    """The parsed database plus the look-ups the recipe needs (about 15 s to load)."""
-
-    def __init__(self, wordnet_dir: Path) -> None:
-        self.wordnet_dir = wordnet_dir
-        self.synsets = read_synsets(wordnet_dir)
-        self.index = read_index(wordnet_dir)
-        self.noun_exceptions = read_exceptions(wordnet_dir, "noun")
-        self.verb_exceptions = read_exceptions(wordnet_dir, "verb")
-        self.lemma_counts, self.sense_counts = read_sense_counts(wordnet_dir, self.synsets)
-        self.lemmas = {lemma for lemma, _ in self.index}
-        self.members: dict[SynsetId, list[SynsetId]] = defaultdict(list)
-        for synset in self.synsets.values():
-            for symbol, target in synset.pointers:
-                if symbol == TOPIC:
-                    self.members[target].append(synset.id)
-        # Derivational links (+) run both ways in WordNet; pertainyms (\\) only from the adjective, so we
-        # reverse them: medicine → medical, law → legal.
-        self.related: dict[tuple[SynsetId, int], list[tuple[SynsetId, int]]] = defaultdict(list)
-        for synset in self.synsets.values():
-            for symbol, source, target, target_word in synset.word_links:
-                if symbol == DERIVATION:
-                    self.related[(synset.id, source)].append((target, target_word))
-                elif symbol == PERTAINYM and synset.id[0] == "a":
-                    self.related[(target, target_word)].append((synset.id, source))
-        excluded = {self.synset(name).id for name in EXCLUDED_USAGES}
-        self.excluded_usage = {
-            s.id for s in self.synsets.values() if any(sym == USAGE and t in excluded for sym, t in s.pointers)
-        }
-
-    def synset(self, name: str) -> Synset:
-        """Resolve ``lemma.pos.NN`` (WordNet sense numbering) or fail naming the recipe entry."""
-        lemma, pos, number = name.rsplit(".", 2)
-        senses = self.index.get((lemma, pos), ())
-        if not 1 <= int(number) <= len(senses):
-            raise ValueError(f"synset {name!r} does not exist in WordNet 3.0 ({len(senses)} senses); fix RECIPES")
-        return self.synsets[senses[int(number) - 1]]
-
-    def hyponym_closure(self, start: SynsetId) -> set[SynsetId]:
-        """``start`` and everything below it (hyponyms and instances)."""
-        seen, todo = {start}, [start]
-        while todo:
-            for symbol, target in self.synsets[todo.pop()].pointers:
-                if symbol in HYPONYM and target not in seen:
-                    seen.add(target)
-                    todo.append(target)
-        return seen
-
-    def looks_inflected(self, word: str) -> bool:
-        """Whether ``word`` looks like an inflected form of another lemma (wheeling, wales)."""
-        stems: list[str] = []
-        for suffix, replacements in (("ies", ("y",)), ("es", ("",)), ("s", ("",)), ("ied", ("y",)),
-                                     ("ed", ("", "e")), ("ing", ("", "e"))):
-            if word.endswith(suffix) and not word.endswith("ss"):
-                stems += [word[: -len(suffix)] + r for r in replacements]
-        return any(len(stem) >= MIN_LENGTH and stem in self.lemmas for stem in stems)
-
-    def keeps_sense(self, raw_lemma: str, synset: Synset) -> bool:
-        """The sense-dominance filter: is ``synset`` a main sense of the word ``raw_lemma``?"""
-        word, pos = raw_lemma.lower(), synset.id[0]
-        senses = self.index.get((word, pos), ())
-        if synset.id not in senses:
+def keeps_sense(wn: WordNet, raw_lemma: str, synset: Synset) -> bool:
+    """The sense-dominance filter: is ``synset`` a main sense of the word ``raw_lemma``?"""
+    word, pos = raw_lemma.lower(), synset.id[0]
+    senses = wn.index.get((word, pos), ())
+    if synset.id not in senses:
+        return False
+    rank = senses.index(synset.id) + 1
+    if raw_lemma != word:  # a proper noun, looked up lower-case
+        if synset.lexfile == "noun.person" or rank != 1:
             return False
-        rank = senses.index(synset.id) + 1
-        if raw_lemma != word:  # a proper noun, looked up lower-case
-            if synset.lexfile == "noun.person" or rank != 1:
-                return False
-            other_pos = any((word, p) in self.index for p in POS_FILES if p != pos)
-            return not other_pos and not self.looks_inflected(word)
-        total = self.lemma_counts.get(word, 0)
-        if total >= MIN_TAGGED:
-            return self.sense_counts.get((word, synset.id), 0) >= MIN_SHARE * total
-        return rank <= MAX_SENSE_RANK
+        other_pos = any((word, p) in wn.index for p in POS_FILES if p != pos)
+        return not other_pos and not looks_inflected(wn, word)
+    total = wn.lemma_counts.get(word, 0)
+    if total >= MIN_TAGGED:
+        return wn.sense_counts.get((word, synset.id), 0) >= MIN_SHARE * total
+    return rank <= MAX_SENSE_RANK
 
 
 def collect_synsets(wn: WordNet, recipe: DomainRecipe) -> set[SynsetId]:
-    """All synsets feeding one domain, before any word filter."""
+    """All synsets feeding one domain, before any word filter (usage-excluded ones removed)."""
     chosen: set[SynsetId] = set()
     for name in recipe.topics:
         for topic in wn.hyponym_closure(wn.synset(name).id):
@@ -529,7 +363,7 @@ def collect_synsets(wn: WordNet, recipe: DomainRecipe) -> set[SynsetId]:
         for cut in wn.hyponym_closure(wn.synset(name).id):
             chosen.discard(cut)
             chosen.difference_update(wn.members.get(cut, ()))  # and what is tagged with the cut topics
-    return chosen - wn.excluded_usage
+    return chosen - wn.tagged_with_usage(EXCLUDED_USAGES)
 
 
 def plural(noun: str) -> str | None:
@@ -604,6 +438,7 @@ def word_sources(wn: WordNet, recipe: DomainRecipe) -> dict[str, set[SynsetId]]:
     share rule would reject them.
     """
     sources: dict[str, set[SynsetId]] = defaultdict(set)
+    banned = wn.tagged_with_usage(EXCLUDED_USAGES)
 
     def add(synset: Synset, i: int, derived: bool = False) -> bool:
         raw = synset.lemmas[i]
@@ -611,12 +446,12 @@ def word_sources(wn: WordNet, recipe: DomainRecipe) -> dict[str, set[SynsetId]]:
         proper = raw != word
         if (proper and not recipe.proper_nouns) or not _is_entry(word) or word in GENERIC_WORDS:
             return False
-        if synset.id in wn.excluded_usage:
+        if synset.id in banned:
             return False
         if derived:  # adjective senses are fine-grained and split their counts: judge by rank alone
             if synset.id not in wn.index.get((word, "a"), ())[:DERIVED_MAX_RANK]:
                 return False
-        elif not wn.keeps_sense(raw, synset):
+        elif not keeps_sense(wn, raw, synset):
             return False
         for form in inflections(wn, word, synset.id[0], proper):
             if _is_entry(form) and form not in GENERIC_WORDS:
@@ -709,7 +544,7 @@ def provenance(wn: WordNet, lexicons: Mapping[str, list[str]], recipes: Mapping[
         f"  as shipped by the Debian package `wordnet-base` version `{_debian_version()}`.",
         f"- Licence: the WordNet 3.0 licence, reproduced in `{LICENSE_FILE}` as it requires.",
         "  WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved.",
-        "- Regenerate (deterministic, no timestamps; takes about 30 s):",
+        "- Regenerate (deterministic, no timestamps; under a minute):",
         "",
         "  ```",
         "  apt-get install wordnet-base",
@@ -722,6 +557,7 @@ def provenance(wn: WordNet, lexicons: Mapping[str, list[str]], recipes: Mapping[
         f"  {len(GENERIC_WORDS)} generic words excluded;",
         f"  synsets with usage domain {', '.join(EXCLUDED_USAGES)} skipped.",
         "- Each lexicon lists lemmas and their inflected forms (noun plurals; verb -s, -ed, -ing), one per line.",
+        "- Hand-picked words (listed per domain below) are edgetune's own additions, not WordNet data.",
         "",
         "## Input files (sha256)",
         "",
@@ -757,11 +593,14 @@ def write_outputs(out_dir: Path, wn: WordNet, lexicons: Mapping[str, list[str]],
         if stale.stem not in lexicons and stale.name != LICENSE_FILE:
             stale.unlink()
     for domain, words in lexicons.items():
-        header = (f"# {domain}: {len(words)} words derived from WordNet 3.0 (Princeton University);\n"
-                  f"# licence in {LICENSE_FILE}, recipe in PROVENANCE.md.\n")
+        header = (f"# {domain}: {len(words)} words, derived from WordNet 3.0 (Princeton University) plus the few\n"
+                  f"# hand-picked ones PROVENANCE.md lists; WordNet licence in {LICENSE_FILE}.\n"
+                  f"# Generated by python -m operators.lexicons.build_wordnet: do not edit by hand.\n")
         (out_dir / f"{domain}.txt").write_text(header + "\n".join(words) + "\n", encoding="utf-8")
     (out_dir / "PROVENANCE.md").write_text(provenance(wn, lexicons), encoding="utf-8")
-    (out_dir / LICENSE_FILE).write_text(license_text, encoding="utf-8")
+    preface = ("The word lists in this folder are derived from WordNet 3.0, which is distributed under\n"
+               "the following licence (copied from Debian's wordnet-base copyright file):\n\n")
+    (out_dir / LICENSE_FILE).write_text(preface + license_text, encoding="utf-8")
 
 
 def main(argv: Iterable[str] | None = None) -> int:

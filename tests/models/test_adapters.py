@@ -330,3 +330,24 @@ def test_load_adapter_raises_on_a_directory_without_an_adapter(tmp_path):
 )
 def test_training_data_digest(a, b, same):
     assert (training_data_digest(a) == training_data_digest(b)) is same
+
+
+def test_train_save_load_round_trip(tmp_path):
+    from models.lm import weights_digest
+    from models.train import mean_loss, train_lora
+
+    pairs = [("Say hi", "Hello there!"), ("2+2?", "Four.")]
+    model, tokenizer = tiny_llama(seed=0)
+    digest = weights_digest(model)
+    config = TrainConfig(lr=3e-2, max_steps=3)
+    trained, report = train_lora(model, tokenizer, pairs, config)
+    loss = mean_loss(trained, tokenizer, pairs, max_seq_len=config.max_seq_len)
+    store = AdapterStore(tmp_path)
+    version = store.save(
+        "alice", trained, _manifest("alice", base_weights_digest=digest, train_report=report.to_dict(), seed=config.seed)
+    )
+
+    fresh, _ = tiny_llama(seed=0)
+    assert weights_digest(fresh) == store.list("alice")[0].base_weights_digest  # the base it was trained on
+    loaded = load_adapter(fresh, store.path("alice", version))
+    assert mean_loss(loaded, tokenizer, pairs, max_seq_len=config.max_seq_len) == pytest.approx(loss, rel=1e-6)
