@@ -4,8 +4,9 @@ Run ``python -m operators.lexicons.build_wordnet [--wordnet-dir /usr/share/wordn
 [--out operators/lexicons/data]`` (Debian package ``wordnet-base``). It reads
 ``data.*``, ``index.*``, ``noun.exc``, ``verb.exc`` and ``cntlist.rev`` directly
 (no nltk; the reader is :mod:`operators.lexicons.wordnet`) and writes one
-``<domain>.txt`` per domain plus ``PROVENANCE.md`` and ``LICENSE-WordNet.txt``. The output is deterministic. ``--explain WORD`` prints
-which synsets bring a word into which domain, to review or tune the recipe.
+``<domain>.txt`` per domain plus ``PROVENANCE.md`` and ``LICENSE-WordNet.txt``.
+The output is deterministic. ``--explain WORD`` prints which synsets bring a
+word into which domain, to review or tune the recipe.
 
 Recipe, per domain (see :data:`RECIPES`; synsets are named ``lemma.pos.NN``
 with WordNet's sense numbering, as in NLTK):
@@ -390,8 +391,7 @@ def verb_forms(verb: str, irregular: Iterable[str] = ()) -> list[str]:
     (['diagnoses', 'diagnosed', 'diagnosing'], ['copies', 'copied', 'copying'], ['runs', 'ran', 'running'])
     """
     irregular = list(irregular)
-    third = verb[:-1] + "ies" if re.search(r"[^aeiou]y$", verb) else verb + ("es" if re.search(r"(s|x|z|ch|sh)$", verb) else "s")
-    forms = [third]
+    forms = [plural(verb) or verb + "es"]  # third person follows the plural spelling; -s verbs (focus) get -es
     if not irregular:  # the exception list holds irregular pasts and doubled consonants (ran, running)
         if verb.endswith("e"):
             forms.append(verb + "d")
@@ -504,7 +504,8 @@ def explain(wn: WordNet, word: str, recipes: Mapping[str, DomainRecipe] = RECIPE
     for domain, recipe in sorted(recipes.items()):
         for synset_id in sorted(word_sources(wn, recipe).get(word, ())):
             synset = wn.synsets[synset_id]
-            lines.append(f"{domain}: {synset_id[0]}:{synset_id[1]:08d} {'/'.join(synset.lemmas[:3])} — {synset.gloss[:70]}")
+            lemmas = "/".join(synset.lemmas[:3])
+            lines.append(f"{domain}: {synset_id[0]}:{synset_id[1]:08d} {lemmas} — {synset.gloss[:70]}")
     return lines or [f"{word!r} is in no domain"]
 
 
@@ -514,7 +515,10 @@ def wordnet_license(copyright_file: Path = DEBIAN_COPYRIGHT) -> str:
     try:
         start = next(i for i, line in enumerate(lines) if line.strip() == "License: WordNet3.0")
     except StopIteration:
-        raise ValueError(f"copyright={str(copyright_file)!r} has no 'License: WordNet3.0' stanza; pass wordnet-base's copyright file") from None
+        raise ValueError(
+            f"copyright={str(copyright_file)!r} has no 'License: WordNet3.0' stanza; "
+            f"pass wordnet-base's copyright file"
+        ) from None
     body = []
     for line in lines[start + 1:]:
         if not line.startswith(" "):
@@ -525,7 +529,9 @@ def wordnet_license(copyright_file: Path = DEBIAN_COPYRIGHT) -> str:
 
 def _debian_version(package: str = "wordnet-base") -> str:
     try:
-        result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=True
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown (dpkg-query unavailable)"
     return result.stdout.strip()
@@ -612,10 +618,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder to write the lexicons into")
     parser.add_argument("--copyright", type=Path, default=DEBIAN_COPYRIGHT,
                         help="Debian copyright file holding the WordNet 3.0 licence text")
-    parser.add_argument("--explain", metavar="WORD", help="print which synsets bring WORD into which domain; write nothing")
+    parser.add_argument("--explain", metavar="WORD",
+                        help="print which synsets bring WORD into which domain; write nothing")
     args = parser.parse_args(None if argv is None else list(argv))
     if not (args.wordnet_dir / "data.noun").exists():
-        parser.error(f"--wordnet-dir={args.wordnet_dir}: no data.noun there; install wordnet-base or pass WordNet 3.0's dict folder")
+        parser.error(f"--wordnet-dir={args.wordnet_dir}: no data.noun there; "
+                     f"install wordnet-base or pass WordNet 3.0's dict folder")
     wn = WordNet(args.wordnet_dir)
     if args.explain:
         print("\n".join(explain(wn, args.explain.lower())))

@@ -105,7 +105,9 @@ def parse_index_line(line: str) -> tuple[tuple[str, str], tuple[SynsetId, ...]]:
 
 def read_index(wordnet_dir: Path) -> dict[tuple[str, str], tuple[SynsetId, ...]]:
     """(lower-case lemma, pos) → its synsets in sense order, from the four ``index.*`` files."""
-    return dict(parse_index_line(line) for name in POS_FILES.values() for line in _records(wordnet_dir / f"index.{name}"))
+    return dict(
+        parse_index_line(line) for name in POS_FILES.values() for line in _records(wordnet_dir / f"index.{name}")
+    )
 
 
 def read_exceptions(wordnet_dir: Path, pos_name: str) -> dict[str, list[str]]:
@@ -187,7 +189,9 @@ class WordNet:
         lemma, pos, number = name.rsplit(".", 2)
         senses = self.index.get((lemma, pos), ())
         if not number.isdigit() or not 1 <= int(number) <= len(senses):
-            raise ValueError(f"synset {name!r} does not exist in WordNet 3.0 ({lemma!r}.{pos} has {len(senses)} senses)")
+            raise ValueError(
+                f"synset {name!r} does not exist in WordNet 3.0 ({lemma!r}.{pos} has {len(senses)} senses)"
+            )
         return self.synsets[senses[int(number) - 1]]
 
     def hyponym_closure(self, start: SynsetId) -> set[SynsetId]:

@@ -46,6 +46,11 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(text.lower().replace("’", "'"))
 
 
+def _is_token(word: str) -> bool:
+    # Same as tokenize(word) == [word], without building a list per entry (lexicons hold ~40k words).
+    return _WORD.fullmatch(word) is not None and word == word.lower() and "’" not in word
+
+
 @dataclass(frozen=True)
 class DomainScore:
     """DSS of one text, its dominant domain, and the non-zero per-domain overlaps.
@@ -88,12 +93,15 @@ class DomainScorer:
             words = lexicons[domain]
             if domain == GENERAL_DOMAIN:
                 raise ValueError(
-                    f"lexicons has a domain named {domain!r}: that name is reserved for texts matching no lexicon; rename it"
+                    f"lexicons has a domain named {domain!r}: that name is reserved for texts matching no "
+                    f"lexicon; rename it"
                 )
             if not words:
-                raise ValueError(f"lexicon {domain!r} is empty: it would only dilute DSS; add words or remove the domain")
+                raise ValueError(
+                    f"lexicon {domain!r} is empty: it would only dilute DSS; add words or remove the domain"
+                )
             for word in words:
-                if tokenize(word) != [word]:
+                if not _is_token(word):
                     raise ValueError(
                         f"lexicon {domain!r} has entry {word!r}, which is not one lower-case word token "
                         f"(it would never match); write single lower-case words, one per entry"

@@ -61,9 +61,13 @@ def eoe(
     0.5
     """
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
-        raise ValueError(f"bins={bins!r}: need an integer >= 2 (an entropy over one bin is always 0); pass e.g. bins=100")
+        raise ValueError(
+            f"bins={bins!r}: need an integer >= 2 (an entropy over one bin is always 0); pass e.g. bins=100"
+        )
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, (int, np.integer)) or n_tokens < 1:
-        raise ValueError(f"n_tokens={n_tokens!r}: need the text's LM token count as an integer >= 1; count tokens before scoring")
+        raise ValueError(
+            f"n_tokens={n_tokens!r}: need the text's LM token count as an integer >= 1; count tokens before scoring"
+        )
     if mode not in EOE_MODES:
         raise ValueError(f"mode={mode!r}: unknown EOE normalisation; use one of {EOE_MODES}")
     values = np.asarray(embedding)
@@ -74,7 +78,9 @@ def eoe(
     if not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
         raise ValueError(f"embedding has dtype {values.dtype}: need real numbers; convert with .astype(np.float32)")
     if not np.all(np.isfinite(values)):
-        raise ValueError("embedding has non-finite values (nan or inf): need finite numbers; check the embedder's dtype and input")
+        raise ValueError(
+            "embedding has non-finite values (nan or inf): need finite numbers; check the embedder's dtype and input"
+        )
     # float64 so float16 embeddings with a narrow range still get distinct bin edges.
     entropy = histogram_entropy(values.astype(np.float64), bins)
     denominator = math.log2(bins) if mode == "bins" else math.log2(n_tokens + 1)

@@ -73,7 +73,9 @@ def loo_idd(vectors: np.ndarray, domain_sum: np.ndarray | None = None) -> np.nda
     """
     vectors = np.asarray(vectors)
     if vectors.ndim != 2:
-        raise ValueError(f"vectors has shape {vectors.shape}: need an (n, d) array of unit rows; stack them with np.stack")
+        raise ValueError(
+            f"vectors has shape {vectors.shape}: need an (n, d) array of unit rows; stack them with np.stack"
+        )
     rows = vectors.astype(np.float64)
     total = rows.sum(axis=0) if domain_sum is None else np.asarray(domain_sum, dtype=np.float64)
     if total.shape != (rows.shape[1],):

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from operators.sample import GENERAL_DOMAIN
 from operators.scores import DomainScore, DomainScorer, tokenize
+from operators.scores.dss import _is_token
 
 LEXICONS = {
     "medicine": frozenset({"doctor", "fever", "pain"}),
@@ -112,3 +113,10 @@ def test_matches_a_naive_recount(words):
         assert result.domain == min(d for d, v in nonzero.items() if v == best)
     else:
         assert result.domain == GENERAL_DOMAIN
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aZé1_-' ’.ß"), max_size=8))
+def test_entry_check_agrees_with_the_tokenizer(word):
+    # The scorer validates entries with a fast check; it must accept exactly what tokenize keeps whole.
+    assert _is_token(word) == (tokenize(word) == [word])

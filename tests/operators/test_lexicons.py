@@ -51,6 +51,11 @@ def test_default_load_is_read_once_and_callers_cannot_corrupt_it():
     assert "fever" in second["medicine"]
 
 
+@pytest.fixture(scope="module")
+def shipped_scorer() -> DomainScorer:
+    return DomainScorer(load_lexicons())
+
+
 @pytest.mark.parametrize(
     ("text", "domain"),
     [
@@ -64,8 +69,8 @@ def test_default_load_is_read_once_and_callers_cannot_corrupt_it():
         ("Thanks, have a good one.", GENERAL_DOMAIN),
     ],
 )
-def test_shipped_lexicons_find_the_obvious_domain(text, domain):
-    assert DomainScorer(load_lexicons()).score(text).domain == domain
+def test_shipped_lexicons_find_the_obvious_domain(shipped_scorer, text, domain):
+    assert shipped_scorer.score(text).domain == domain
 
 
 def write(folder: Path, name: str, text: str) -> None:
