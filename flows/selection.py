@@ -45,7 +45,12 @@ def build_components(settings: Settings) -> Components:
     from models.lm import LMConfig, load_lm
 
     model, tokenizer = load_lm(LMConfig(model=settings.model.lm, cache_dir=settings.model.cache_dir, seed=settings.seed))
-    embed_cfg = EmbedConfig(kind=settings.embed.kind, max_tokens=settings.embed.max_tokens, batch_size=settings.embed.batch_size)
+    e = settings.embed
+    if e.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(e.torch_threads)
+    embed_cfg = EmbedConfig(kind=e.kind, max_tokens=e.max_tokens, batch_size=e.batch_size, center=e.center and e.kind == "lm")
     embedder = make_embedder(embed_cfg, model, tokenizer)
     scorer = Scorer(load_lexicons(settings.scoring.lexicons), settings.scoring.eoe_mode, settings.scoring.eoe_bins)
     return Components(embedder, scorer, model, tokenizer)
@@ -62,7 +67,7 @@ def embed_and_score(items: list[Event | Annotation], *, embedder: Any, scorer: S
     metrics.EMBED_SECONDS.observe(elapsed)
     metrics.EMBED_EVENTS.inc(len(events))
     share = elapsed / len(events)
-    scored = iter([scorer.score(e, v, n, share) for e, v, n in zip(events, embedded.vectors, embedded.n_tokens)])
+    scored = iter([scorer.score(e, v, n, share, embedded.mean) for e, v, n in zip(events, embedded.vectors, embedded.n_tokens)])
     return [next(scored) if isinstance(x, Event) else x for x in items]
 
 

@@ -247,7 +247,9 @@ class AdapterStore:
                 created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
                 while True:
                     version = max(self._version_numbers(user_dir), default=0) + 1
-                    final = replace(manifest, version=version, created_at=created_at, status="candidate", status_reason="")
+                    final = replace(
+                        manifest, version=version, created_at=created_at, status="candidate", status_reason=""
+                    )
                     _write_json(tmp / MANIFEST, final.to_dict())
                     _fsync_tree(tmp)
                     tmp.chmod(0o755)  # mkdtemp makes it owner-only
@@ -295,7 +297,9 @@ class AdapterStore:
         with _lock_for(self._key()):
             current = self.latest(user)
             if current is None:
-                raise ValueError(f"user {user!r} has no latest adapter (already on the base model); nothing to roll back")
+                raise ValueError(
+                    f"user {user!r} has no latest adapter (already on the base model); nothing to roll back"
+                )
             previous = [
                 m.version for m in self.list(user) if m.version < current and m.status == "promoted"
             ]
@@ -406,7 +410,9 @@ def load_adapter(model: PreTrainedModel, path: Path, *, min_logit_change: float 
 
     path = Path(path)
     if not (path / "adapter_config.json").is_file():
-        raise ValueError(f"load_adapter(path={str(path)!r}) holds no adapter_config.json; pass AdapterStore.path(user, v)")
+        raise ValueError(
+            f"load_adapter(path={str(path)!r}) holds no adapter_config.json; pass AdapterStore.path(user, v)"
+        )
     peft_model = PeftModel.from_pretrained(model, str(path))
     peft_model.eval()
     vocab = peft_model.get_input_embeddings().num_embeddings

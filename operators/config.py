@@ -64,6 +64,8 @@ class EmbedSettings(_Section):
     kind: Literal["lm", "minilm"] = Field("lm", description="'lm': last-token hidden state of the personalized LM; 'minilm': all-MiniLM-L6-v2.")
     max_tokens: int = Field(512, ge=8)
     batch_size: int = Field(8, ge=1)
+    center: bool = Field(True, description="lm: subtract a fixed calibration mean before cosine (LM states are anisotropic).")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; None keeps torch's default.")
 
 
 class ScoringConfig(_Section):

@@ -46,13 +46,28 @@ class Scorer:
         self.eoe_bins = eoe_bins
         self._domains = DomainScorer(lexicons)
 
-    def score(self, event: Event, raw_embedding: np.ndarray, n_tokens: int, embed_seconds: float = 0.0) -> ScoredEvent:
+    def score(
+        self,
+        event: Event,
+        raw_embedding: np.ndarray,
+        n_tokens: int,
+        embed_seconds: float = 0.0,
+        center: np.ndarray | None = None,
+    ) -> ScoredEvent:
+        """EOE reads the raw embedding; the stored direction is ``raw - center``, normalised.
+
+        An LM's last-token states share a large common component (mean pairwise
+        cosine ~0.73 for unrelated texts with SmolLM2); subtracting a fixed
+        calibration mean before normalising makes cosine, and so IDD and the
+        near-duplicate test, about content rather than that shared offset.
+        """
         start = time.perf_counter()
         raw = np.asarray(raw_embedding, dtype=np.float32)
-        norm = float(np.linalg.norm(raw))
+        direction = raw if center is None else raw - center.astype(np.float32)
+        norm = float(np.linalg.norm(direction))
         if not np.isfinite(norm) or norm == 0.0:
             raise ValueError(f"embedding of event {event.event_id!r} has norm {norm}; the embedder produced a degenerate vector")
         entropy = eoe(raw, n_tokens, bins=self.eoe_bins, mode=self.eoe_mode)
         domain = self._domains.score(event.text)
         elapsed = time.perf_counter() - start
-        return ScoredEvent(event, raw / norm, n_tokens, entropy, domain.dss, domain.domain, embed_seconds, elapsed)
+        return ScoredEvent(event, direction / norm, n_tokens, entropy, domain.dss, domain.domain, embed_seconds, elapsed)

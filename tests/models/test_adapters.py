@@ -33,9 +33,10 @@ def _lora(seed: int = 0, zero: bool = False):
 
     model, _ = tiny_llama(seed=0)
     config = TrainConfig()
-    peft_model = get_peft_model(
-        model, LoraConfig(task_type="CAUSAL_LM", r=config.rank, lora_alpha=config.alpha, target_modules=list(config.target_modules))
+    lora = LoraConfig(
+        task_type="CAUSAL_LM", r=config.rank, lora_alpha=config.alpha, target_modules=list(config.target_modules)
     )
+    peft_model = get_peft_model(model, lora)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
@@ -245,12 +246,16 @@ def test_each_users_folder_holds_only_that_users_versions(tmp_path, adapter):
     assert [m.version for m in store.list("bob")] == [1]
     for user in ["alice", "bob"]:
         for version_dir in (tmp_path / user_dir_name(user)).glob("v*"):
-            assert json.loads((version_dir / MANIFEST).read_text())["user_id"] == user
-            assert all(sid.startswith(f"{user}-") for sid in json.loads((version_dir / MANIFEST).read_text())["sample_ids"])
+            manifest = json.loads((version_dir / MANIFEST).read_text())
+            assert manifest["user_id"] == user
+            assert all(sample_id.startswith(f"{user}-") for sample_id in manifest["sample_ids"])
     assert store.latest("alice") is None and store.latest("bob") == 1
 
 
-UNSAFE_IDS = ["../evil", "../../etc/passwd", "a/b", "a\\b", "..", ".", ".hidden", "Alice", "alice ", "x" * 300, "ü", "a\x00b"]
+UNSAFE_IDS = [
+    *["../evil", "../../etc/passwd", "a/b", "a\\b", "..", ".", ".hidden"],
+    *["Alice", "alice ", "x" * 300, "ü", "a\x00b"],
+]
 
 
 @pytest.mark.parametrize("user", UNSAFE_IDS)
@@ -343,9 +348,8 @@ def test_train_save_load_round_trip(tmp_path):
     trained, report = train_lora(model, tokenizer, pairs, config)
     loss = mean_loss(trained, tokenizer, pairs, max_seq_len=config.max_seq_len)
     store = AdapterStore(tmp_path)
-    version = store.save(
-        "alice", trained, _manifest("alice", base_weights_digest=digest, train_report=report.to_dict(), seed=config.seed)
-    )
+    manifest = _manifest("alice", base_weights_digest=digest, train_report=report.to_dict(), seed=config.seed)
+    version = store.save("alice", trained, manifest)
 
     fresh, _ = tiny_llama(seed=0)
     assert weights_digest(fresh) == store.list("alice")[0].base_weights_digest  # the base it was trained on

@@ -1,0 +1,92 @@
+"""Synthesize question–answer pairs similar to one annotated sample.
+
+One sampled generation asks the local LLM for ``k`` pairs
+(``operators.synthesis.DEFAULT_SYNTH_TEMPLATE``); the text is parsed and passed
+through the ROUGE-1 sanity check (``operators.synthesis.SynthFilter``); at most
+``k`` pairs come back. The prompt, parser and filter are pure Python in
+``operators/``; this module only adds the model call.
+
+Cost: one ``generate`` call of ``gen_config.max_new_tokens`` tokens, which the
+caller sizes to ``k`` (see ``synth_gen_config``); time is dominated by decoding.
+
+>>> from models.lm import tiny_llama
+>>> from operators.synthesis import SynthFilter
+>>> model, tokenizer = tiny_llama(seed=0)
+>>> result = synthesize(model, tokenizer, "How do I boil an egg?", "Boil it for 8 minutes.",
+...                     k=2, gen_config=synth_gen_config(2, max_new_tokens_per_pair=8), filt=SynthFilter())
+>>> len(result.pairs) <= 2, result.seconds > 0  # a random model writes no parseable pairs
+(True, True)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from models.generate import GenerateConfig, generate
+from operators.synthesis import DEFAULT_SYNTH_TEMPLATE, SynthFilter, parse_pairs, render_synth_prompt
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["SynthResult", "synth_gen_config", "synthesize"]
+
+# New tokens budgeted per requested pair: SmolLM2's pairs under the default
+# template average well under this (short question + one-paragraph answer).
+TOKENS_PER_PAIR = 96
+
+
+@dataclass
+class SynthResult:
+    """What one synthesis call produced.
+
+    Attributes:
+        pairs: kept ``(question, answer)`` pairs, at most ``k``.
+        raw_text: the model's whole output (for logs at DEBUG and for tuning).
+        dropped: reason → count, from the filter, plus ``"surplus"`` for valid
+            pairs beyond ``k``.
+        seconds: wall time of the generation, parsing and filtering.
+    """
+
+    pairs: list[tuple[str, str]]
+    raw_text: str
+    dropped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def synth_gen_config(k: int, seed: int = 0, max_new_tokens_per_pair: int = TOKENS_PER_PAIR) -> GenerateConfig:
+    """A sampling ``GenerateConfig`` sized for ``k`` pairs (T=0.7, top-p 0.9).
+
+    >>> synth_gen_config(3).max_new_tokens
+    288
+    """
+    return GenerateConfig(max_new_tokens=k * max_new_tokens_per_pair, do_sample=True, seed=seed, batch_size=1)
+
+
+def synthesize(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    response: str,
+    k: int,
+    gen_config: GenerateConfig,
+    filt: SynthFilter,
+    template: str = DEFAULT_SYNTH_TEMPLATE,
+) -> SynthResult:
+    """Ask the model for ``k`` pairs like ``(prompt, response)``; keep those ``filt`` accepts.
+
+    Seeded through ``gen_config.seed``: the same sample, model and seed give the
+    same pairs. Use a sampling config (``do_sample=True``): greedy decoding tends
+    to copy the example back, which the filter then drops as a near-copy.
+    """
+    start = time.perf_counter()
+    request = render_synth_prompt(template, prompt, response, k)
+    (raw_text,) = generate(model, tokenizer, [request], gen_config)
+    result = filt.filter(prompt, response, parse_pairs(raw_text))
+    dropped = dict(result.dropped)
+    if len(result.kept) > k:
+        dropped["surplus"] = len(result.kept) - k
+    return SynthResult(
+        pairs=result.kept[:k], raw_text=raw_text, dropped=dropped, seconds=time.perf_counter() - start
+    )
