@@ -402,8 +402,9 @@ def load_adapter(model: PreTrainedModel, path: Path, *, min_logit_change: float 
     ``disable_adapter()``; if no logit moves by more than ``min_logit_change``, the
     adapter is a silent no-op (wrong target module names, weights not loaded, or an
     untrained adapter whose B matrices are still zero) and
-    ``AdapterNotAppliedError`` is raised. Like training, this wraps ``model`` in
-    place; ``unload()`` gives it back. Returned in eval mode.
+    ``AdapterNotAppliedError`` is raised (after unwrapping ``model`` again). Like
+    training, this wraps ``model`` in place; ``unload()`` gives it back. Returned in
+    eval mode.
     """
     import torch
     from peft import PeftModel
@@ -424,6 +425,7 @@ def load_adapter(model: PreTrainedModel, path: Path, *, min_logit_change: float 
             without = peft_model(input_ids=probe).logits
     change = (with_adapter - without).abs().max().item()
     if not change > min_logit_change:
+        peft_model.unload()  # leave the caller's model as it was
         raise AdapterNotAppliedError(
             f"adapter {str(path)!r} changes the logits by at most {change:.3g} (<= {min_logit_change:g}): "
             "it is not applied (target modules missing from this model, all-zero weights, or an untrained "

@@ -94,7 +94,10 @@ class Personalizer:
         if not train:
             return RunResult(user, "skipped", f"no labeled training samples among {len(samples)}", n_probe=len(probe))
         synthetic = self._synthesize(user, train)
-        examples = [(s["prompt"], s["response"]) for s in train] + synthetic
+        examples = [(s["prompt"], s["response"]) for s in train] + [pair for _, pair in synthetic]
+        # The digest names every sample: real ones by event id, synthetic ones by their source's id.
+        identified = [(s["event_id"], f"{s['prompt']}\x00{s['response']}") for s in train]
+        identified += [(f"{src}#syn{i}", f"{q}\x00{a}") for i, (src, (q, a)) in enumerate(synthetic)]
 
         current = self.store.latest(user)
         init = self.store.path(user, current) if (current is not None and cfg.warm_start) else None
@@ -111,7 +114,7 @@ class Personalizer:
                 user_id=user,
                 base_model=cfg.base_model_id,
                 base_weights_digest=self._digest(),
-                data_digest=training_data_digest(examples),
+                data_digest=training_data_digest(identified),
                 sample_ids=ids,
                 n_real=len(train),
                 n_synthetic=len(synthetic),
@@ -146,7 +149,8 @@ class Personalizer:
         finally:
             wrapped.unload()
 
-    def _synthesize(self, user: str, train: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    def _synthesize(self, user: str, train: list[dict[str, Any]]) -> list[tuple[str, tuple[str, str]]]:
+        """``(source event id, (question, answer))`` for every synthetic pair of the current samples."""
         cfg = self.config
         if cfg.synth_k == 0:
             return []
@@ -161,7 +165,7 @@ class Personalizer:
         # Pairs of samples that left the buffer leave the cache with them.
         for key in [k for k in self._synthetic if k[0] == user and k not in current]:
             del self._synthetic[key]
-        out: list[tuple[str, str]] = []
+        out: list[tuple[str, tuple[str, str]]] = []
         for s in train:
             key = (user, s["event_id"])
             if key not in self._synthetic:
@@ -171,7 +175,7 @@ class Personalizer:
                 metrics.SYNTHETIC_PAIRS.labels(outcome="kept").inc(len(result.pairs))
                 for reason, n in result.dropped.items():
                     metrics.SYNTHETIC_PAIRS.labels(outcome=reason).inc(n)
-            out.extend(self._synthetic[key])
+            out.extend((s["event_id"], pair) for pair in self._synthetic[key])
         return out
 
     def _digest(self) -> str:

@@ -312,6 +312,7 @@ def test_load_adapter_raises_on_a_no_op_adapter(tmp_path):
     model, _ = tiny_llama(seed=0)
     with pytest.raises(AdapterNotAppliedError, match="not applied"):
         load_adapter(model, store.path("alice", version))
+    assert not hasattr(model, "peft_config")  # unwrapped again: the base model is usable as before
 
 
 def test_load_adapter_raises_on_a_directory_without_an_adapter(tmp_path):

@@ -249,3 +249,19 @@ def test_a_model_that_already_carries_an_adapter_is_refused(tiny):
     for wrapped in (peft_model, model):  # peft wrapped `model` in place
         with pytest.raises(ValueError, match="unload"):
             train_lora(wrapped, tokenizer, PAIRS, TrainConfig(max_steps=1))
+
+
+def test_a_failed_run_gives_the_base_model_back(tiny, monkeypatch):
+    import models.train
+
+    model, tokenizer = tiny
+    digest = weights_digest(model)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(models.train, "_answer_loss_sum", fail)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train_lora(model, tokenizer, PAIRS, TrainConfig(max_steps=1))
+    assert not hasattr(model, "peft_config")
+    assert weights_digest(model) == digest
