@@ -47,8 +47,9 @@ def _source_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--all", action="store_true", help="Replay the whole source (no limit).")
     g.add_argument("--rate", type=float, dest="source.rate", help="Events per second (default: as fast as possible).")
     g.add_argument("--heldout", type=float, dest="source.heldout", help="Fraction of labeled events kept out for `edgetune eval`.")
-    g.add_argument("--oracle", action="store_const", const="oracle", dest="annotation.replay_answers",
-                   help="Withhold responses; the dataset's answer plays the user, only for buffered samples.")
+    g.add_argument("--answers", dest="annotation.replay_answers", choices=["oracle", "keep"],
+                   help="oracle (default): withhold responses, the dataset's answer plays the user for buffered "
+                        "samples only; keep: events carry their responses.")
 
 
 def _kafka_args(p: argparse.ArgumentParser) -> None:

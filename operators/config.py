@@ -36,11 +36,11 @@ class SourceConfig(_Section):
     )
     path: Path | None = Field(None, description="File to replay: JSONL events, Alpaca/Dolly/ShareGPT JSON(L), Parquet.")
     format: Literal["auto", "jsonl", "json", "parquet"] = "auto"
-    users: int = Field(4, ge=1, description="Number of users a dataset without user ids is split into.")
+    users: int = Field(2, ge=1, description="Number of users a dataset without user ids is split into.")
     split: Literal["round_robin", "topic", "hash", "field"] = Field(
         "topic", description="How records are assigned to users; 'field' keeps the records' own user_id."
     )
-    limit: int | None = Field(240, ge=1, description="Stop after this many records (None: whole source).")
+    limit: int | None = Field(300, ge=1, description="Stop after this many records (None: whole source).")
     rate: float | None = Field(None, gt=0, description="Events per second; None replays as fast as possible.")
     heldout: float = Field(0.0, ge=0, lt=1, description="Fraction of labeled events kept out of the stream for `edgetune eval`.")
 
@@ -94,7 +94,7 @@ class OutputConfig(_Section):
 
 class AnnotationConfig(_Section):
     replay_answers: Literal["keep", "oracle"] = Field(
-        "keep",
+        "oracle",
         description="keep: replayed events carry their responses; oracle: responses are withheld and the dataset's "
         "reference answer plays the user, arriving answer_delay_events later (only buffered samples are asked).",
     )
