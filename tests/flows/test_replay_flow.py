@@ -126,3 +126,27 @@ def test_bytewax_run_entry_point(tmp_path):
 def test_cli_help(command):
     proc = subprocess.run([sys.executable, "-m", "flows.cli", *command, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "usage: edgetune" in proc.stdout
+
+
+def test_replay_trains_versioned_adapters_per_user(components, tmp_path):
+    from flows.trainer import trainer_for
+    from models.adapters import AdapterStore
+
+    settings = settings_for(tmp_path, **{
+        "train.enabled": True, "train.window_events": 4, "train.max_steps": 1, "train.max_seq_len": 64,
+        "train.probe_every": 4, "synth.k": 0, "buffer.capacity": 6, "annotation.replay_answers": "oracle",
+        "annotation.answer_delay_events": 1,
+    })
+    sink = trainer_for(settings, components)
+    run_main(build_flow(settings, components, trainer_sink=sink))
+    sink.service.close()
+    rows = read_decisions(tmp_path / "decisions").to_pylist()
+    own = {u: {r["event_id"] for r in rows if r["user_id"] == u} for u in ("alice", "bob", "carol")}
+    store = AdapterStore(settings.adapters_dir)
+    assert store.users() == ["alice", "bob", "carol"]
+    for user, ids in own.items():
+        manifests = store.list(user)
+        assert manifests, user
+        for m in manifests:
+            assert set(m.sample_ids) <= ids  # A's adapter saw only A's events
+            assert m.base_model == "tiny-random" and m.status in {"promoted", "rejected"}

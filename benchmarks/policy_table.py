@@ -1,0 +1,916 @@
+"""The paper's policy table (Qin et al., DAC'24), reproduced on this CPU, resumable cell by cell.
+
+Protocol, per dataset (``sharegpt``: human prompts with ChatGPT answers; ``chitchat``: human
+dialogue), as the first author's code does it:
+
+1. **Stream**: the first ``--stream`` (S, default 4600) labeled events of one user, in file
+   order (unlabeled turns and events the validator rejects are skipped; they could not be
+   trained on anyway).
+2. **Windows**: every ``--window`` (W, default 800) events the buffer's contents (capacity
+   ``--capacity``, B, default 64) join the training set and the buffer is cleared; the last,
+   shorter window (4000..4600) is flushed at the end of the stream. The set therefore grows
+   by at most B per window: 6 windows x 64 = at most 384 samples. "Cleared" means a fresh
+   policy per window (seeded from the cell seed and the window index): a reservoir then
+   samples each window uniformly, as the protocol intends, instead of carrying a stream-wide
+   counter that would starve later windows.
+3. **Training**: once, after the stream, LoRA on the accumulated set. *Deviation*: the paper
+   fine-tunes at every checkpoint; on this 2-core CPU we collapse those runs into one run on
+   the same final set (the set each checkpoint sees is a prefix of it).
+4. **Evaluation**: ROUGE-1 F (greedy, ``--max-new-tokens``) on the ``--test`` (T) labeled
+   events that follow the stream, skipping any event of a conversation that occurs in the
+   stream (so no test prompt's context was trained on). We also record the mean answer loss
+   (nats/token) of the test references, a lower-variance signal than ROUGE on 40 prompts.
+
+Rows (see :data:`ROWS`): the five policies; ``whole`` (train on all S events, the upper
+reference, fewer seeds: ``--whole-seeds``); ``base`` (no training, the lower reference;
+greedy decoding makes it seed-independent, so it runs once); ablations ``sdss-no-eoe``,
+``sdss-no-dss``, ``sdss-no-idd`` (that weight set to 0); synthesis ``sdss-synth1`` and
+``sdss-synth3`` (k pairs generated per selected sample by the base model, filtered by
+``SynthFilter``, added to the training set; ``sdss`` itself is k = 0).
+
+A **cell** is ``(dataset, row, seed)``; its JSON result is written atomically to
+``<out>/cells/<dataset>/<row>/seed<k>.json`` and a rerun skips it. Costly shared work is
+cached once per dataset under ``<out>/cache/`` (not meant to be committed): the parsed
+stream and test set, LM last-token embeddings (centered and normalised as the flow does)
+with EOE, DSS and the dominant domain of every stream event. Embedding is itself resumable
+in chunks. Selection then takes seconds; the cell's cost is training plus evaluation.
+
+Commands::
+
+    python -m benchmarks.policy_table --list
+    nohup python -m benchmarks.policy_table > benchmarks/results/policy_table/run.log 2>&1 &
+    python -m benchmarks.policy_table --only dataset=chitchat,row=sdss+random
+    python -m benchmarks.policy_table --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("policy_table")
+
+DATASETS = ("sharegpt", "chitchat")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "policy_table"
+
+
+# --- rows ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: what the training set is made of.
+
+    ``kind``: ``"base"`` (no training), ``"whole"`` (every stream event) or ``"policy"``
+    (the buffer protocol with ``policy``). ``tier`` orders the run (main rows first).
+    """
+
+    name: str
+    kind: str
+    tier: str
+    policy: str | None = None
+    weights: tuple[float, float, float] | None = None
+    synth_k: int = 0
+    label: str = ""
+
+
+ROWS: dict[str, Row] = {
+    r.name: r
+    for r in (
+        Row("base", "base", "main", label="base model (lower reference)"),
+        Row("random", "policy", "main", "random", label="random replacement"),
+        Row("fifo", "policy", "main", "fifo", label="FIFO"),
+        Row("reservoir", "policy", "main", "reservoir", label="reservoir"),
+        Row("kcenter", "policy", "main", "kcenter", label="K-Center"),
+        Row("sdss", "policy", "main", "sdss", (1.0, 1.0, 1.0), label="sdss (ours)"),
+        Row("whole", "whole", "main", label="whole stream (upper reference)"),
+        Row("sdss-no-eoe", "policy", "ablation", "sdss", (0.0, 1.0, 1.0), label="sdss without EOE"),
+        Row("sdss-no-dss", "policy", "ablation", "sdss", (1.0, 0.0, 1.0), label="sdss without DSS"),
+        Row("sdss-no-idd", "policy", "ablation", "sdss", (1.0, 1.0, 0.0), label="sdss without IDD"),
+        Row("sdss-synth1", "policy", "synthesis", "sdss", (1.0, 1.0, 1.0), synth_k=1, label="sdss + 1 synthetic/sample"),
+        Row("sdss-synth3", "policy", "synthesis", "sdss", (1.0, 1.0, 1.0), synth_k=3, label="sdss + 3 synthetic/sample"),
+    )
+}
+BASELINES = ("random", "fifo", "reservoir", "kcenter")
+MAIN_POLICIES = ("sdss", *BASELINES)
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """Everything that decides a cell's value. Its digest is stored in every cell, and a
+    rerun into the same ``out`` with a different digest refuses rather than mixing tables."""
+
+    model: str = "smollm2-135m-instruct"
+    stream: int = 4600
+    window: int = 800
+    capacity: int = 64
+    test: int = 40
+    max_new_tokens: int = 48
+    eval_max_prompt_tokens: int = 256
+    eval_batch_size: int = 8
+    train_max_seq_len: int = 128
+    train_epochs: int = 1
+    train_batch_size: int = 4
+    lr: float = 2e-4
+    rank: int = 8
+    embed_max_tokens: int = 128
+    dup_threshold: float = 0.95
+    synth_tokens_per_pair: int = 96
+    synth_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("stream", "window", "capacity", "test", "max_new_tokens", "eval_max_prompt_tokens",
+                     "train_epochs", "train_batch_size", "rank", "embed_max_tokens", "eval_batch_size",
+                     "synth_tokens_per_pair", "synth_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')}={value!r} must be a positive integer")
+        if self.window > self.stream:
+            raise ValueError(f"--window={self.window} is longer than --stream={self.stream}; use a window <= the stream")
+
+    def digest(self) -> str:
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def data_key(self) -> str:
+        """What the per-dataset cache depends on (not the training or evaluation knobs)."""
+        safe_model = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.model)
+        return f"{safe_model}-s{self.stream}-t{self.test}-e{self.embed_max_tokens}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    row: str
+    seed: int
+
+    def path(self, out: Path) -> Path:
+        return out / "cells" / self.dataset / self.row / f"seed{self.seed}.json"
+
+    def __str__(self) -> str:
+        return f"{self.dataset}/{self.row}/seed{self.seed}"
+
+
+def plan_cells(datasets: Sequence[str], seeds: int, whole_seeds: int) -> list[Cell]:
+    """Every cell, most informative first.
+
+    1. seed 0 of every main row on every dataset (base, sdss and the baselines, then whole):
+       after this pass the table has a first complete line per row;
+    2. further seeds of the main policies (then of whole, if asked);
+    3. ablations, seed-major; 4. synthesis, seed-major (the most expensive, last).
+    ``base`` runs once: greedy decoding of a fixed model does not depend on the seed.
+    """
+    order: list[Cell] = []
+    main_first = ("base", "sdss", *BASELINES, "whole")
+    for row in main_first:
+        order += [Cell(d, row, 0) for d in datasets]
+    for seed in range(1, seeds):
+        order += [Cell(d, row, seed) for row in MAIN_POLICIES for d in datasets]
+    for seed in range(1, whole_seeds):
+        order += [Cell(d, "whole", seed) for d in datasets]
+    for tier in ("ablation", "synthesis"):
+        rows = [r.name for r in ROWS.values() if r.tier == tier]
+        for seed in range(seeds):
+            order += [Cell(d, row, seed) for row in rows for d in datasets]
+    return order
+
+
+def parse_only(spec: str | None) -> dict[str, set[str]]:
+    """``"dataset=chitchat,row=sdss+random"`` → ``{"dataset": {...}, "row": {...}}``.
+
+    >>> parse_only("dataset=chitchat,row=sdss+random,seed=0")
+    {'dataset': {'chitchat'}, 'row': {'random', 'sdss'}, 'seed': {'0'}}
+    """
+    if not spec:
+        return {}
+    out: dict[str, set[str]] = {}
+    for part in spec.split(","):
+        key, sep, values = part.partition("=")
+        key = key.strip()
+        if not sep or key not in ("dataset", "row", "seed", "tier"):
+            raise ValueError(f"--only {spec!r}: each part must be dataset=, row=, seed= or tier=, got {part!r}")
+        out.setdefault(key, set()).update(v.strip() for v in values.replace("|", "+").split("+") if v.strip())
+    return out
+
+
+def matches(cell: Cell, only: dict[str, set[str]]) -> bool:
+    checks = {"dataset": cell.dataset, "row": cell.row, "seed": str(cell.seed), "tier": ROWS[cell.row].tier}
+    return all(checks[key] in values for key, values in only.items())
+
+
+# --- data and the per-dataset cache ----------------------------------------------------
+
+
+def load_split(dataset: str, stream: int, test: int) -> tuple[list[dict], list[dict]]:
+    """The first ``stream`` labeled events of one user, and ``test`` held-out ones after them.
+
+    A test event must come from a conversation that has no event in the stream.
+    """
+    from flows.replay import replay_events
+    from operators.events import Event, parse_event
+
+    stream_events: list[dict] = []
+    test_events: list[dict] = []
+    seen_conversations: set[str] = set()
+    for raw in replay_events(dataset, n_users=1, split="round_robin", seed=0):
+        event = parse_event(raw)
+        if not isinstance(event, Event) or event.response is None:
+            continue
+        conversation = str(event.meta.get("conversation", event.event_id))
+        record = {"event_id": event.event_id, "prompt": event.prompt, "response": event.response,
+                  "conversation": conversation}
+        if len(stream_events) < stream:
+            stream_events.append(record)
+            seen_conversations.add(conversation)
+        elif conversation not in seen_conversations:
+            test_events.append(record)
+            if len(test_events) == test:
+                break
+    if len(stream_events) < stream or len(test_events) < test:
+        raise ValueError(
+            f"dataset {dataset!r} has only {len(stream_events)} stream and {len(test_events)} test events; "
+            f"asked for --stream {stream} --test {test}"
+        )
+    return stream_events, test_events
+
+
+@dataclass
+class Features:
+    """Per stream event: normalised centered embedding, EOE, DSS, dominant domain, LM tokens."""
+
+    directions: np.ndarray
+    eoe: np.ndarray
+    dss: np.ndarray
+    domains: list[str]
+    n_tokens: np.ndarray
+
+
+@dataclass
+class DatasetCache:
+    stream: list[dict]
+    test: list[dict]
+    features: Features
+    embed_seconds: float
+    tokens_per_s: float
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_npz(path: Path, **arrays: Any) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    _atomic_write(path, buffer.getvalue())
+
+
+def prepare_dataset(cfg: TableConfig, dataset: str, out: Path, lm: LM | None, chunk: int = 256) -> DatasetCache:
+    """Load or build the dataset's cache; embedding runs in resumable chunks of ``chunk`` events."""
+    folder = out / "cache" / dataset / cfg.data_key()
+    events_file, features_file = folder / "events.json", folder / "features.npz"
+    if not events_file.is_file():
+        stream, test = load_split(dataset, cfg.stream, cfg.test)
+        _atomic_write(events_file, json.dumps({"stream": stream, "test": test}, ensure_ascii=False).encode())
+    split = json.loads(events_file.read_text())
+    stream, test = split["stream"], split["test"]
+    if not features_file.is_file():
+        if lm is None:
+            raise RuntimeError("prepare_dataset needs the model to embed the stream")
+        _embed_and_score(stream, folder, features_file, lm, cfg, chunk)
+    saved = np.load(features_file, allow_pickle=False)
+    features = Features(saved["directions"], saved["eoe"], saved["dss"], [str(d) for d in saved["domains"]],
+                        saved["n_tokens"])
+    return DatasetCache(stream, test, features, float(saved["embed_seconds"]), float(saved["tokens_per_s"]))
+
+
+def _embed_and_score(stream: list[dict], folder: Path, features_file: Path, lm: LM, cfg: TableConfig, chunk: int) -> None:
+    from models.embed import EmbedConfig, make_embedder
+    from operators.events import Event
+    from operators.lexicons import load_lexicons
+    from operators.scoring import Scorer
+
+    embedder = make_embedder(EmbedConfig(kind="lm", max_tokens=cfg.embed_max_tokens, center=True), lm.model, lm.tokenizer)
+    scorer = Scorer(load_lexicons())
+    parts = folder / "chunks"
+    for start in range(0, len(stream), chunk):
+        part = parts / f"{start:06d}.npz"
+        if part.is_file():
+            continue
+        events = [Event(e["event_id"], "user-0", 0, e["prompt"], e["response"]) for e in stream[start : start + chunk]]
+        t0 = time.perf_counter()
+        embedded = embedder.embed([e.text for e in events])
+        seconds = time.perf_counter() - t0
+        scored = [scorer.score(e, v, n, center=embedded.mean)
+                  for e, v, n in zip(events, embedded.vectors, embedded.n_tokens)]
+        _atomic_npz(part, directions=np.stack([s.embedding for s in scored]).astype(np.float32),
+                    eoe=np.array([s.eoe for s in scored]), dss=np.array([s.dss for s in scored]),
+                    domains=np.array([s.domain for s in scored]), n_tokens=np.array(embedded.n_tokens),
+                    seconds=np.array(seconds))
+        done = min(start + chunk, len(stream))
+        log.info("embedded %d/%d events (%.1f s for %d, %.0f tokens/s)", done, len(stream), seconds, len(events),
+                 sum(embedded.n_tokens) / max(seconds, 1e-9))
+    loaded = [np.load(parts / f"{start:06d}.npz", allow_pickle=False) for start in range(0, len(stream), chunk)]
+    n_tokens = np.concatenate([p["n_tokens"] for p in loaded])
+    seconds = float(sum(float(p["seconds"]) for p in loaded))
+    _atomic_npz(features_file,
+                directions=np.concatenate([p["directions"] for p in loaded]),
+                eoe=np.concatenate([p["eoe"] for p in loaded]), dss=np.concatenate([p["dss"] for p in loaded]),
+                domains=np.concatenate([p["domains"] for p in loaded]), n_tokens=n_tokens,
+                embed_seconds=np.array(seconds), tokens_per_s=np.array(float(n_tokens.sum()) / max(seconds, 1e-9)))
+
+
+# --- selection -------------------------------------------------------------------------
+
+
+def window_seed(seed: int, window: int) -> int:
+    """A distinct policy seed per (cell seed, window).
+
+    >>> window_seed(0, 0) != window_seed(0, 1) != window_seed(1, 0)
+    True
+    """
+    return int(np.random.SeedSequence([seed, window]).generate_state(1)[0])
+
+
+def select(row: Row, seed: int, features: Features, cfg: TableConfig) -> tuple[list[int], dict[str, Any]]:
+    """Run the buffer protocol over the stream; return the training set's stream positions and stats."""
+    from operators.policies import make_policy
+    from operators.sample import Candidate
+
+    params: dict[str, Any] = {}
+    if row.policy == "sdss":
+        params = {"weights": row.weights, "dup_threshold": cfg.dup_threshold}
+    n = len(features.domains)
+    chosen: list[int] = []
+    outcomes: Counter[str] = Counter()
+    per_window: list[int] = []
+    t0 = time.perf_counter()
+    for w, start in enumerate(range(0, n, cfg.window)):
+        policy = make_policy(row.policy, capacity=cfg.capacity, seed=window_seed(seed, w), **params)
+        for i in range(start, min(start + cfg.window, n)):
+            candidate = Candidate(f"s{i}", i, features.directions[i], float(features.eoe[i]),
+                                  float(features.dss[i]), features.domains[i])
+            outcomes[policy.offer(candidate).outcome] += 1
+        kept = sorted(c.seq for c in policy.samples())
+        chosen += kept
+        per_window.append(len(kept))
+    return chosen, {"select_seconds": time.perf_counter() - t0, "outcomes": dict(outcomes), "per_window": per_window}
+
+
+def describe_set(indices: Sequence[int], cache: DatasetCache) -> dict[str, Any]:
+    """What the training set looks like: domains, lengths, scores, distinct conversations."""
+    f = cache.features
+    idx = np.asarray(indices, dtype=int)
+    domains = Counter(f.domains[i] for i in idx)
+    return {
+        "n": int(len(idx)),
+        "domain_mix": dict(domains.most_common()),
+        "n_domains": len(domains),
+        "distinct_conversations": len({cache.stream[i]["conversation"] for i in idx}),
+        "mean_tokens": float(f.n_tokens[idx].mean()) if len(idx) else math.nan,
+        "mean_eoe": float(f.eoe[idx].mean()) if len(idx) else math.nan,
+        "mean_dss": float(f.dss[idx].mean()) if len(idx) else math.nan,
+        "mean_response_chars": float(np.mean([len(cache.stream[i]["response"]) for i in idx])) if len(idx) else math.nan,
+    }
+
+
+# --- the model side --------------------------------------------------------------------
+
+
+@dataclass
+class LM:
+    model: Any
+    tokenizer: Any
+    load_seconds: float
+
+
+def load_model(name: str) -> LM:
+    from models.lm import LMConfig, load_lm
+
+    t0 = time.perf_counter()
+    model, tokenizer = load_lm(LMConfig(model=name))
+    return LM(model, tokenizer, time.perf_counter() - t0)
+
+
+def synthesize_pairs(lm: LM, samples: list[dict], k: int, seed: int, cfg: TableConfig, work: Path) -> tuple[list[tuple[str, str]], dict]:
+    """k synthetic pairs per sample with the base model, ``models/synth.py``'s prompt, parser and
+    filter, generated ``synth_batch_size`` prompts at a time (decoding is memory-bound, so a batch
+    of 8 costs little more than one prompt). Progress is appended to ``work`` (JSONL, one line per
+    batch) so an interrupted cell resumes its synthesis."""
+    from models.generate import generate
+    from models.synth import synth_gen_config
+    from operators.synthesis import DEFAULT_SYNTH_TEMPLATE, SynthFilter, parse_pairs, render_synth_prompt
+
+    done: dict[int, dict] = {}
+    if work.is_file():
+        for line in work.read_text().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                done[entry["batch"]] = entry
+    filt = SynthFilter(low=0.2, high=0.8, dedup=0.7)  # the product's defaults (operators/config.py SynthConfig)
+    size = cfg.synth_batch_size
+    for b, start in enumerate(range(0, len(samples), size)):
+        if b in done:
+            continue
+        batch = samples[start : start + size]
+        gen = dataclasses.replace(synth_gen_config(k, seed=seed * 100_003 + b, max_new_tokens_per_pair=cfg.synth_tokens_per_pair),
+                                  batch_size=size)
+        t0 = time.perf_counter()
+        texts = generate(lm.model, lm.tokenizer, [render_synth_prompt(DEFAULT_SYNTH_TEMPLATE, s["prompt"], s["response"], k)
+                                                  for s in batch], gen)
+        kept, dropped = [], Counter()
+        for s, text in zip(batch, texts):
+            result = filt.filter(s["prompt"], s["response"], parse_pairs(text))
+            kept += result.kept[:k]
+            dropped.update(result.dropped)
+            dropped["surplus"] += max(0, len(result.kept) - k)
+        entry = {"batch": b, "pairs": kept, "dropped": dict(dropped), "seconds": time.perf_counter() - t0}
+        work.parent.mkdir(parents=True, exist_ok=True)
+        with work.open("a") as handle:
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        done[b] = entry
+        log.info("synthesis batch %d/%d: %d pairs kept (%.1f s)", b + 1, math.ceil(len(samples) / size), len(kept), entry["seconds"])
+    pairs = [tuple(p) for b in sorted(done) for p in done[b]["pairs"]]
+    dropped_total: Counter[str] = Counter()
+    for entry in done.values():
+        dropped_total.update(entry["dropped"])
+    return pairs, {"k": k, "kept": len(pairs), "requested": k * len(samples), "dropped": dict(dropped_total),
+                   "seconds": sum(e["seconds"] for e in done.values())}
+
+
+def run_cell(cell: Cell, cfg: TableConfig, out: Path, lm: LM, cache: DatasetCache) -> dict[str, Any]:
+    """Select, (synthesize,) train, evaluate one cell; return its JSON-ready result."""
+    from models.evaluate import evaluate
+    from models.generate import GenerateConfig
+    from models.train import TrainConfig, mean_loss, train_lora
+
+    row = ROWS[cell.row]
+    started = time.time()
+    result: dict[str, Any] = {"dataset": cell.dataset, "row": cell.row, "seed": cell.seed, "tier": row.tier}
+    if row.kind == "base":
+        indices: list[int] = []
+    elif row.kind == "whole":
+        indices = list(range(len(cache.stream)))
+    else:
+        indices, result["selection"] = select(row, cell.seed, cache.features, cfg)
+    result["training_set"] = describe_set(indices, cache)
+    examples = [(cache.stream[i]["prompt"], cache.stream[i]["response"]) for i in indices]
+
+    synth: dict[str, Any] = {"k": row.synth_k, "kept": 0, "seconds": 0.0}
+    if row.synth_k > 0:
+        work = out / "cache" / cell.dataset / cfg.data_key() / "synth" / f"{cfg.digest()}-{cell.row}-seed{cell.seed}.jsonl"
+        pairs, synth = synthesize_pairs(lm, [cache.stream[i] for i in indices], row.synth_k, cell.seed, cfg, work)
+        examples += pairs
+    result["synthesis"] = synth
+
+    test_pairs = [(e["prompt"], e["response"]) for e in cache.test]
+    gen = GenerateConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size,
+                         max_prompt_tokens=cfg.eval_max_prompt_tokens)
+    model = lm.model
+    train_info: dict[str, Any] = {"steps": 0, "samples": 0, "examples": 0, "seconds": 0.0}
+    if examples:
+        tcfg = TrainConfig(rank=cfg.rank, alpha=2 * cfg.rank, lr=cfg.lr, epochs=cfg.train_epochs,
+                           batch_size=cfg.train_batch_size, max_seq_len=cfg.train_max_seq_len, seed=cell.seed)
+        model, report = train_lora(lm.model, lm.tokenizer, examples, tcfg)
+        train_info = {"steps": report.steps, "samples": report.samples, "examples": len(examples),
+                      "tokens": report.tokens, "seconds": report.seconds, "loss_first": report.loss_first,
+                      "loss_last": report.loss_last, "mean_loss": report.mean_loss,
+                      "mean_step_seconds": statistics.fmean(report.step_seconds), "tokens_per_s": report.tokens_per_s}
+        log.info("%s: trained %d steps on %d examples in %.0f s", cell, report.steps, len(examples), report.seconds)
+    try:
+        t0 = time.perf_counter()
+        test_loss = mean_loss(model, lm.tokenizer, test_pairs, cfg.train_max_seq_len)
+        loss_seconds = time.perf_counter() - t0
+        ev = evaluate(model, lm.tokenizer, test_pairs, gen)
+    finally:
+        if model is not lm.model:
+            lm.model = model.unload()  # the plain base model back, for the next cell
+    result.update(
+        rouge1={"mean": ev.rouge1_mean, "std": ev.rouge1_std, "n": ev.n},
+        test_loss=test_loss,
+        train=train_info,
+        eval_seconds=ev.seconds,
+        test_loss_seconds=loss_seconds,
+        wall_seconds=time.time() - started,
+        predictions=ev.predictions,
+        finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        config=dataclasses.asdict(cfg),
+        config_digest=cfg.digest(),
+        command=command_line(),
+        machine=machine(),
+        embed={"max_tokens": cfg.embed_max_tokens, "seconds": cache.embed_seconds, "tokens_per_s": cache.tokens_per_s},
+    )
+    return result
+
+
+# --- bookkeeping -----------------------------------------------------------------------
+
+
+def command_line() -> str:
+    return shlex.join(["python", "-m", "benchmarks.policy_table", *sys.argv[1:]])
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        torch_info = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    except ImportError:
+        torch_info = "torch not installed"
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}, {torch_info}"
+
+
+def read_cell(cell: Cell, out: Path) -> dict | None:
+    path = cell.path(out)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def check_compatible(done: Iterable[dict], cfg: TableConfig, out: Path) -> None:
+    for result in done:
+        if result.get("config_digest") != cfg.digest():
+            diff = {k: (v, result["config"].get(k)) for k, v in dataclasses.asdict(cfg).items() if result["config"].get(k) != v}
+            raise SystemExit(
+                f"{out} holds cell {result['dataset']}/{result['row']}/seed{result['seed']} made with another "
+                f"configuration (now vs then: {diff}); use the same knobs, or --out <another folder>"
+            )
+
+
+def run(cfg: TableConfig, out: Path, cells: list[Cell], report_after: bool, report_args: dict) -> None:
+    pending = [c for c in cells if not c.path(out).is_file()]
+    check_compatible((read_cell(c, out) for c in cells if c.path(out).is_file()), cfg, out)
+    log.info("%d cells selected, %d already done, %d to run", len(cells), len(cells) - len(pending), len(pending))
+    if not pending:
+        return
+    lm = load_model(cfg.model)
+    log.info("model %s loaded in %.1f s", cfg.model, lm.load_seconds)
+    caches: dict[str, DatasetCache] = {}
+    for cell in pending:
+        if cell.path(out).is_file():  # another process finished it meanwhile
+            continue
+        if cell.dataset not in caches:
+            t0 = time.perf_counter()
+            caches[cell.dataset] = prepare_dataset(cfg, cell.dataset, out, lm)
+            c = caches[cell.dataset]
+            log.info("dataset %s ready in %.1f s (embedding: %.0f s, %.0f tokens/s)", cell.dataset,
+                     time.perf_counter() - t0, c.embed_seconds, c.tokens_per_s)
+        log.info("cell %s: start", cell)
+        result = run_cell(cell, cfg, out, lm, caches[cell.dataset])
+        _atomic_write(cell.path(out), (json.dumps(result, indent=1, ensure_ascii=False) + "\n").encode())
+        log.info("cell %s: ROUGE-1 %.4f, test loss %.4f, %.0f s (train %.0f s, eval %.0f s)", cell,
+                 result["rouge1"]["mean"], result["test_loss"], result["wall_seconds"], result["train"]["seconds"],
+                 result["eval_seconds"])
+        if report_after:
+            try:
+                write_report(cfg, out, **report_args)
+            except Exception:  # noqa: BLE001 - a report problem must not stop the table
+                log.exception("report failed; cells are kept")
+
+
+# --- report ----------------------------------------------------------------------------
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _fmt(mean: float, std: float, n: int, scale: float = 100.0) -> str:
+    if n == 0 or math.isnan(mean):
+        return "—"
+    return f"{mean * scale:.2f} ± {std * scale:.2f}" if n > 1 else f"{mean * scale:.2f}"
+
+
+def aggregate(out: Path, cells: list[Cell]) -> dict[tuple[str, str], dict[str, Any]]:
+    stats: dict[tuple[str, str], dict[str, Any]] = {}
+    for cell in cells:
+        result = read_cell(cell, out)
+        entry = stats.setdefault((cell.dataset, cell.row), {"rouge": [], "loss": [], "train_s": [], "wall_s": [],
+                                                            "examples": [], "synthetic": [], "seeds": [], "missing": [],
+                                                            "results": []})
+        if result is None:
+            entry["missing"].append(cell.seed)
+            continue
+        entry["rouge"].append(result["rouge1"]["mean"])
+        entry["loss"].append(result["test_loss"])
+        entry["train_s"].append(result["train"]["seconds"] + result["synthesis"].get("seconds", 0.0))
+        entry["wall_s"].append(result["wall_seconds"])
+        entry["examples"].append(result["train"].get("examples", 0))
+        entry["synthetic"].append(result["synthesis"].get("kept", 0))
+        entry["seeds"].append(cell.seed)
+        entry["results"].append(result)
+    return stats
+
+
+def write_report(cfg: TableConfig, out: Path, datasets: Sequence[str], seeds: int, whole_seeds: int) -> None:
+    cells = plan_cells(datasets, seeds, whole_seeds)
+    stats = aggregate(out, cells)
+    done = [r for e in stats.values() for r in e["results"]]
+    rows_csv = []
+    for (dataset, row), e in stats.items():
+        rm, rs = _mean_std(e["rouge"])
+        lm_, ls = _mean_std(e["loss"])
+        rows_csv.append({
+            "dataset": dataset, "row": row, "tier": ROWS[row].tier, "n_seeds": len(e["rouge"]),
+            "rouge1_mean": rm, "rouge1_std": rs, "test_loss_mean": lm_, "test_loss_std": ls,
+            "train_seconds_mean": _mean_std(e["train_s"])[0], "cell_seconds_mean": _mean_std(e["wall_s"])[0],
+            "train_examples_mean": _mean_std(e["examples"])[0], "synthetic_mean": _mean_std(e["synthetic"])[0],
+            "seeds_done": " ".join(map(str, e["seeds"])), "seeds_missing": " ".join(map(str, e["missing"])),
+            "rouge1_per_seed": " ".join(f"{v:.4f}" for v in e["rouge"]),
+        })
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "table.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows_csv[0]))
+        writer.writeheader()
+        writer.writerows(rows_csv)
+    (out / "table.md").write_text(_markdown(cfg, out, datasets, stats, cells, done))
+    _plot(out / "table.png", datasets, stats)
+
+
+def _gap_lines(dataset: str, stats: dict) -> list[str]:
+    def mean(row: str, key: str = "rouge") -> float:
+        return _mean_std(stats[(dataset, row)][key])[0] if (dataset, row) in stats else math.nan
+
+    lines = []
+    base, whole, sdss = mean("base"), mean("whole"), mean("sdss")
+    baselines = {b: mean(b) for b in BASELINES if not math.isnan(mean(b))}
+    if baselines and not math.isnan(sdss):
+        best = max(baselines, key=baselines.get)
+        verdict = "beats" if sdss > baselines[best] else "does NOT beat"
+        lines.append(f"- sdss {sdss * 100:.2f} {verdict} the best baseline ({best}, {baselines[best] * 100:.2f}): "
+                     f"difference {100 * (sdss - baselines[best]):+.2f} ROUGE-1 points"
+                     + (f" (baselines done: {', '.join(sorted(baselines))})" if len(baselines) < len(BASELINES) else ""))
+        if not (math.isnan(base) or math.isnan(whole)):
+            span = whole - base
+            lines.append(f"- gap whole − base = {100 * span:+.2f} points; gap closed = (row − base)/(whole − base): "
+                         + ", ".join(f"{r} {(mean(r) - base) / span:+.2f}" for r in MAIN_POLICIES
+                                     if not math.isnan(mean(r)) and span != 0))
+            if span != 0:
+                lines.append(f"- (sdss − best baseline)/(whole − base) = {(sdss - baselines[best]) / span:+.2f}")
+        lb = {b: mean(b, "loss") for b in BASELINES if not math.isnan(mean(b, "loss"))}
+        if lb:
+            best_l = min(lb, key=lb.get)
+            lines.append(f"- test answer loss (lower is better): sdss {mean('sdss', 'loss'):.4f}, best baseline "
+                         f"{best_l} {lb[best_l]:.4f}, base {mean('base', 'loss'):.4f}, whole {mean('whole', 'loss'):.4f}")
+    return lines
+
+
+def _markdown(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict, cells: list[Cell], done: list[dict]) -> str:
+    commands = sorted({r["command"] for r in done})
+    machines = sorted({r["machine"] for r in done})
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Policy table (Qin et al., DAC'24 protocol) — edgetune",
+        "",
+        f"Generated {now} by `{command_line()}`.",
+        "",
+        "Cells were produced by: " + ("; ".join(f"`{c}`" for c in commands) if commands else "(none yet)"),
+        "",
+        "Machine: " + ("; ".join(machines) if machines else machine()),
+        "",
+        "## Protocol and configuration",
+        "",
+        f"- model `{cfg.model}`; per dataset a single user's first {cfg.stream} labeled events; windows of "
+        f"{cfg.window}; buffer {cfg.capacity}; at each window end (and at stream end) the buffer joins the training "
+        f"set and is cleared (fresh policy); then **one** LoRA run on the accumulated set (the paper fine-tunes at "
+        f"every checkpoint: collapsed into one run on the same final set to fit this CPU).",
+        f"- LoRA r={cfg.rank}, alpha={2 * cfg.rank}, q/k/v/o, lr {cfg.lr}, {cfg.train_epochs} epoch(s), batch "
+        f"{cfg.train_batch_size}, max {cfg.train_max_seq_len} tokens per example; seed drives the policy RNG, LoRA "
+        f"init and shuffling.",
+        f"- evaluation: ROUGE-1 F (rouge-score, stemmed) of greedy answers, {cfg.max_new_tokens} new tokens, prompts "
+        f"cut to {cfg.eval_max_prompt_tokens} tokens, on the {cfg.test} labeled events after the stream whose "
+        f"conversation is not in the stream; also mean answer loss of the test references (nats/token).",
+        f"- embeddings: SmolLM2 last-token state of `prompt + response` truncated to {cfg.embed_max_tokens} tokens, "
+        f"centered on the calibration mean (as the flow does); sdss dup threshold {cfg.dup_threshold}.",
+        "- `base` is seed-independent (greedy decoding of fixed weights) and runs once; `whole` runs "
+        "fewer seeds because it trains on ~12x more examples.",
+        f"- config digest `{cfg.digest()}`",
+        "",
+        "ROUGE-1 in points (x100), mean ± std over seeds (std of the seed means; a single value = one seed).",
+        "",
+    ]
+    for tier, title in (("main", "Main table"), ("ablation", "Ablations (sdss with one score's weight at 0)"),
+                        ("synthesis", "Synthesis (sdss + k synthetic pairs per selected sample)")):
+        rows = [r for r in ROWS.values() if r.tier == tier]
+        if tier != "main":
+            rows = [ROWS["sdss"], *rows]
+        lines += [f"## {title}", ""]
+        header = "| row | " + " | ".join(f"{d} ROUGE-1 | {d} n | {d} test loss" for d in datasets)
+        if tier == "synthesis":
+            header += " | " + " | ".join(f"{d} train+synth s | {d} synthetic" for d in datasets)
+        lines += [header + " |", "|" + "---|" * (1 + 3 * len(datasets) + (2 * len(datasets) if tier == "synthesis" else 0))]
+        for r in rows:
+            cols = []
+            for d in datasets:
+                e = stats.get((d, r.name))
+                if e is None:
+                    cols += ["—", "0", "—"]
+                    continue
+                cols += [_fmt(*_mean_std(e["rouge"]), len(e["rouge"])), str(len(e["rouge"])),
+                         _fmt(*_mean_std(e["loss"]), len(e["loss"]), scale=1.0).replace(".", ".", 1)]
+            if tier == "synthesis":
+                for d in datasets:
+                    e = stats.get((d, r.name))
+                    cols += [f"{_mean_std(e['train_s'])[0]:.0f}" if e and e["train_s"] else "—",
+                             f"{_mean_std(e['synthetic'])[0]:.0f}" if e and e["synthetic"] else "—"]
+            lines.append(f"| {r.name} ({r.label}) | " + " | ".join(cols) + " |")
+        lines.append("")
+    lines += ["## Against the target (sdss beats every baseline, closes ≥ half the gap)", ""]
+    for d in datasets:
+        gap = _gap_lines(d, stats)
+        lines += [f"**{d}**", ""] + (gap or ["- not enough finished cells yet"]) + [""]
+    lines += ["## Training sets (seed 0): size and domain mix", "",
+              "| dataset | row | examples | distinct convs | mean tokens | mean EOE | mean DSS | top domains |",
+              "|---|---|---|---|---|---|---|---|"]
+    for (d, row), e in stats.items():
+        first = next((r for r in e["results"] if r["seed"] == min(e["seeds"])), None) if e["seeds"] else None
+        if first is None or row == "base":
+            continue
+        ts = first["training_set"]
+        top = ", ".join(f"{k} {v}" for k, v in list(ts["domain_mix"].items())[:4])
+        lines.append(f"| {d} | {row} | {first['train']['examples']} | {ts['distinct_conversations']} | "
+                     f"{ts['mean_tokens']:.0f} | {ts['mean_eoe']:.3f} | {ts['mean_dss']:.3f} | {top} |")
+    lines += ["", "## Cost and what is missing", ""]
+    lines += _cost_lines(stats, cells, out)
+    return "\n".join(lines) + "\n"
+
+
+def _cost_lines(stats: dict, cells: list[Cell], out: Path) -> list[str]:
+    lines = ["| dataset | row | cells done | mean cell s | mean train s | mean eval s |", "|---|---|---|---|---|---|"]
+    for (d, row), e in stats.items():
+        if e["results"]:
+            ev = statistics.fmean(r["eval_seconds"] + r.get("test_loss_seconds", 0.0) for r in e["results"])
+            lines.append(f"| {d} | {row} | {len(e['results'])} | {_mean_std(e['wall_s'])[0]:.0f} | "
+                         f"{_mean_std(e['train_s'])[0]:.0f} | {ev:.0f} |")
+    missing = [c for c in cells if not c.path(out).is_file()]
+    # Estimate what is left from measured cells: same (dataset, row), else same row, else same kind.
+    by_row: dict[str, list[float]] = {}
+    for (d, row), e in stats.items():
+        by_row.setdefault(row, []).extend(e["wall_s"])
+    estimate, unknown = 0.0, []
+    for c in missing:
+        own = stats.get((c.dataset, c.row), {}).get("wall_s") or by_row.get(c.row)
+        if not own and ROWS[c.row].kind == "policy":
+            own = [v for r in MAIN_POLICIES for v in by_row.get(r, [])]
+        if own:
+            estimate += statistics.fmean(own) * (1 + ROWS[c.row].synth_k) if not stats.get((c.dataset, c.row), {}).get("wall_s") and ROWS[c.row].synth_k else statistics.fmean(own)
+        else:
+            unknown.append(str(c))
+    lines += ["", f"Finished cells: {len(cells) - len(missing)} of {len(cells)}. Estimated time for the "
+              f"{len(missing)} missing cells from the measured ones: **{estimate / 3600:.1f} h**"
+              + (f" (+ {len(unknown)} cells with no measurement yet)" if unknown else "") + ".", ""]
+    if missing:
+        lines += ["Missing cells (in run order): " + ", ".join(f"`{c}`" for c in missing), ""]
+    return lines
+
+
+def _plot(path: Path, datasets: Sequence[str], stats: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r.name for r in ROWS.values()]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.2), squeeze=False)
+    colors = {"main": "#4c72b0", "ablation": "#dd8452", "synthesis": "#55a868"}
+    for ax, d in zip(axes[0], datasets):
+        means, errs, cols, labels = [], [], [], []
+        for r in rows:
+            e = stats.get((d, r))
+            m, s = _mean_std(e["rouge"]) if e else (math.nan, math.nan)
+            means.append(100 * m if not math.isnan(m) else 0.0)
+            errs.append(100 * s if not math.isnan(s) else 0.0)
+            cols.append("#c44e52" if r == "sdss" else ("#8c8c8c" if r in ("base", "whole") else colors[ROWS[r].tier]))
+            labels.append(r + ("" if e and e["rouge"] else " (missing)"))
+        ax.bar(range(len(rows)), means, yerr=errs, color=cols, capsize=3)
+        ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=8)
+        ax.set_title(d)
+        ax.set_ylabel("ROUGE-1 (x100), mean ± std over seeds")
+        ax.grid(axis="y", alpha=0.3)
+        finite = [m for m, e in zip(means, rows) if stats.get((d, e)) and stats[(d, e)]["rouge"]]
+        if finite:
+            ax.set_ylim(max(0.0, min(finite) - 3), max(finite) + 3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --- CLI -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TableConfig()
+    p = argparse.ArgumentParser(prog="python -m benchmarks.policy_table", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=d.model, help="'smollm2-135m-instruct', or 'tiny-random' for a smoke run")
+    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of " + ", ".join(DATASETS))
+    p.add_argument("--stream", type=int, default=d.stream, help="labeled events per stream (S)")
+    p.add_argument("--window", type=int, default=d.window, help="events per window (W)")
+    p.add_argument("--capacity", type=int, default=d.capacity, help="buffer capacity (B)")
+    p.add_argument("--test", type=int, default=d.test, help="held-out test pairs (T)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per policy/ablation/synthesis row")
+    p.add_argument("--whole-seeds", type=int, default=1, help="seeds for the whole-stream row (costly)")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="greedy tokens per test answer")
+    p.add_argument("--eval-max-prompt-tokens", type=int, default=d.eval_max_prompt_tokens)
+    p.add_argument("--train-max-seq-len", type=int, default=d.train_max_seq_len)
+    p.add_argument("--train-epochs", type=int, default=d.train_epochs)
+    p.add_argument("--train-batch-size", type=int, default=d.train_batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--embed-max-tokens", type=int, default=d.embed_max_tokens)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--only", default=None, help="filter cells, e.g. dataset=chitchat,row=sdss+random,seed=0")
+    p.add_argument("--max-cells", type=int, default=None, help="stop after this many cells")
+    p.add_argument("--list", action="store_true", help="show done/pending cells and exit")
+    p.add_argument("--report", action="store_true", help="aggregate finished cells into table.csv/.md/.png and exit")
+    p.add_argument("--no-report", action="store_true", help="do not refresh the report after each cell")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout, force=True)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    bad = [d for d in datasets if d not in DATASETS]
+    if bad:
+        raise SystemExit(f"--datasets: unknown {bad}; use a subset of {list(DATASETS)}")
+    cfg = TableConfig(
+        model=args.model, stream=args.stream, window=args.window, capacity=args.capacity, test=args.test,
+        max_new_tokens=args.max_new_tokens, eval_max_prompt_tokens=args.eval_max_prompt_tokens,
+        train_max_seq_len=args.train_max_seq_len, train_epochs=args.train_epochs,
+        train_batch_size=args.train_batch_size, lr=args.lr, embed_max_tokens=args.embed_max_tokens,
+    )
+    out: Path = args.out
+    only = parse_only(args.only)
+    unknown_rows = only.get("row", set()) - set(ROWS)
+    if unknown_rows:
+        raise SystemExit(f"--only row={sorted(unknown_rows)} unknown; rows are {list(ROWS)}")
+    every = plan_cells(datasets, args.seeds, args.whole_seeds)
+    cells = [c for c in every if matches(c, only)]
+    report_args = {"datasets": datasets, "seeds": args.seeds, "whole_seeds": args.whole_seeds}
+    if args.list:
+        for c in cells:
+            r = read_cell(c, out)
+            state = f"done  ROUGE-1 {r['rouge1']['mean']:.4f}  {r['wall_seconds']:.0f} s" if r else "pending"
+            print(f"{str(c):40s} {state}")
+        print(f"{sum(c.path(out).is_file() for c in cells)}/{len(cells)} done")
+        return 0
+    if args.report:
+        write_report(cfg, out, **report_args)
+        print(out / "table.md")
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.max_cells is not None:
+        cells = [c for c in cells if not c.path(out).is_file()][: args.max_cells]
+    run(cfg, out, cells, report_after=not args.no_report, report_args=report_args)
+    if not args.no_report:
+        write_report(cfg, out, **report_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The personalization runner and the background trainer, on the tiny random model."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from flows.trainer import TrainingService
+from models.adapters import AdapterStore
+from models.lm import tiny_llama
+from models.personalize import PersonalizeConfig, Personalizer, is_probe
+from models.train import TrainConfig
+
+
+def request(user: str, n: int, offset: int = 0) -> dict:
+    samples = [{"event_id": f"{user}-{i}", "prompt": f"question {i} of {user}", "response": f"answer {i}", "domain": "general"}
+               for i in range(offset, offset + n)]
+    return {"user_id": user, "window": 1, "events_seen": n, "samples": samples}
+
+
+@pytest.fixture
+def personalizer(tmp_path):
+    model, tokenizer = tiny_llama(seed=0)
+    cfg = PersonalizeConfig(train=TrainConfig(max_steps=2, max_seq_len=64, lr=1e-2), synth_k=0, probe_every=4,
+                            base_model_id="tiny-random")
+    return Personalizer(model, tokenizer, AdapterStore(tmp_path / "adapters"), cfg)
+
+
+def test_probe_samples_are_never_trained_on(personalizer):
+    result = personalizer.run(request("ann", 16))
+    (manifest,) = personalizer.store.list("ann")
+    probe = {f"ann-{i}" for i in range(16) if is_probe(f"ann-{i}", 4)}
+    assert probe and not probe & set(manifest.sample_ids)
+    assert result.n_probe == len(probe) and result.n_real == 16 - len(probe)
+    assert manifest.evaluation.probe_loss_before is not None and manifest.evaluation.probe_loss_after is not None
+
+
+def test_each_user_trains_only_on_their_own_samples(personalizer):
+    personalizer.run(request("ann", 8))
+    personalizer.run(request("bob", 8))
+    for user in ("ann", "bob"):
+        for m in personalizer.store.list(user):
+            assert m.user_id == user and all(i.startswith(f"{user}-") for i in m.sample_ids)
+
+
+def test_second_run_warm_starts_and_is_gated(personalizer):
+    first = personalizer.run(request("ann", 12))
+    second = personalizer.run(request("ann", 12, offset=4))
+    assert [m.version for m in personalizer.store.list("ann")] == [1, 2]
+    m2 = personalizer.store.list("ann")[1]
+    assert m2.train_config["warm_start_from"] == (first.version if first.outcome == "promoted" else None)
+    latest = personalizer.store.latest("ann")
+    if second.outcome == "rejected":
+        assert latest != 2 and m2.status == "rejected"
+    else:
+        assert latest == 2
+
+
+def test_a_request_without_training_samples_is_skipped(personalizer):
+    probe_only = [f"p{i}" for i in range(200) if is_probe(f"p{i}", 4)][:2]
+    req = {"user_id": "cat", "samples": [{"event_id": i, "prompt": "q", "response": "a"} for i in probe_only]}
+    assert personalizer.run(req).outcome == "skipped"
+    assert personalizer.store.list("cat") == []
+
+
+def test_training_service_coalesces_requests_per_user():
+    started, release, ran = threading.Event(), threading.Event(), []
+
+    def run(req):
+        ran.append((req["user_id"], req["window"]))
+        if req["window"] == 0:
+            started.set()
+            release.wait(10)
+
+    service = TrainingService(run)
+    service.submit({"user_id": "ann", "window": 0})
+    assert started.wait(10)
+    for w in (1, 2, 3):  # arrive while ann's first run is busy: only the newest survives
+        service.submit({"user_id": "ann", "window": w})
+    service.submit({"user_id": "bob", "window": 1})
+    release.set()
+    service.close()
+    assert ran == [("ann", 0), ("ann", 3), ("bob", 1)]
+
+
+def test_training_service_survives_a_failing_run():
+    def run(req):
+        if req["user_id"] == "bad":
+            raise RuntimeError("boom")
+        return req["user_id"]
+
+    service = TrainingService(run)
+    service.submit({"user_id": "bad"})
+    service.submit({"user_id": "good"})
+    service.close()
+    assert service.results == ["good"]
