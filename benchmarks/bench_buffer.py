@@ -27,8 +27,8 @@ is timed at 64 and 10,000 only; its 100,000 cost is not measured.
 Both libraries run single-threaded (FAISS: ``operators/index.py`` sets 1 OpenMP thread; numpy's
 BLAS is limited to 1 thread here), as one user's buffer runs on one Bytewax worker.
 
-Part 2 — peak RSS. A fresh subprocess per stream length streams N events (real texts cycled
-with fresh event ids, synthetic 576-d vectors, 8 users round-robin, sdss at capacity 64)
+Part 2 — peak RSS. A fresh subprocess per stream length streams N events (real ShareGPT
+prompts cycled with fresh event ids, unlabeled, synthetic 576-d vectors, 8 users round-robin, sdss at capacity 64)
 through ``Scorer.score`` and ``UserState.on_event`` (the flow's per-user step, including its
 ``seen`` set of event ids), and reports ``ru_maxrss``, RSS along the way, and the bytes held
 by the ``seen`` sets.
@@ -375,8 +375,8 @@ def rss_child(n_events: int, n_users: int, dim: int, capacity: int, seed: int) -
         for k, i in enumerate(ids):
             e = pool[i % len(pool)]
             user = f"user-{i % n_users}"
-            event = Event(f"ev-{i}", user, e.ts_ms + i, e.prompt, e.response)
-            states[user].on_event(scorer.score(event, raws[k], n_tokens_estimate(e.text)))
+            event = Event(f"ev-{i}", user, e.ts_ms + i, e.prompt)  # unlabeled, as a device first sees it
+            states[user].on_event(scorer.score(event, raws[k], n_tokens_estimate(e.prompt)))
             if (i + 1) % step == 0:
                 trace.append((i + 1, proc.memory_info().rss))
     elapsed = time.perf_counter() - started

@@ -97,13 +97,13 @@ class Row:
 ROWS: dict[str, Row] = {
     r.name: r
     for r in (
-        Row("base", "base", "main", label="base model (lower reference)"),
+        Row("base", "base", "main", label="no training, lower reference"),
         Row("random", "policy", "main", "random", label="random replacement"),
         Row("fifo", "policy", "main", "fifo", label="FIFO"),
         Row("reservoir", "policy", "main", "reservoir", label="reservoir"),
         Row("kcenter", "policy", "main", "kcenter", label="K-Center"),
-        Row("sdss", "policy", "main", "sdss", (1.0, 1.0, 1.0), label="sdss (ours)"),
-        Row("whole", "whole", "main", label="whole stream (upper reference)"),
+        Row("sdss", "policy", "main", "sdss", (1.0, 1.0, 1.0), label="ours: EOE+DSS+IDD"),
+        Row("whole", "whole", "main", label="all S stream events, upper reference"),
         Row("sdss-no-eoe", "policy", "ablation", "sdss", (0.0, 1.0, 1.0), label="sdss without EOE"),
         Row("sdss-no-dss", "policy", "ablation", "sdss", (1.0, 0.0, 1.0), label="sdss without DSS"),
         Row("sdss-no-idd", "policy", "ablation", "sdss", (1.0, 1.0, 0.0), label="sdss without IDD"),
@@ -535,6 +535,92 @@ def run_cell(cell: Cell, cfg: TableConfig, out: Path, lm: LM, cache: DatasetCach
     return result
 
 
+# --- measuring a cell's cost before choosing defaults -------------------------------------
+
+
+def measure(cfg: TableConfig, out: Path, datasets: Sequence[str], embed_lengths: Sequence[int] = (64, 128, 256),
+            n_embed: int = 64, train_steps: int = 4, n_eval: int = 16) -> dict[str, Any]:
+    """Time the pieces of a cell on this machine and extrapolate to the whole table.
+
+    Per dataset: embedding throughput at several ``embed_max_tokens`` (``n_embed`` events spread
+    over the stream), LoRA step seconds at ``cfg`` (``train_steps`` steps on stream examples, the
+    first step dropped as warm-up), greedy evaluation seconds per test prompt, test-loss seconds,
+    and one synthesis batch (k=1). Written to ``<out>/costs.json``; the report quotes it.
+    """
+    from models.embed import EmbedConfig, make_embedder
+    from models.evaluate import evaluate
+    from models.generate import GenerateConfig
+    from models.train import TrainConfig, mean_loss, train_lora
+
+    lm = load_model(cfg.model)
+    costs: dict[str, Any] = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                             "machine": machine(), "load_avg_before": list(os.getloadavg()),
+                             "model_load_seconds": lm.load_seconds, "config": dataclasses.asdict(cfg), "datasets": {}}
+    for d in datasets:
+        stream, test = load_split(d, cfg.stream, cfg.test)
+        step = max(1, len(stream) // n_embed)
+        spread = stream[::step][:n_embed]
+        entry: dict[str, Any] = {"embed": {}}
+        for max_tokens in embed_lengths:
+            embedder = make_embedder(EmbedConfig(kind="lm", max_tokens=max_tokens, center=True), lm.model, lm.tokenizer)
+            embedder.embed(["warm up"])  # computes the calibration mean once, outside the timing
+            t0 = time.perf_counter()
+            embedded = embedder.embed([f"{e['prompt']} {e['response']}" for e in spread])
+            seconds = time.perf_counter() - t0
+            entry["embed"][str(max_tokens)] = {
+                "seconds_per_event": seconds / len(spread), "mean_tokens": statistics.fmean(embedded.n_tokens),
+                "tokens_per_s": sum(embedded.n_tokens) / seconds, "stream_seconds": seconds / len(spread) * cfg.stream}
+            log.info("%s embed@%d: %.3f s/event, %.0f tokens/s", d, max_tokens, seconds / len(spread),
+                     sum(embedded.n_tokens) / seconds)
+        examples = [(e["prompt"], e["response"]) for e in spread[: cfg.train_batch_size * train_steps]]
+        tcfg = TrainConfig(rank=cfg.rank, alpha=2 * cfg.rank, lr=cfg.lr, max_steps=train_steps,
+                           batch_size=cfg.train_batch_size, max_seq_len=cfg.train_max_seq_len, seed=0)
+        peft_model, report = train_lora(lm.model, lm.tokenizer, examples, tcfg)
+        lm.model = peft_model.unload()
+        steady = report.step_seconds[1:] or report.step_seconds
+        entry["train"] = {"step_seconds": statistics.fmean(steady), "all_steps": report.step_seconds,
+                          "tokens_per_s": report.tokens_per_s, "tokens_per_step": report.tokens / report.steps}
+        log.info("%s train: %.1f s/step (batch %d, max %d tokens)", d, entry["train"]["step_seconds"],
+                 cfg.train_batch_size, cfg.train_max_seq_len)
+        pairs = [(e["prompt"], e["response"]) for e in test]
+        gen = GenerateConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size,
+                             max_prompt_tokens=cfg.eval_max_prompt_tokens)
+        ev = evaluate(lm.model, lm.tokenizer, pairs[:n_eval], gen)
+        t0 = time.perf_counter()
+        mean_loss(lm.model, lm.tokenizer, pairs, cfg.train_max_seq_len)
+        entry["eval"] = {"seconds_per_prompt": ev.seconds / ev.n, "test_loss_seconds": time.perf_counter() - t0,
+                         "rouge1_base_subset": ev.rouge1_mean}
+        log.info("%s eval: %.2f s/prompt at %d new tokens", d, ev.seconds / ev.n, cfg.max_new_tokens)
+        with tempfile.TemporaryDirectory() as tmp:
+            _, synth = synthesize_pairs(lm, spread[: cfg.synth_batch_size], 1, 0, cfg, Path(tmp) / "s.jsonl")
+        entry["synth_batch_seconds_k1"] = synth["seconds"]
+        entry["synth_kept_of_8_k1"] = synth["kept"]
+        entry["estimate"] = _estimate(cfg, entry)
+        costs["datasets"][d] = entry
+    costs["load_avg_after"] = list(os.getloadavg())
+    _atomic_write(out / "costs.json", (json.dumps(costs, indent=1) + "\n").encode())
+    return costs
+
+
+def _estimate(cfg: TableConfig, entry: dict[str, Any]) -> dict[str, float]:
+    """Seconds per cell kind for one dataset, from measured unit costs."""
+    n_windows = math.ceil(cfg.stream / cfg.window)
+    selected = n_windows * min(cfg.capacity, cfg.window)
+    step = entry["train"]["step_seconds"]
+    evaluation = entry["eval"]["seconds_per_prompt"] * cfg.test + entry["eval"]["test_loss_seconds"]
+    steps = lambda n: math.ceil(n / cfg.train_batch_size) * cfg.train_epochs  # noqa: E731
+    synth_batches = math.ceil(selected / cfg.synth_batch_size)
+    embed = entry["embed"].get(str(cfg.embed_max_tokens), {}).get("stream_seconds", math.nan)
+    return {
+        "embed_stream": embed,
+        "base": evaluation,
+        "policy": steps(selected) * step + evaluation,
+        "whole": steps(cfg.stream) * step + evaluation,
+        "synth1": synth_batches * entry["synth_batch_seconds_k1"] + steps(2 * selected) * step + evaluation,
+        "synth3": synth_batches * 3 * entry["synth_batch_seconds_k1"] + steps(4 * selected) * step + evaluation,
+    }
+
+
 # --- bookkeeping -----------------------------------------------------------------------
 
 
@@ -616,10 +702,10 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _fmt(mean: float, std: float, n: int, scale: float = 100.0) -> str:
+def _fmt(mean: float, std: float, n: int, scale: float = 100.0, digits: int = 2) -> str:
     if n == 0 or math.isnan(mean):
         return "—"
-    return f"{mean * scale:.2f} ± {std * scale:.2f}" if n > 1 else f"{mean * scale:.2f}"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}" if n > 1 else f"{mean * scale:.{digits}f}"
 
 
 def aggregate(out: Path, cells: list[Cell]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -748,13 +834,13 @@ def _markdown(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict,
                     cols += ["—", "0", "—"]
                     continue
                 cols += [_fmt(*_mean_std(e["rouge"]), len(e["rouge"])), str(len(e["rouge"])),
-                         _fmt(*_mean_std(e["loss"]), len(e["loss"]), scale=1.0).replace(".", ".", 1)]
+                         _fmt(*_mean_std(e["loss"]), len(e["loss"]), scale=1.0, digits=3)]
             if tier == "synthesis":
                 for d in datasets:
                     e = stats.get((d, r.name))
                     cols += [f"{_mean_std(e['train_s'])[0]:.0f}" if e and e["train_s"] else "—",
                              f"{_mean_std(e['synthetic'])[0]:.0f}" if e and e["synthetic"] else "—"]
-            lines.append(f"| {r.name} ({r.label}) | " + " | ".join(cols) + " |")
+            lines.append(f"| {r.name} — {r.label} | " + " | ".join(cols) + " |")
         lines.append("")
     lines += ["## Against the target (sdss beats every baseline, closes ≥ half the gap)", ""]
     for d in datasets:
@@ -771,9 +857,47 @@ def _markdown(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict,
         top = ", ".join(f"{k} {v}" for k, v in list(ts["domain_mix"].items())[:4])
         lines.append(f"| {d} | {row} | {first['train']['examples']} | {ts['distinct_conversations']} | "
                      f"{ts['mean_tokens']:.0f} | {ts['mean_eoe']:.3f} | {ts['mean_dss']:.3f} | {top} |")
+    lines += _measured_lines(out, cells)
     lines += ["", "## Cost and what is missing", ""]
     lines += _cost_lines(stats, cells, out)
     return "\n".join(lines) + "\n"
+
+
+def _cell_kind(row: Row) -> str:
+    return {"base": "base", "whole": "whole"}.get(row.kind, f"synth{row.synth_k}" if row.synth_k else "policy")
+
+
+def _measured_lines(out: Path, cells: list[Cell]) -> list[str]:
+    """The ``--measure`` unit costs and the full-table estimate made from them, before any cell ran."""
+    path = out / "costs.json"
+    if not path.is_file():
+        return []
+    costs = json.loads(path.read_text())
+    lines = ["", f"## Measured unit costs (`--measure`, {costs['when']}, load average before/after "
+             f"{costs['load_avg_before'][0]:.1f}/{costs['load_avg_after'][0]:.1f})", "",
+             "| dataset | embed s/event @64/128/256 tokens | LoRA s/step | eval s/prompt | test-loss s | synth s/batch of 8 (k=1) |",
+             "|---|---|---|---|---|---|"]
+    total = 0.0
+    for d, e in costs["datasets"].items():
+        emb = " / ".join(f"{e['embed'][k]['seconds_per_event']:.3f}" for k in sorted(e["embed"], key=int))
+        lines.append(f"| {d} | {emb} | {e['train']['step_seconds']:.1f} | {e['eval']['seconds_per_prompt']:.2f} | "
+                     f"{e['eval']['test_loss_seconds']:.0f} | {e['synth_batch_seconds_k1']:.0f} |")
+    lines += ["", "Estimated wall time per cell (s), from those unit costs:", "",
+              "| dataset | embed stream (once) | base | policy | whole | sdss-synth1 | sdss-synth3 |", "|---|---|---|---|---|---|---|"]
+    for d, e in costs["datasets"].items():
+        est = e["estimate"]
+        lines.append(f"| {d} | " + " | ".join(f"{est[k]:.0f}" for k in ("embed_stream", "base", "policy", "whole", "synth1", "synth3")) + " |")
+        total += est["embed_stream"] if not math.isnan(est["embed_stream"]) else 0.0
+    by_tier: Counter[str] = Counter()
+    for c in cells:
+        e = costs["datasets"].get(c.dataset)
+        if e:
+            seconds = e["estimate"][_cell_kind(ROWS[c.row])]
+            by_tier["main, seed 0" if ROWS[c.row].tier == "main" and c.seed == 0 else ROWS[c.row].tier] += seconds
+            total += seconds
+    lines += ["", "Estimate for the whole planned table: **" + f"{total / 3600:.1f} h**" + " ("
+              + ", ".join(f"{k} {v / 3600:.1f} h" for k, v in by_tier.items()) + ", embedding included)."]
+    return lines
 
 
 def _cost_lines(stats: dict, cells: list[Cell], out: Path) -> list[str]:
@@ -794,7 +918,7 @@ def _cost_lines(stats: dict, cells: list[Cell], out: Path) -> list[str]:
         if not own and ROWS[c.row].kind == "policy":
             own = [v for r in MAIN_POLICIES for v in by_row.get(r, [])]
         if own:
-            estimate += statistics.fmean(own) * (1 + ROWS[c.row].synth_k) if not stats.get((c.dataset, c.row), {}).get("wall_s") and ROWS[c.row].synth_k else statistics.fmean(own)
+            estimate += statistics.fmean(own)
         else:
             unknown.append(str(c))
     lines += ["", f"Finished cells: {len(cells) - len(missing)} of {len(cells)}. Estimated time for the "
@@ -863,6 +987,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, help="filter cells, e.g. dataset=chitchat,row=sdss+random,seed=0")
     p.add_argument("--max-cells", type=int, default=None, help="stop after this many cells")
     p.add_argument("--list", action="store_true", help="show done/pending cells and exit")
+    p.add_argument("--measure", action="store_true", help="time embedding, a few LoRA steps, evaluation and synthesis; "
+                   "write <out>/costs.json with an estimate for the table, and exit")
     p.add_argument("--report", action="store_true", help="aggregate finished cells into table.csv/.md/.png and exit")
     p.add_argument("--no-report", action="store_true", help="do not refresh the report after each cell")
     return p
@@ -896,14 +1022,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{str(c):40s} {state}")
         print(f"{sum(c.path(out).is_file() for c in cells)}/{len(cells)} done")
         return 0
-    if args.report:
-        write_report(cfg, out, **report_args)
-        print(out / "table.md")
-        return 0
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.measure:
+        costs = measure(cfg, out, datasets)
+        print(json.dumps({d: e["estimate"] for d, e in costs["datasets"].items()}, indent=1))
+        return 0
+    if args.report:
+        write_report(cfg, out, **report_args)
+        print(out / "table.md")
+        return 0
     if args.max_cells is not None:
         cells = [c for c in cells if not c.path(out).is_file()][: args.max_cells]
     run(cfg, out, cells, report_after=not args.no_report, report_args=report_args)

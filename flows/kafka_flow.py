@@ -10,16 +10,14 @@ as well as to files.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from flows.kafka import KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig
-from flows.selection import Components, build_components, select, write_outputs
-from flows.trainer import trainer_for
-from operators.config import Settings, load_settings
+from flows.selection import Components, build_components, flow_from_environment, select, write_outputs
+from operators.config import Settings
 
 
 def build_flow(
@@ -51,7 +49,5 @@ def build_flow(
 
 def __getattr__(name: str) -> Dataflow:
     if name == "flow":
-        settings = load_settings(os.environ.get("EDGETUNE_CONFIG"))
-        components = build_components(settings)
-        return build_flow(settings, components, trainer_sink=trainer_for(settings, components))
+        return flow_from_environment(build_flow)
     raise AttributeError(name)

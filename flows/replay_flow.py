@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Callable, Iterator
 
 import bytewax.operators as op
@@ -15,9 +14,8 @@ from bytewax.dataflow import Dataflow
 
 from flows.replay import replay_events
 from flows.replay_source import ReplaySource
-from flows.selection import Components, build_components, select, write_outputs
-from flows.trainer import trainer_for
-from operators.config import Settings, load_settings
+from flows.selection import Components, build_components, flow_from_environment, select, write_outputs
+from operators.config import Settings
 from operators.heldout import is_heldout
 from operators.oracle import tag_events, with_oracle_answers
 
@@ -72,10 +70,6 @@ def build_flow(
 
 
 def __getattr__(name: str) -> Dataflow:
-    # `python -m bytewax.run flows.replay_flow:flow` builds the flow (and loads
-    # the model) only when asked, so importing this module stays cheap.
     if name == "flow":
-        settings = load_settings(os.environ.get("EDGETUNE_CONFIG"))
-        components = build_components(settings)
-        return build_flow(settings, components, trainer_sink=trainer_for(settings, components))
+        return flow_from_environment(build_flow)
     raise AttributeError(name)

@@ -10,6 +10,7 @@ nothing here decides anything about a sample.
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from bytewax.operators import StatefulLogic
 
 from flows.sinks import DecisionLogSink, JsonlSink, SnapshotSink
 from operators import metrics
-from operators.config import Settings
+from operators.config import Settings, load_settings
 from operators.events import Annotation, Event, Rejected, parse_item
 from operators.lexicons import load_lexicons
 from operators.policies import make_policy
@@ -166,3 +167,16 @@ def write_outputs(selection: SelectionOutputs, settings: Settings, trainer_sink:
     op.output("ask", selection.annotation_requests, JsonlSink(out / "annotation_requests.jsonl"))
     if trainer_sink is not None:
         op.output("train", selection.train_requests, trainer_sink)
+
+
+def flow_from_environment(build_flow: Callable[..., Any]) -> Any:
+    """``build_flow`` under the settings of ``EDGETUNE_CONFIG`` / ``EDGETUNE_*``, trainer included.
+
+    Used by ``python -m bytewax.run flows.<name>:flow``, which builds the flow
+    (and loads the model) only when it asks for the ``flow`` attribute.
+    """
+    from flows.trainer import trainer_for
+
+    settings = load_settings(os.environ.get("EDGETUNE_CONFIG"))
+    components = build_components(settings)
+    return build_flow(settings, components, trainer_sink=trainer_for(settings, components))

@@ -99,15 +99,10 @@ Parsed = Union[Event, Annotation, Rejected]
 
 def parse_event(raw: bytes | str | dict, *, max_chars: int = 20_000) -> Event | Rejected:
     """Validate one conversation event; see the module docstring for the schema."""
-    obj = _decode(raw)
-    if isinstance(obj, Rejected):
-        return obj
-    bad = _check_fields(obj, _EVENT_FIELDS, raw)
-    if bad:
-        return bad
-    ts = _timestamp(obj["ts"])
-    if ts is None:
-        return _reject("bad_timestamp", f"ts must be RFC 3339 or epoch ms, got {obj['ts']!r}", raw, obj)
+    checked = _object_with_timestamp(raw, _EVENT_FIELDS)
+    if isinstance(checked, Rejected):
+        return checked
+    obj, ts = checked
     prompt, response, meta = obj["prompt"], obj.get("response"), obj.get("meta", {})
     if not prompt.strip():
         return _reject("empty_prompt", "prompt is empty or whitespace", raw, obj)
@@ -125,15 +120,10 @@ def parse_annotation(raw: bytes | str | dict, *, max_chars: int = 20_000) -> Ann
     >>> parse_annotation('{"event_id": "e1", "user_id": "u1", "ts": "2024-01-01T00:00:00Z", "response": "ok"}')
     Annotation(event_id='e1', user_id='u1', ts_ms=1704067200000, response='ok')
     """
-    obj = _decode(raw)
-    if isinstance(obj, Rejected):
-        return obj
-    bad = _check_fields(obj, _ANNOTATION_FIELDS, raw)
-    if bad:
-        return bad
-    ts = _timestamp(obj["ts"])
-    if ts is None:
-        return _reject("bad_timestamp", f"ts must be RFC 3339 or epoch ms, got {obj['ts']!r}", raw, obj)
+    checked = _object_with_timestamp(raw, _ANNOTATION_FIELDS)
+    if isinstance(checked, Rejected):
+        return checked
+    obj, ts = checked
     if not obj["response"].strip():
         return _reject("empty_response", "annotation response is empty", raw, obj)
     if len(obj["response"]) > max_chars:
@@ -153,6 +143,20 @@ def parse_item(item: tuple[str, bytes | str | dict], *, max_chars: int = 20_000)
     if channel == "annotation":
         return parse_annotation(raw, max_chars=max_chars)
     raise ValueError(f"parse_item: channel must be 'event' or 'annotation', got {channel!r}")
+
+
+def _object_with_timestamp(raw: bytes | str | dict, spec: dict[str, bool]) -> tuple[dict, int] | Rejected:
+    """Decode, check the fields against ``spec`` and parse ``ts``: the checks events and annotations share."""
+    obj = _decode(raw)
+    if isinstance(obj, Rejected):
+        return obj
+    bad = _check_fields(obj, spec, raw)
+    if bad:
+        return bad
+    ts = _timestamp(obj["ts"])
+    if ts is None:
+        return _reject("bad_timestamp", f"ts must be RFC 3339 or epoch ms, got {obj['ts']!r}", raw, obj)
+    return obj, ts
 
 
 def _decode(raw: bytes | str | dict) -> dict | Rejected:
