@@ -140,11 +140,12 @@ class TableConfig:
     dup_threshold: float = 0.95
     synth_tokens_per_pair: int = 96
     synth_batch_size: int = 8
+    train_chunk: int = 400
 
     def __post_init__(self) -> None:
         for name in ("stream", "window", "capacity", "test", "max_new_tokens", "eval_max_prompt_tokens",
                      "train_epochs", "train_batch_size", "rank", "embed_max_tokens", "eval_batch_size",
-                     "synth_tokens_per_pair", "synth_batch_size"):
+                     "synth_tokens_per_pair", "synth_batch_size", "train_chunk"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')}={value!r} must be a positive integer")
@@ -470,11 +471,72 @@ def synthesize_pairs(lm: LM, samples: list[dict], k: int, seed: int, cfg: TableC
                    "seconds": sum(e["seconds"] for e in done.values())}
 
 
+def train_resumable(lm: LM, examples: list[tuple[str, str]], tcfg: Any, chunk: int, work: Path) -> tuple[Any, dict[str, Any]]:
+    """LoRA-train on ``examples`` for ``tcfg.epochs`` epochs, in pieces of at most ``chunk`` examples
+    that are checkpointed, so a long run (the whole-stream row: ~1,150 steps) survives the end of a
+    session and resumes at the last finished piece.
+
+    Each epoch visits every example once, in a seeded order, cut into pieces; a piece is one
+    ``train_lora`` epoch that starts from the previous piece's adapter (``init_adapter``). Only
+    AdamW's moment estimates restart at a piece boundary. A set of at most ``chunk`` examples is
+    a single plain ``train_lora`` call, so the policy rows (<= 384 examples) are unaffected.
+    Returns the trained ``PeftModel`` (the caller unloads it) and the summed training report.
+    """
+    from models.train import train_lora
+
+    epochs = tcfg.epochs
+    if len(examples) <= chunk:
+        model, report = train_lora(lm.model, lm.tokenizer, examples, tcfg)
+        return model, _train_info([report], len(examples))
+    rng = np.random.default_rng([tcfg.seed, 7919])
+    pieces = []
+    for _ in range(epochs):
+        order = rng.permutation(len(examples))
+        pieces += [order[i : i + chunk] for i in range(0, len(examples), chunk)]
+    progress_file = work / "progress.json"
+    progress = json.loads(progress_file.read_text()) if progress_file.is_file() else {"done": 0, "reports": []}
+    piece_cfg = dataclasses.replace(tcfg, epochs=1, max_steps=None)
+    for j in range(progress["done"], len(pieces)):
+        init = work / f"piece{j - 1}" if j > 0 else None
+        model, report = train_lora(lm.model, lm.tokenizer, [examples[i] for i in pieces[j]],
+                                   dataclasses.replace(piece_cfg, seed=tcfg.seed * 1000 + j), init_adapter=init)
+        progress["reports"].append(dataclasses.asdict(report))
+        log.info("training piece %d/%d: %d steps, %.0f s, loss %.3f -> %.3f", j + 1, len(pieces), report.steps,
+                 report.seconds, report.loss_first, report.loss_last)
+        if j == len(pieces) - 1:
+            break
+        tmp = Path(tempfile.mkdtemp(prefix=".piece-", dir=work))
+        model.save_pretrained(str(tmp))
+        import shutil
+
+        shutil.rmtree(work / f"piece{j}", ignore_errors=True)  # left by a run stopped before its progress was saved
+        os.replace(tmp, work / f"piece{j}")
+        progress["done"] = j + 1
+        _atomic_write(progress_file, json.dumps(progress).encode())
+        lm.model = model.unload()
+        if init is not None:
+            shutil.rmtree(init, ignore_errors=True)
+    from models.train import TrainReport
+
+    return model, _train_info([TrainReport(**r) for r in progress["reports"]], len(examples))
+
+
+def _train_info(reports: list[Any], n_examples: int) -> dict[str, Any]:
+    steps = sum(r.step_seconds.__len__() for r in reports)
+    all_steps = [s for r in reports for s in r.step_seconds]
+    return {"steps": steps, "samples": sum(r.samples for r in reports), "examples": n_examples,
+            "tokens": sum(r.tokens for r in reports), "seconds": sum(r.seconds for r in reports),
+            "pieces": len(reports), "loss_first": reports[0].loss_first, "loss_last": reports[-1].loss_last,
+            "mean_loss": statistics.fmean(r.mean_loss for r in reports),
+            "mean_step_seconds": statistics.fmean(all_steps),
+            "tokens_per_s": sum(r.tokens for r in reports) / max(sum(all_steps), 1e-9)}
+
+
 def run_cell(cell: Cell, cfg: TableConfig, out: Path, lm: LM, cache: DatasetCache) -> dict[str, Any]:
     """Select, (synthesize,) train, evaluate one cell; return its JSON-ready result."""
     from models.evaluate import evaluate
     from models.generate import GenerateConfig
-    from models.train import TrainConfig, mean_loss, train_lora
+    from models.train import TrainConfig, mean_loss
 
     row = ROWS[cell.row]
     started = time.time()
@@ -500,15 +562,14 @@ def run_cell(cell: Cell, cfg: TableConfig, out: Path, lm: LM, cache: DatasetCach
                          max_prompt_tokens=cfg.eval_max_prompt_tokens)
     model = lm.model
     train_info: dict[str, Any] = {"steps": 0, "samples": 0, "examples": 0, "seconds": 0.0}
+    work = out / "cache" / cell.dataset / cfg.data_key() / "train" / f"{cfg.digest()}-{cell.row}-seed{cell.seed}"
     if examples:
         tcfg = TrainConfig(rank=cfg.rank, alpha=2 * cfg.rank, lr=cfg.lr, epochs=cfg.train_epochs,
                            batch_size=cfg.train_batch_size, max_seq_len=cfg.train_max_seq_len, seed=cell.seed)
-        model, report = train_lora(lm.model, lm.tokenizer, examples, tcfg)
-        train_info = {"steps": report.steps, "samples": report.samples, "examples": len(examples),
-                      "tokens": report.tokens, "seconds": report.seconds, "loss_first": report.loss_first,
-                      "loss_last": report.loss_last, "mean_loss": report.mean_loss,
-                      "mean_step_seconds": statistics.fmean(report.step_seconds), "tokens_per_s": report.tokens_per_s}
-        log.info("%s: trained %d steps on %d examples in %.0f s", cell, report.steps, len(examples), report.seconds)
+        work.mkdir(parents=True, exist_ok=True)
+        model, train_info = train_resumable(lm, examples, tcfg, cfg.train_chunk, work)
+        log.info("%s: trained %d steps on %d examples in %.0f s", cell, train_info["steps"], len(examples),
+                 train_info["seconds"])
     try:
         t0 = time.perf_counter()
         test_loss = mean_loss(model, lm.tokenizer, test_pairs, cfg.train_max_seq_len)
@@ -517,6 +578,10 @@ def run_cell(cell: Cell, cfg: TableConfig, out: Path, lm: LM, cache: DatasetCach
     finally:
         if model is not lm.model:
             lm.model = model.unload()  # the plain base model back, for the next cell
+    if work.is_dir():
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)  # checkpoints of an interrupted run are no longer needed
     result.update(
         rouge1={"mean": ev.rouge1_mean, "std": ev.rouge1_std, "n": ev.n},
         test_loss=test_loss,
@@ -624,8 +689,11 @@ def _estimate(cfg: TableConfig, entry: dict[str, Any]) -> dict[str, float]:
 # --- bookkeeping -----------------------------------------------------------------------
 
 
+_ARGV: list[str] = []  # the arguments main() was called with, for the report's "command" lines
+
+
 def command_line() -> str:
-    return shlex.join(["python", "-m", "benchmarks.policy_table", *sys.argv[1:]])
+    return shlex.join(["python", "-m", "benchmarks.policy_table", *_ARGV])
 
 
 def machine() -> str:
@@ -713,14 +781,15 @@ def aggregate(out: Path, cells: list[Cell]) -> dict[tuple[str, str], dict[str, A
     for cell in cells:
         result = read_cell(cell, out)
         entry = stats.setdefault((cell.dataset, cell.row), {"rouge": [], "loss": [], "train_s": [], "wall_s": [],
-                                                            "examples": [], "synthetic": [], "seeds": [], "missing": [],
+                                                            "examples": [], "synthetic": [], "seeds": [], "missing": [], "synth_s": [],
                                                             "results": []})
         if result is None:
             entry["missing"].append(cell.seed)
             continue
         entry["rouge"].append(result["rouge1"]["mean"])
         entry["loss"].append(result["test_loss"])
-        entry["train_s"].append(result["train"]["seconds"] + result["synthesis"].get("seconds", 0.0))
+        entry["train_s"].append(result["train"]["seconds"])
+        entry["synth_s"].append(result["synthesis"].get("seconds", 0.0))
         entry["wall_s"].append(result["wall_seconds"])
         entry["examples"].append(result["train"].get("examples", 0))
         entry["synthetic"].append(result["synthesis"].get("kept", 0))
@@ -740,7 +809,7 @@ def write_report(cfg: TableConfig, out: Path, datasets: Sequence[str], seeds: in
         rows_csv.append({
             "dataset": dataset, "row": row, "tier": ROWS[row].tier, "n_seeds": len(e["rouge"]),
             "rouge1_mean": rm, "rouge1_std": rs, "test_loss_mean": lm_, "test_loss_std": ls,
-            "train_seconds_mean": _mean_std(e["train_s"])[0], "cell_seconds_mean": _mean_std(e["wall_s"])[0],
+            "train_seconds_mean": _mean_std(e["train_s"])[0], "synth_seconds_mean": _mean_std(e["synth_s"])[0], "cell_seconds_mean": _mean_std(e["wall_s"])[0],
             "train_examples_mean": _mean_std(e["examples"])[0], "synthetic_mean": _mean_std(e["synthetic"])[0],
             "seeds_done": " ".join(map(str, e["seeds"])), "seeds_missing": " ".join(map(str, e["missing"])),
             "rouge1_per_seed": " ".join(f"{v:.4f}" for v in e["rouge"]),
@@ -824,8 +893,8 @@ def _markdown(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict,
         lines += [f"## {title}", ""]
         header = "| row | " + " | ".join(f"{d} ROUGE-1 | {d} n | {d} test loss" for d in datasets)
         if tier == "synthesis":
-            header += " | " + " | ".join(f"{d} train+synth s | {d} synthetic" for d in datasets)
-        lines += [header + " |", "|" + "---|" * (1 + 3 * len(datasets) + (2 * len(datasets) if tier == "synthesis" else 0))]
+            header += " | " + " | ".join(f"{d} synth s | {d} train s | {d} synthetic pairs" for d in datasets)
+        lines += [header + " |", "|" + "---|" * (1 + 3 * len(datasets) + (3 * len(datasets) if tier == "synthesis" else 0))]
         for r in rows:
             cols = []
             for d in datasets:
@@ -838,7 +907,8 @@ def _markdown(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict,
             if tier == "synthesis":
                 for d in datasets:
                     e = stats.get((d, r.name))
-                    cols += [f"{_mean_std(e['train_s'])[0]:.0f}" if e and e["train_s"] else "—",
+                    cols += [f"{_mean_std(e['synth_s'])[0]:.0f}" if e and e["synth_s"] else "—",
+                             f"{_mean_std(e['train_s'])[0]:.0f}" if e and e["train_s"] else "—",
                              f"{_mean_std(e['synthetic'])[0]:.0f}" if e and e["synthetic"] else "—"]
             lines.append(f"| {r.name} — {r.label} | " + " | ".join(cols) + " |")
         lines.append("")
@@ -930,33 +1000,38 @@ def _cost_lines(stats: dict, cells: list[Cell], out: Path) -> list[str]:
 
 
 def _plot(path: Path, datasets: Sequence[str], stats: dict) -> None:
+    """Bars per row with seed std: ROUGE-1 on top, test answer loss below (lower is better)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [r.name for r in ROWS.values()]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.2), squeeze=False)
+    fig, axes = plt.subplots(2, len(datasets), figsize=(6.5 * len(datasets), 8), squeeze=False)
     colors = {"main": "#4c72b0", "ablation": "#dd8452", "synthesis": "#55a868"}
-    for ax, d in zip(axes[0], datasets):
-        means, errs, cols, labels = [], [], [], []
-        for r in rows:
-            e = stats.get((d, r))
-            m, s = _mean_std(e["rouge"]) if e else (math.nan, math.nan)
-            means.append(100 * m if not math.isnan(m) else 0.0)
-            errs.append(100 * s if not math.isnan(s) else 0.0)
-            cols.append("#c44e52" if r == "sdss" else ("#8c8c8c" if r in ("base", "whole") else colors[ROWS[r].tier]))
-            labels.append(r + ("" if e and e["rouge"] else " (missing)"))
-        ax.bar(range(len(rows)), means, yerr=errs, color=cols, capsize=3)
-        ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=8)
-        ax.set_title(d)
-        ax.set_ylabel("ROUGE-1 (x100), mean ± std over seeds")
-        ax.grid(axis="y", alpha=0.3)
-        finite = [m for m, e in zip(means, rows) if stats.get((d, e)) and stats[(d, e)]["rouge"]]
-        if finite:
-            ax.set_ylim(max(0.0, min(finite) - 3), max(finite) + 3)
+    metrics = (("rouge", 100.0, "ROUGE-1 (x100), mean ± std over seeds"), ("loss", 1.0, "test answer loss (nats/token)"))
+    for line, (key, scale, ylabel) in enumerate(metrics):
+        for ax, d in zip(axes[line], datasets):
+            means, errs, cols, labels, present = [], [], [], [], []
+            for r in rows:
+                e = stats.get((d, r))
+                m, sd = _mean_std(e[key]) if e else (math.nan, math.nan)
+                means.append(scale * m if not math.isnan(m) else 0.0)
+                errs.append(scale * sd if not math.isnan(sd) else 0.0)
+                cols.append("#c44e52" if r == "sdss" else ("#8c8c8c" if r in ("base", "whole") else colors[ROWS[r].tier]))
+                labels.append(r + ("" if e and e[key] else " (missing)"))
+                if e and e[key]:
+                    present.append(scale * m)
+            ax.bar(range(len(rows)), means, yerr=errs, color=cols, capsize=3)
+            ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=8)
+            ax.set_title(d)
+            ax.set_ylabel(ylabel)
+            ax.grid(axis="y", alpha=0.3)
+            if present:
+                pad = max(0.05 * (max(present) - min(present)), 0.02 * max(abs(v) for v in present) or 1.0)
+                ax.set_ylim(max(0.0, min(present) - 3 * pad), max(present) + 3 * pad)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -981,7 +1056,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-epochs", type=int, default=d.train_epochs)
     p.add_argument("--train-batch-size", type=int, default=d.train_batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--train-chunk", type=int, default=d.train_chunk,
+                   help="longer training sets are trained in checkpointed pieces of this many examples (resumable)")
     p.add_argument("--embed-max-tokens", type=int, default=d.embed_max_tokens)
+    p.add_argument("--synth-tokens-per-pair", type=int, default=d.synth_tokens_per_pair,
+                   help="new-token budget per requested synthetic pair")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--only", default=None, help="filter cells, e.g. dataset=chitchat,row=sdss+random,seed=0")
@@ -995,8 +1074,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout, force=True)
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(_ARGV)
+    if not log.handlers:  # our own handler: the root logger (and pytest's capture) stay untouched
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     bad = [d for d in datasets if d not in DATASETS]
     if bad:
@@ -1006,6 +1091,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_new_tokens=args.max_new_tokens, eval_max_prompt_tokens=args.eval_max_prompt_tokens,
         train_max_seq_len=args.train_max_seq_len, train_epochs=args.train_epochs,
         train_batch_size=args.train_batch_size, lr=args.lr, embed_max_tokens=args.embed_max_tokens,
+        synth_tokens_per_pair=args.synth_tokens_per_pair, train_chunk=args.train_chunk,
     )
     out: Path = args.out
     only = parse_only(args.only)
