@@ -1,6 +1,6 @@
 """The same scoring + buffer work done the authors' way vs ours, on the same events and embeddings.
 
-    python benchmarks/bench_authors_loop.py            # full run (600 events, ~2 min)
+    python benchmarks/bench_authors_loop.py            # full run (400 events, ~3 min)
     python benchmarks/bench_authors_loop.py --quick    # smoke run
 
 The first author's released code (no licence; described in ``/work/shared/paper.md``, not
@@ -210,7 +210,7 @@ class AuthorsLoop:
 
 def main() -> int:
     p = C.base_parser(__doc__.splitlines()[0])
-    p.add_argument("--events", type=int, default=600)
+    p.add_argument("--events", type=int, default=400)
     p.add_argument("--capacity", type=int, default=64)
     args = p.parse_args()
     n_events = 120 if args.quick else args.events
@@ -261,7 +261,7 @@ def main() -> int:
 
     for label, occurrences in (("authors-way (our rule)", True), ("authors-dss (distinct words)", False)):
         loop = AuthorsLoop(args.capacity, occurrences)
-        load = gate.check(label)
+        load = gate.check(label, wait=False)
         out = []
         t0 = time.perf_counter()
         for e, raw in zip(events, raws):

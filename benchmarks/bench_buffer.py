@@ -469,7 +469,7 @@ def main() -> int:
                     t = time.perf_counter()
                     prefill(policy, fresh_candidates(base))
                     fill_s = time.perf_counter() - t
-                    load = gate.check(f"dim={dim} cap={cap} {name}", step_s=20)
+                    load = gate.check(f"dim={dim} cap={cap} {name}", wait=False)
                     stats, dec = time_offers(policy, scorer, events[:n_off], cap, cap_s)
                     decisions[name] = dec
                     cost_rows.append({"dim": dim, "capacity": cap, "policy": name, **stats,
@@ -490,7 +490,7 @@ def main() -> int:
 
     rss_rows = []
     for n in rss_sizes:
-        load = gate.check(f"rss {n} events")
+        load = gate.check(f"rss {n} events", wait=False)
         r = run_rss(n, args.users, 576, 64, args.seed)
         r["load1"] = round(load, 2)
         r["rss_trace_mib"] = " ".join(f"{k}:{v}" for k, v in r["rss_trace_mib"])

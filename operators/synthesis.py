@@ -31,13 +31,12 @@ __all__ = [
 ]
 
 DEFAULT_SYNTH_TEMPLATE = (
-    "Here is an example question and its answer.\n\n"
-    "Q: {prompt}\n"
-    "A: {response}\n\n"
-    "Write {k} new questions on the same topic, each with a short answer. "
-    "Use exactly this format for each one:\n"
-    "Q: <question>\n"
-    "A: <answer>"
+    "Here is a conversation turn.\n"
+    "User: {prompt}\n"
+    "Assistant: {response}\n\n"
+    "Write {k} new, different questions the same user could ask about this topic, "
+    "each followed by a short, helpful answer. "
+    'Start each question with "Q:" and each answer with "A:".'
 )
 """The prompt asking the LLM for ``k`` pairs like the example (fields ``prompt``,
 ``response``, ``k``). Tuned on SmolLM2-135M-Instruct; see ``SynthFilter``."""
@@ -109,8 +108,6 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
         at_line_start = match.start() == 0 or text[match.start() - 1] == "\n" or _only_space_before(text, match.start())
         if not at_line_start and kind == current:
             continue  # inline, same kind: part of the text ("plan A: ...")
-        if not at_line_start and kind == "Q":
-            continue  # inline "Q:" inside an answer is far likelier prose than a new pair
         segments.append((kind, match.end(), match.start()))
         current = kind
     pairs: list[tuple[str, str]] = []
@@ -193,14 +190,15 @@ class SynthFilter:
 
     >>> filt = SynthFilter(low=0.2, high=0.8, dedup=0.8)
     >>> result = filt.filter("How do I boil an egg?", "Boil it for 8 minutes.", [
-    ...     ("How do I boil an egg?", "Boil it."),            # F = 1.0: near_copy
-    ...     ("How long should I boil an egg?", "8 minutes."), # F = 0.83 (5 of 6 and 5 of 7 words): near_copy
-    ...     ("How do I fry an egg?", "In a pan."),            # F = 0.8 (4/5, 4/5 after stemming... see tests)
-    ...     ("What is the capital of France?", "Paris."),     # F = 0: off_topic
-    ...     ("How do I peel an egg?", ""),                    # no answer: empty_answer
+    ...     ("How do I boil an egg?", "Put it in water."),              # F = 1.0: near_copy
+    ...     ("How long should I poach an egg?", "About four minutes."), # F = 2*4/(7+6) = 0.62: kept
+    ...     ("What is the capital of France?", "Paris."),               # F = 0: off_topic
+    ...     ("How do I peel an egg?", ""),                              # no answer
     ... ])
     >>> result.kept
-    []
+    [('How long should I poach an egg?', 'About four minutes.')]
+    >>> result.dropped
+    {'near_copy': 1, 'off_topic': 1, 'empty_answer': 1}
     """
 
     low: float = 0.2
@@ -262,11 +260,18 @@ def _only_space_before(text: str, pos: int) -> bool:
 _SPACES = re.compile(r"[ \t\f\v]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 _EDGE_MARKUP = re.compile(r"^(?:\*\*|__)+|(?:\*\*|__)+$")
+# A body that starts with more markers ("A: A: A: ..."): the model stuttered.
+_LEADING_MARKERS = re.compile(r"^(?:(?:\*\*|__)?(?:Q|A|Question|Answer)\s*(?:\*\*|__)?\s*:\s*)+", re.IGNORECASE)
 
 
 def _tidy(body: str) -> str:
-    """Collapse runs of spaces, blank lines and stray bold markers; trim."""
+    """Collapse runs of spaces, blank lines, stray bold markers, stuttered markers and
+    enclosing quotes; trim."""
     body = _SPACES.sub(" ", body)
     body = "\n".join(line.strip() for line in body.strip().splitlines())
     body = _BLANK_LINES.sub("\n", body)
-    return _EDGE_MARKUP.sub("", body).strip()
+    body = _EDGE_MARKUP.sub("", body).strip()
+    body = _LEADING_MARKERS.sub("", body).strip()
+    if len(body) >= 2 and body[0] == body[-1] and body[0] in "\"'" and body.count(body[0]) == 2:
+        body = body[1:-1].strip()  # the whole part quoted: "What is Java?"
+    return body

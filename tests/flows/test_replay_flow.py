@@ -150,3 +150,31 @@ def test_replay_trains_versioned_adapters_per_user(components, tmp_path):
         for m in manifests:
             assert set(m.sample_ids) <= ids  # A's adapter saw only A's events
             assert m.base_model == "tiny-random" and m.status in {"promoted", "rejected"}
+
+
+def test_metrics_count_what_the_flow_did(components, tmp_path):
+    from prometheus_client import REGISTRY
+
+    def value(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = {r: value("edgetune_dead_letters_total", reason=r) for r in ("malformed_json", "duplicate_event")}
+    admitted_before = value("edgetune_events_total", outcome="admitted")
+    requests_before = value("edgetune_annotation_requests_total")
+    replay(components, tmp_path, **{"buffer.policy": "fifo", "buffer.capacity": 4, "annotation.replay_answers": "oracle"})
+    assert value("edgetune_dead_letters_total", reason="malformed_json") == before["malformed_json"] + 1
+    assert value("edgetune_dead_letters_total", reason="duplicate_event") == before["duplicate_event"] + 1
+    assert value("edgetune_events_total", outcome="admitted") == admitted_before + 12  # 3 users x 4 free slots
+    assert value("edgetune_annotation_requests_total") == requests_before + 30  # fifo admits every event
+
+
+@pytest.mark.real_model
+def test_replay_with_the_real_model(tmp_path):
+    settings = load_settings(**{"metrics.port": 0, "output.dir": tmp_path, "source.dataset": "chitchat", "source.limit": 24,
+                                "source.users": 2, "buffer.capacity": 8, "train.enabled": False, "embed.max_tokens": 128})
+    run_main(build_flow(settings))
+    rows = read_decisions(tmp_path / "decisions").to_pylist()
+    assert len(rows) == 24 and {r["user_id"] for r in rows} == {"user-0", "user-1"}
+    assert all(0 < r["eoe"] <= 1 for r in rows)
+    assert any(r["outcome"] in ("replaced", "rejected", "duplicate") for r in rows)  # 12 events per user, 8 slots
+    assert any(r["domain"] != "general" for r in rows)

@@ -1,0 +1,64 @@
+"""Collect the targets of the benchmark runs into ``benchmarks/results/SUMMARY.md``.
+
+    python benchmarks/summarize.py            # from results/*.json (full runs)
+    python benchmarks/summarize.py --quick    # from results/quick/*.json
+
+Each benchmark writes ``<name>.json`` with its header and targets; this only reads them, so
+the summary always shows the numbers of the last run of each benchmark, with its command,
+date and the load averages it ran under.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+BENCHMARKS = ("bench_stream", "bench_flops", "bench_buffer", "bench_authors_loop")
+
+
+def main() -> int:
+    p = C.base_parser(__doc__.splitlines()[0])
+    args = p.parse_args()
+    folder = C.results_dir(args.quick)
+    rows, runs, missing = [], [], []
+    for name in BENCHMARKS:
+        path = folder / f"{name}.json"
+        if not path.exists():
+            missing.append(name)
+            continue
+        data = json.loads(path.read_text())
+        h = data["header"]
+        loads = [e["load1_at_start"] for e in data.get("load", []) if e.get("load1_at_start") is not None]
+        waited = sum(e.get("waited_s") or 0 for e in data.get("load", []))
+        runs.append({"benchmark": name, "date_utc": h["date_utc"], "load at start (1/5/15 min)": h["loadavg_at_start"],
+                     "load1 during timed sections (min-max)": f"{min(loads):.2f}-{max(loads):.2f}" if loads else "",
+                     "waited for quiet (s)": waited, "command": f"`{h['command']}`"})
+        for t in data["targets"]:
+            rows.append({"benchmark": name, "target": t["target"], "measured": t["measured"],
+                         "met": "met" if t["met"] else "**missed**", "note": t.get("note", ""),
+                         "command": f"`{t['command']}`"})
+    first = json.loads((folder / f"{BENCHMARKS[0]}.json").read_text())["header"] if not missing or BENCHMARKS[0] not in missing else None
+    machine = ""
+    if first:
+        machine = (f"Machine: {first['cpu']} ({first['cpu_flags']}), {first['cores']} cores, {first['ram_gib']} GiB RAM; "
+                   f"torch {first.get('version_torch')}, faiss {first.get('version_faiss')}, numpy {first.get('version_numpy')}, "
+                   f"Python {first.get('version_python')}. The machine was shared with other work during the runs: "
+                   "read each number with the load it was measured under.\n")
+    md = ["# Benchmark summary\n\n", machine, "\n## Targets\n\n",
+          C.md_table(rows, ["benchmark", "target", "measured", "met", "note", "command"]),
+          "\n## Runs\n\n", C.md_table(runs),
+          "\nDetails, per-configuration tables and notes: `benchmarks/results/<benchmark>.md`; raw rows in the CSV files.\n"]
+    if missing:
+        md.append(f"\nNot run yet: {', '.join(missing)}.\n")
+    out = folder / "SUMMARY.md"
+    out.write_text("".join(md))
+    print(out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
