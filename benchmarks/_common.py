@@ -119,6 +119,14 @@ def load1() -> float:
     return os.getloadavg()[0]
 
 
+def busy_cores_now(interval: float = 0.5) -> float:
+    """Cores kept busy by *other* work right now: system-wide CPU use over ``interval`` seconds,
+    sampled while this process sleeps. The 1-minute load average lags; this does not."""
+    import psutil
+
+    return round(psutil.cpu_percent(interval=interval) / 100 * (os.cpu_count() or 1), 2)
+
+
 def loadavg_str() -> str:
     a, b, c = os.getloadavg()
     return f"{a:.2f} {b:.2f} {c:.2f}"
@@ -129,7 +137,8 @@ class LoadGate:
     """Wait for a quiet machine before a timed section, within a total budget, and log the load.
 
     ``check(label)`` sleeps ``step_s`` at a time while the 1-minute load average is above
-    ``limit`` and the run's waiting budget (``budget_s``) is not spent, then records
+    ``limit`` (or other processes keep more than ``busy_limit`` cores busy right now: the
+    1-minute average lags behind a job that just started) and the run's waiting budget (``budget_s``) is not spent, then records
     ``(label, load before, load after waiting, seconds waited)``. It never refuses to run:
     a section measured on a busy machine is measured and marked as such. Benchmarks wait
     before their first timed section (and after heavy untimed set-up); between sections
@@ -139,6 +148,7 @@ class LoadGate:
 
     limit: float = 1.5
     budget_s: float = 1200.0
+    busy_limit: float = 1.0
     step_s: float = 60.0
     log: list[dict[str, Any]] = field(default_factory=list)
     waited_s: float = 0.0
@@ -148,23 +158,26 @@ class LoadGate:
         step = self.step_s
         before = load1()
         waited = 0.0
-        while wait and load1() > self.limit and self.waited_s + waited < self.budget_s:
-            print(f"[load gate] {label}: load1={load1():.2f} > {self.limit}; sleeping {step:.0f} s", flush=True)
+        while wait and self.waited_s + waited < self.budget_s and (load1() > self.limit or busy_cores_now(2.0) > self.busy_limit):
+            print(f"[load gate] {label}: load1={load1():.2f} (limit {self.limit}), other processes busy on "
+                  f"{busy_cores_now():.2f} cores (limit {self.busy_limit}); sleeping {step:.0f} s", flush=True)
             time.sleep(step)
             waited += step
         self.waited_s += waited
         after = load1()
+        others = busy_cores_now()
         self.log.append({
             "section": label,
             "load1_before_wait": round(before, 2),
             "load1_at_start": round(after, 2),
+            "other_busy_cores": others,
             "waited_s": round(waited),
             "quiet": after <= self.limit,
         })
-        print(f"[load gate] {label}: load1={after:.2f} (waited {waited:.0f} s)", flush=True)
+        print(f"[load gate] {label}: load1={after:.2f}, other processes busy on {others} cores (waited {waited:.0f} s)", flush=True)
         return after
 
-    def end(self, label: str) -> None:
+    def end(self, label: str) -> None:  # noqa: D401
         """Record the load when a section ends (the 1-minute average now covers the section itself)."""
         self.log.append({"section": f"{label} (end)", "load1_before_wait": None,
                          "load1_at_start": round(load1(), 2), "waited_s": 0, "quiet": load1() <= self.limit})
@@ -283,6 +296,8 @@ def base_parser(description: str):
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, results go to results/quick/")
     p.add_argument("--load-limit", type=float, default=1.5, help="wait while the 1-minute load average is above this")
+    p.add_argument("--busy-limit", type=float, default=1.0,
+                   help="also wait while other processes keep more than this many cores busy")
     p.add_argument("--max-wait", type=float, default=1200.0,
                    help="total seconds this run may spend waiting for the load to drop (0: never wait)")
     return p

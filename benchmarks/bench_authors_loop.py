@@ -220,7 +220,7 @@ def main() -> int:
     from models.embed import EmbedConfig, make_embedder
     from models.lm import LMConfig, load_lm
 
-    gate = C.LoadGate(limit=args.load_limit, budget_s=args.max_wait)
+    gate = C.LoadGate(limit=args.load_limit, budget_s=args.max_wait, busy_limit=args.busy_limit)
     head = C.header(NAME, args.quick, extra={"events": n_events, "capacity": args.capacity,
                                              "torch_threads": torch.get_num_threads()})
     pool = real_events(n_events + 50)

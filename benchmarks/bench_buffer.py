@@ -433,7 +433,7 @@ def main() -> int:
     rss_sizes = (2_000, 10_000) if quick else (10_000, 100_000)
     kcenter_mid = 1_000 if quick else 10_000
 
-    gate = C.LoadGate(limit=args.load_limit, budget_s=args.max_wait)
+    gate = C.LoadGate(limit=args.load_limit, budget_s=args.max_wait, busy_limit=args.busy_limit)
     gate.check("start")
     head = C.header(NAME, quick, with_torch=False, extra={
         "threads": "FAISS 1 OpenMP thread; numpy BLAS limited to 1 thread (threadpoolctl)",

@@ -185,8 +185,8 @@ def run_flow(records: list, settings, components) -> tuple[float, int, int]:
 
 def main() -> int:
     p = C.base_parser(__doc__.splitlines()[0])
-    p.add_argument("--lm-events", type=int, default=48, help="events per run for the LM embedder, prompt+response")
-    p.add_argument("--lm-prompt-events", type=int, default=128, help="events per run for the LM embedder, prompts")
+    p.add_argument("--lm-events", type=int, default=32, help="events per run for the LM embedder, prompt+response")
+    p.add_argument("--lm-prompt-events", type=int, default=96, help="events per run for the LM embedder, prompts")
     p.add_argument("--minilm-events", type=int, default=256, help="events per run for MiniLM (both modes)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -201,7 +201,7 @@ def main() -> int:
     from operators.config import Settings
 
     users = Settings().source.users
-    gate = C.LoadGate(limit=args.load_limit, budget_s=args.max_wait)
+    gate = C.LoadGate(limit=args.load_limit, budget_s=args.max_wait, busy_limit=args.busy_limit)
     head = C.header(NAME, args.quick, extra={"users": users, "torch_threads": torch.get_num_threads(),
                                              "events_per_run": {f"{k[0]}/{k[1]}": v for k, v in sizes.items()}})
     stage_rows, share_rows, flow_rows = [], [], []

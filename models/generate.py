@@ -10,11 +10,14 @@ each row, so every row's real tokens must end at the same column. The attention
 mask hides the pads, and ``generate`` derives position ids from that mask, so a
 padded row produces what it would alone (up to float rounding, see the tests).
 
-Cost (SmolLM2-135M, fp32, 2 CPU cores; measured in ``benchmarks/`` notes):
-decoding is memory-bound, so one step costs about the same for 1 or 8 rows —
-batching multiplies throughput almost for free until the prompt prefill (which
-grows with ``batch_size * longest prompt``) dominates. Rows that finish early keep
-running (emitting pad) until the whole batch is done, so batch similar lengths.
+Cost (SmolLM2-135M-Instruct, fp32, 1 torch thread on a shared 2-core machine,
+load average 3–6): decoding 64 new tokens ran at 9.4 tokens/s for one prompt and
+30 tokens/s for a batch of 8 (decoding is memory-bound: a step reads every weight
+once, whatever the batch), but the batch-of-8 prefill of 8 x 420 tokens took
+19 s of the 37 s. Rows that finish early keep stepping (emitting pad) until the
+whole batch is done, so batch prompts of similar length. On an oversubscribed
+machine set ``torch.set_num_threads(1)``: two OpenMP threads competing with
+other processes made a forward pass 5–20x slower.
 
 >>> from models.lm import tiny_llama
 >>> model, tokenizer = tiny_llama(seed=0)

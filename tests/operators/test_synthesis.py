@@ -69,6 +69,9 @@ def test_k_must_be_a_positive_int(k):
         ("Q: Plans?\nA: Use plan A: wait.\na) first\nb) second", [("Plans?", "Use plan A: wait.\na) first\nb) second")]),
         # stuttered markers and enclosing quotes are removed
         ('Q: "What is Java?"\nA: A: A: A:', [("What is Java?", "")]),
+        ("Sure. Q:\n\nOne?\nA:\nA:\n\nFirst.", [("One?", "First.")]),
+        # a run of bare markers is nothing; a bare question with an answer is kept for the filter
+        ("Q:\nA:\nQ:\nA:\nQ:\nA: orphaned answer", [("", "orphaned answer")]),
         ("", []),
         ("no markers here", []),
     ],
