@@ -5,8 +5,21 @@ score depends only on the model and the prompts. ROUGE-1 F-measure from
 ``rouge-score`` with Porter stemming; its tokenizer keeps only ``[a-z0-9]``
 tokens, so answers in other scripts score 0 whatever their quality.
 
-Cost: dominated by generation, ``len(pairs) / batch_size`` batches of
+Cost: dominated by generation, ``len(pairs) / batch_size`` batches of up to
 ``max_new_tokens`` decode steps each; scoring is milliseconds per pair.
+
+Generation length, measured with the base SmolLM2-135M-Instruct on 20 held-out
+turns (10 ShareGPT, 10 Chit Chat; batch 8, 1 torch thread, shared 2-core CPU):
+
+===============  ===============  ========  =========  =======
+max_new_tokens   ROUGE-1 mean±sd  ShareGPT  Chit Chat  seconds
+===============  ===============  ========  =========  =======
+64               0.128 ± 0.118    0.210     0.046      91
+128              0.152 ± 0.142    0.264     0.040      104
+===============  ===============  ========  =========  =======
+
+ShareGPT references are long, so 64 tokens caps recall; Chit Chat replies are
+one line, so length barely matters there. 128 costs 14 % more time here.
 
 >>> rouge1_scores(["the cat sat"], ["the cat sat"])
 [1.0]

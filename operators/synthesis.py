@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "DEFAULT_SYNTH_TEMPLATE",
+    "DROP_REASONS",
+    "MAX_EXAMPLE_CHARS",
     "FilterResult",
     "SynthFilter",
     "parse_pairs",
