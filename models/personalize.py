@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models.adapters import AdapterStore, Evaluation, Manifest, promotion_gate, training_data_digest
@@ -35,10 +35,10 @@ log = logging.getLogger(__name__)
 class PersonalizeConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     synth_k: int = 1
-    synth_max_new_tokens: int = 192
-    synth_low: float = 0.2
+    synth_tokens_per_pair: int = 96
+    synth_low: float = 0.1
     synth_high: float = 0.8
-    synth_dedup: float = 0.7
+    synth_dedup: float = 0.9
     probe_every: int = 8
     gate_tolerance: float = 0.0
     warm_start: bool = True
@@ -152,16 +152,14 @@ class Personalizer:
     def _synthesize(self, user: str, train: list[dict[str, Any]]) -> list[tuple[str, tuple[str, str]]]:
         """``(source event id, (question, answer))`` for every synthetic pair of the current samples.
 
-        Samples without pairs yet are synthesized together, ``batch_size`` prompts
-        per ``generate`` call: decoding reads every weight once per step whatever
-        the batch, so a batch of 8 costs far less than 8 single calls.
+        Samples without pairs yet are synthesized together, 8 prompts per generate call.
         """
         cfg = self.config
         if cfg.synth_k == 0:
             return []
-        from models.generate import GenerateConfig, generate
+        from models.synth import synth_gen_config, synthesize_many
         from operators import metrics
-        from operators.synthesis import DEFAULT_SYNTH_TEMPLATE, SynthFilter, parse_pairs, render_synth_prompt
+        from operators.synthesis import SynthFilter
 
         current = {(user, s["event_id"]) for s in train}
         # Pairs of samples that left the buffer leave the cache with them.
@@ -169,19 +167,17 @@ class Personalizer:
             del self._synthetic[key]
         todo = [s for s in train if (user, s["event_id"]) not in self._synthetic]
         if todo:
-            start = time.perf_counter()
-            gen = GenerateConfig(max_new_tokens=cfg.synth_max_new_tokens, do_sample=True, seed=cfg.train.seed, batch_size=8)
+            gen = synth_gen_config(cfg.synth_k, seed=cfg.train.seed, max_new_tokens_per_pair=cfg.synth_tokens_per_pair)
+            gen = replace(gen, batch_size=8)
             filt = SynthFilter(low=cfg.synth_low, high=cfg.synth_high, dedup=cfg.synth_dedup)
-            asks = [render_synth_prompt(DEFAULT_SYNTH_TEMPLATE, s["prompt"], s["response"], cfg.synth_k) for s in todo]
-            texts = generate(self.model, self.tokenizer, asks, gen)
-            for s, text in zip(todo, texts):
-                result = filt.filter(s["prompt"], s["response"], parse_pairs(text))
-                kept = result.kept[: cfg.synth_k]
-                self._synthetic[(user, s["event_id"])] = kept
-                metrics.SYNTHETIC_PAIRS.labels(outcome="kept").inc(len(kept))
+            results = synthesize_many(self.model, self.tokenizer, [(s["prompt"], s["response"]) for s in todo],
+                                      cfg.synth_k, gen, filt)
+            for s, result in zip(todo, results):
+                self._synthetic[(user, s["event_id"])] = result.pairs
+                metrics.SYNTH_SECONDS.observe(result.seconds)
+                metrics.SYNTHETIC_PAIRS.labels(outcome="kept").inc(len(result.pairs))
                 for reason, n in result.dropped.items():
                     metrics.SYNTHETIC_PAIRS.labels(outcome=reason).inc(n)
-            metrics.SYNTH_SECONDS.observe((time.perf_counter() - start) / len(todo))
         out: list[tuple[str, tuple[str, str]]] = []
         for s in train:
             out.extend((s["event_id"], pair) for pair in self._synthetic[(user, s["event_id"])])
@@ -201,6 +197,6 @@ def personalize_config(settings: Any) -> PersonalizeConfig:
     train = TrainConfig(rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=tuple(t.target_modules), lr=t.lr,
                         epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, max_seq_len=t.max_seq_len,
                         seed=settings.seed)
-    return PersonalizeConfig(train=train, synth_k=s.k, synth_max_new_tokens=s.max_new_tokens, synth_low=s.low,
+    return PersonalizeConfig(train=train, synth_k=s.k, synth_tokens_per_pair=s.tokens_per_pair, synth_low=s.low,
                              synth_high=s.high, synth_dedup=s.dedup, probe_every=t.probe_every,
                              gate_tolerance=t.gate_tolerance, base_model_id=settings.model.lm)

@@ -103,15 +103,15 @@ class AnnotationConfig(_Section):
 
 class SynthConfig(_Section):
     k: int = Field(1, ge=0, description="Synthetic pairs generated per annotated buffered sample; 0 disables synthesis.")
-    max_new_tokens: int = Field(192, ge=16)
-    low: float = Field(0.2, ge=0, le=1, description="Minimum ROUGE-1 F of a synthetic question to its source (below: off-topic).")
+    tokens_per_pair: int = Field(96, ge=16, description="New tokens budgeted per requested pair.")
+    low: float = Field(0.1, ge=0, le=1, description="Minimum ROUGE-1 F of a synthetic question to its source (below: off-topic).")
     high: float = Field(0.8, ge=0, le=1, description="Maximum ROUGE-1 F of a synthetic question to its source (above: near-copy).")
-    dedup: float = Field(0.7, ge=0, le=1, description="ROUGE-1 F at or above which two synthetic pairs are duplicates.")
+    dedup: float = Field(0.9, ge=0, le=1, description="ROUGE-1 F at or above which two synthetic pairs are duplicates.")
 
     @model_validator(mode="after")
     def _band(self) -> "SynthConfig":
         if self.low >= self.high:
-            raise ValueError(f"synth.low={self.low} must be below synth.high={self.high}; e.g. low 0.2, high 0.8")
+            raise ValueError(f"synth.low={self.low} must be below synth.high={self.high}; e.g. low 0.1, high 0.8")
         return self
 
 
