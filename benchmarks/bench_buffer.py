@@ -30,7 +30,7 @@ BLAS is limited to 1 thread here), as one user's buffer runs on one Bytewax work
 Part 2 — peak RSS. A fresh subprocess per stream length streams N events (real ShareGPT
 prompts cycled with fresh event ids, unlabeled, synthetic 576-d vectors, 8 users round-robin, sdss at capacity 64)
 through ``Scorer.score`` and ``UserState.on_event`` (the flow's per-user step, including its
-``seen`` set of event ids), and reports ``ru_maxrss``, RSS along the way, and the bytes held
+``seen`` set of event ids), and reports its peak RSS (``VmHWM``), RSS along the way, and the bytes held
 by the ``seen`` sets.
 """
 
@@ -387,6 +387,8 @@ def rss_child(n_events: int, n_users: int, dim: int, capacity: int, seed: int) -
         "capacity": capacity,
         "dim": dim,
         "seconds": elapsed,
+        "peak_rss_mib": vm_hwm_mib(),
+        # ru_maxrss survives exec: a child forked from a big parent reports the parent's peak.
         "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
         "rss_after_setup_mib": rss_after_setup / 2**20,
         "rss_end_mib": proc.memory_info().rss / 2**20,
@@ -395,6 +397,14 @@ def rss_child(n_events: int, n_users: int, dim: int, capacity: int, seed: int) -
         "buffered": sum(len(s.policy) for s in states.values()),
         "rss_trace_mib": [(n, round(r / 2**20, 1)) for n, r in trace],
     }
+
+
+def vm_hwm_mib() -> float:
+    """Peak resident set of this process image (``VmHWM``), reset by exec unlike ``ru_maxrss``."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_rss(n_events: int, n_users: int, dim: int, capacity: int, seed: int) -> dict[str, Any]:
@@ -428,8 +438,8 @@ def main() -> int:
     big = 2_000 if quick else args.big
     dims = [576] if quick else [576, 384]
     caps = [64, big]
-    n_small, n_big = (50, 10) if quick else (500, 40)
-    cap_s = 10.0 if quick else 30.0
+    n_small, n_big = (50, 10) if quick else (500, 20)
+    cap_s = 10.0 if quick else 20.0
     rss_sizes = (2_000, 10_000) if quick else (10_000, 100_000)
     kcenter_mid = 1_000 if quick else 10_000
 
@@ -446,6 +456,16 @@ def main() -> int:
     cost_rows: list[dict[str, Any]] = []
     agree_rows: list[dict[str, Any]] = []
     breakdown_rows: list[dict[str, Any]] = []
+
+    # RSS first, while this process is still small (the children are fresh interpreters either way)
+    rss_rows = []
+    for n in rss_sizes:
+        load = gate.check(f"rss {n} events", wait=False)
+        r = run_rss(n, args.users, 576, 64, args.seed)
+        r["load1"] = round(load, 2)
+        r["rss_trace_mib"] = " ".join(f"{k}:{v}" for k, v in r["rss_trace_mib"])
+        rss_rows.append(r)
+        print(r, flush=True)
 
     with threadpool_limits(1):
         for dim in dims:
@@ -488,15 +508,6 @@ def main() -> int:
                     assert first_diff is None, f"faiss and numpy sdss disagree at offer {first_diff}: {a[first_diff]} vs {b[first_diff]}"
         gate.end("cost")
 
-    rss_rows = []
-    for n in rss_sizes:
-        load = gate.check(f"rss {n} events", wait=False)
-        r = run_rss(n, args.users, 576, 64, args.seed)
-        r["load1"] = round(load, 2)
-        r["rss_trace_mib"] = " ".join(f"{k}:{v}" for k, v in r["rss_trace_mib"])
-        rss_rows.append(r)
-        print(r, flush=True)
-
     # --- targets --------------------------------------------------------------------------
     def cost(dim: int, cap: int, policy: str) -> float:
         return next(r["total_ms_mean"] for r in cost_rows if r["dim"] == dim and r["capacity"] == cap and r["policy"] == policy)
@@ -510,10 +521,10 @@ def main() -> int:
                             "measured": f"{ms:.2f} ms", "met": ms < 1.0,
                             "note": f"at capacity 64: {cost(dim, 64, impl):.3f} ms", "command": cmd})
     small, large = rss_rows
-    growth = large["ru_maxrss_mib"] / small["ru_maxrss_mib"] - 1
+    growth = large["peak_rss_mib"] / small["peak_rss_mib"] - 1
     seen_growth = large["seen_sets_mib"] - small["seen_sets_mib"]
     targets.append({"target": f"peak RSS flat within 10 % ({small['events']:,} vs {large['events']:,} events, capacity 64, {args.users} users)",
-                    "measured": f"{small['ru_maxrss_mib']:.1f} -> {large['ru_maxrss_mib']:.1f} MiB ({100 * growth:+.1f} %)",
+                    "measured": f"{small['peak_rss_mib']:.1f} -> {large['peak_rss_mib']:.1f} MiB ({100 * growth:+.1f} %)",
                     "met": abs(growth) <= 0.10,
                     "note": f"seen sets: {small['seen_sets_mib']:.2f} -> {large['seen_sets_mib']:.2f} MiB (+{seen_growth:.2f} MiB)",
                     "command": cmd})
@@ -532,8 +543,10 @@ def main() -> int:
         "An exact max-similarity search over 100,000 x 576 float32 vectors reads 230 MB per event; at this machine's "
         "memory bandwidth that alone is several ms, so < 1 ms at 100,000 needs a smaller or approximate search, "
         "not only less Python.",
-        "RSS: `ru_maxrss` of a fresh subprocess per stream length; `seen_sets_mib` = getsizeof of the per-user `seen` "
-        "sets plus their id strings.",
+        "RSS: peak resident set (`VmHWM` of /proc/self/status) of a fresh subprocess per stream length. "
+        "`ru_maxrss` is listed too but is not used: Linux carries it across fork+exec, so a child started from a "
+        "large parent reports the parent's peak. `seen_sets_mib` = getsizeof of the per-user `seen` sets plus their "
+        "id strings; `rss_trace_mib` samples the current RSS every 10 % of the stream.",
     ]
     C.write_results(NAME, quick, head, {"cost": cost_rows, "agreement": agree_rows, "breakdown": breakdown_rows,
                                         "rss": rss_rows}, targets, notes, gate,

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_flops.py            # full run (~5 min)
     python benchmarks/bench_flops.py --quick    # smoke run
+    python benchmarks/bench_flops.py --configs no_grad,unsorted --tag rerun --skip-extra   # a paired re-run
 
 FLOPs counted (useful work only; padding tokens count for nothing)::
 
@@ -107,7 +108,13 @@ def matmul_gflops(threads: int, size: int = 2048, repeats: int = 7) -> float:
 def main() -> int:
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--texts", type=int, default=12, help="prompt+response texts per configuration")
+    p.add_argument("--configs", default=None,
+                   help="comma-separated subset of configuration names to run (the default row always runs first), "
+                        "e.g. 'no_grad,unsorted'; results then go to bench_flops_<--tag>")
+    p.add_argument("--tag", default="subset", help="suffix of the result files when --configs is given")
+    p.add_argument("--skip-extra", action="store_true", help="skip the prompts-only and MiniLM rows")
     args = p.parse_args()
+    name = NAME if args.configs is None else f"{NAME}_{args.tag}"
     n_texts = 4 if args.quick else args.texts
 
     import torch
@@ -117,7 +124,7 @@ def main() -> int:
 
     default_threads = torch.get_num_threads()
     gate = C.LoadGate(limit=args.load_limit, budget_s=args.max_wait, busy_limit=args.busy_limit)
-    head = C.header(NAME, args.quick, extra={"texts": n_texts, "torch_default_threads": default_threads,
+    head = C.header(name, args.quick, extra={"texts": n_texts, "torch_default_threads": default_threads,
                                              "mkldnn": torch.backends.mkldnn.is_available()})
 
     model, tokenizer = load_lm(LMConfig())
@@ -158,6 +165,12 @@ def main() -> int:
     ]
     if args.quick:
         configs = [configs[0], configs[1], configs[4], configs[-1]]
+    if args.configs is not None:
+        wanted = [w.strip() for w in args.configs.split(",") if w.strip()]
+        unknown = [w for w in wanted if w not in {c["name"] for c in configs}]
+        if unknown:
+            p.error(f"--configs: unknown {unknown}; choose from {[c['name'] for c in configs]}")
+        configs = [configs[0]] + [c for c in configs[1:] if c["name"] in wanted]
     base = configs[0]
     rows = []
     bf16_model = None
@@ -191,31 +204,32 @@ def main() -> int:
 
     # the same default embedder on prompts only (short texts: what the stream sees for unlabeled events)
     extra_rows = []
-    load = gate.check("default on prompts", wait=False)
-    p_texts = tokenizer.batch_decode(prompt_ids, skip_special_tokens=True)
-    p_lengths = [len(r) for r in prompt_ids]
-    t = time.perf_counter()
-    forward(model, prompt_ids, pad_id, 8, True, "inference_mode")
-    seconds = time.perf_counter() - t
-    extra_rows.append({"embedder": "smollm2 last-token, default", "texts": f"{len(p_lengths)} prompts",
-                       "mean_tokens": float(np.mean(p_lengths)), "seconds": seconds,
-                       "useful_gflops": useful_flops(p_lengths, params, layers, width) / seconds / 1e9, "load1": round(load, 2)})
-    del p_texts
+    if not args.skip_extra:
+        load = gate.check("default on prompts", wait=False)
+        p_texts = tokenizer.batch_decode(prompt_ids, skip_special_tokens=True)
+        p_lengths = [len(r) for r in prompt_ids]
+        t = time.perf_counter()
+        forward(model, prompt_ids, pad_id, 8, True, "inference_mode")
+        seconds = time.perf_counter() - t
+        extra_rows.append({"embedder": "smollm2 last-token, default", "texts": f"{len(p_lengths)} prompts",
+                           "mean_tokens": float(np.mean(p_lengths)), "seconds": seconds,
+                           "useful_gflops": useful_flops(p_lengths, params, layers, width) / seconds / 1e9, "load1": round(load, 2)})
+        del p_texts
 
-    # MiniLM (the option): 6 layers x 384, 256 word pieces at most
-    minilm = SentenceEmbedder(EmbedConfig(kind="minilm"), tokenizer)
-    m_params = linear_params(minilm.model.encoder)
-    m_layers, m_width = minilm.model.config.num_hidden_layers, minilm.model.config.hidden_size
-    m_lengths = [len(r) for r in _token_ids(minilm.tokenizer, texts, minilm.max_length)]
-    load = gate.check("minilm default", wait=False)
-    minilm.embed(texts[:1])
-    t = time.perf_counter()
-    minilm.embed(texts)
-    seconds = time.perf_counter() - t
-    extra_rows.append({"embedder": "all-MiniLM-L6-v2, default", "texts": f"{n_texts} prompt+response",
-                       "mean_tokens": float(np.mean(m_lengths)), "seconds": seconds,
-                       "useful_gflops": useful_flops(m_lengths, m_params, m_layers, m_width) / seconds / 1e9,
-                       "load1": round(load, 2)})
+        # MiniLM (the option): 6 layers x 384, 256 word pieces at most
+        minilm = SentenceEmbedder(EmbedConfig(kind="minilm"), tokenizer)
+        m_params = linear_params(minilm.model.encoder)
+        m_layers, m_width = minilm.model.config.num_hidden_layers, minilm.model.config.hidden_size
+        m_lengths = [len(r) for r in _token_ids(minilm.tokenizer, texts, minilm.max_length)]
+        load = gate.check("minilm default", wait=False)
+        minilm.embed(texts[:1])
+        t = time.perf_counter()
+        minilm.embed(texts)
+        seconds = time.perf_counter() - t
+        extra_rows.append({"embedder": "all-MiniLM-L6-v2, default", "texts": f"{n_texts} prompt+response",
+                           "mean_tokens": float(np.mean(m_lengths)), "seconds": seconds,
+                           "useful_gflops": useful_flops(m_lengths, m_params, m_layers, m_width) / seconds / 1e9,
+                           "load1": round(load, 2)})
     for r in extra_rows:
         print(r, flush=True)
 
@@ -255,7 +269,7 @@ def main() -> int:
         "Not tried: torch.compile (minutes of compilation on 2 cores for a 1-pass benchmark), int8 dynamic quantization "
         "(changes the embeddings).",
     ]
-    C.write_results(NAME, args.quick, head, {"configs": rows, "other_texts_and_embedders": extra_rows, "matmul": matmul_rows},
+    C.write_results(name, args.quick, head, {"configs": rows, "other_texts_and_embedders": extra_rows, "matmul": matmul_rows},
                     targets, notes, gate, title="Embedding stage FLOP/s vs torch matmul")
     return 0
 

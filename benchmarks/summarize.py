@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 BENCHMARKS = ("bench_stream", "bench_flops", "bench_buffer", "bench_authors_loop")
+OPTIONAL = ("bench_flops_rerun",)  # paired re-runs of a subset (bench_flops --configs ... --tag rerun), if present
 
 
 def main() -> int:
@@ -25,10 +26,11 @@ def main() -> int:
     args = p.parse_args()
     folder = C.results_dir(args.quick)
     rows, runs, missing = [], [], []
-    for name in BENCHMARKS:
+    for name in BENCHMARKS + OPTIONAL:
         path = folder / f"{name}.json"
         if not path.exists():
-            missing.append(name)
+            if name in BENCHMARKS:
+                missing.append(name)
             continue
         data = json.loads(path.read_text())
         h = data["header"]
