@@ -1,6 +1,7 @@
 """Per-event cost of scoring + buffer decision at capacity 64 and 100,000, and peak RSS vs stream length.
 
-    python benchmarks/bench_buffer.py            # full run (~5 min)
+    python benchmarks/bench_buffer.py            # full run (~6 min): both parts
+    python benchmarks/bench_buffer.py --parts rss   # only the peak-RSS part (~2.5 min)
     python benchmarks/bench_buffer.py --quick    # smoke run (~30 s)
 
 Part 1 — cost per offer. One user, one policy, synthetic L2-normalised embeddings (576-d as
@@ -425,6 +426,8 @@ def main() -> int:
     p.add_argument("--capacity", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--big", type=int, default=100_000, help="the large capacity")
+    p.add_argument("--parts", default="cost,rss",
+                   help="which parts to run: 'cost' (writes bench_buffer.*), 'rss' (writes bench_buffer_rss.*), or both")
     args = p.parse_args()
 
     from threadpoolctl import threadpool_limits
@@ -434,13 +437,63 @@ def main() -> int:
             print(json.dumps(rss_child(args.rss_child, args.users, args.dim, args.capacity, args.seed)))
         return 0
 
+    parts = {x.strip() for x in args.parts.split(",") if x.strip()}
+    if not parts or parts - {"cost", "rss"}:
+        p.error(f"--parts={args.parts!r}: use 'cost', 'rss' or 'cost,rss'")
+    if "rss" in parts:  # first, while this process is small (the children are fresh interpreters either way)
+        run_rss_part(args)
+    if "cost" in parts:
+        run_cost_part(args)
+    return 0
+
+
+def run_rss_part(args) -> None:
+    """Peak RSS of a short vs a long stream, each in a fresh subprocess; writes ``bench_buffer_rss.*``."""
+    quick = args.quick
+    rss_sizes = (2_000, 10_000) if quick else (10_000, 100_000)
+    gate = C.LoadGate(limit=args.load_limit, budget_s=args.max_wait, busy_limit=args.busy_limit)
+    head = C.header(f"{NAME}_rss", quick, with_torch=False, extra={
+        "stream": f"real ShareGPT prompts cycled with fresh event ids, synthetic 576-d vectors, {args.users} users, sdss capacity 64",
+    })
+    rss_rows = []
+    for n in rss_sizes:
+        load = gate.check(f"rss {n} events", wait=False)  # memory, not time: no need to wait for a quiet machine
+        r = run_rss(n, args.users, 576, 64, args.seed)
+        r["load1"] = round(load, 2)
+        r["rss_trace_mib"] = " ".join(f"{k}:{v}" for k, v in r["rss_trace_mib"])
+        rss_rows.append(r)
+        print(r, flush=True)
+    small, large = rss_rows
+    growth = large["peak_rss_mib"] / small["peak_rss_mib"] - 1
+    seen_growth = large["seen_sets_mib"] - small["seen_sets_mib"]
+    targets = [{"target": f"peak RSS flat within 10 % ({small['events']:,} vs {large['events']:,} events, capacity 64, {args.users} users)",
+                "measured": f"{small['peak_rss_mib']:.1f} -> {large['peak_rss_mib']:.1f} MiB ({100 * growth:+.1f} %)",
+                "met": abs(growth) <= 0.10,
+                "note": f"seen sets: {small['seen_sets_mib']:.2f} -> {large['seen_sets_mib']:.2f} MiB (+{seen_growth:.2f} MiB)",
+                "command": head["command"]}]
+    notes = [
+        "Peak RSS = `VmHWM` of /proc/self/status in a fresh subprocess per stream length (`--rss-child`). "
+        "`ru_maxrss` is listed too but is not used: Linux carries it across fork+exec, so a child started from a "
+        "large parent reports the parent's peak.",
+        "`seen_sets_mib` = getsizeof of the per-user `seen` sets (`UserState.seen`, one id per event ever seen) plus "
+        "their id strings: the only per-user structure that grows with the stream; `rss_trace_mib` samples the "
+        "current RSS every 10 % of the stream (events:MiB).",
+        "Load does not change memory; the sections only record it.",
+    ]
+    C.write_results(f"{NAME}_rss", quick, head, {"rss": rss_rows}, targets, notes, gate,
+                    title="Peak RSS vs stream length (10k vs 100k events)")
+
+
+def run_cost_part(args) -> None:
+    """Cost per offer at capacity 64 and the large capacity, all policies; writes ``bench_buffer.*``."""
+    from threadpoolctl import threadpool_limits
+
     quick = args.quick
     big = 2_000 if quick else args.big
     dims = [576] if quick else [576, 384]
     caps = [64, big]
     n_small, n_big = (50, 10) if quick else (500, 20)
     cap_s = 10.0 if quick else 20.0
-    rss_sizes = (2_000, 10_000) if quick else (10_000, 100_000)
     kcenter_mid = 1_000 if quick else 10_000
 
     gate = C.LoadGate(limit=args.load_limit, budget_s=args.max_wait, busy_limit=args.busy_limit)
@@ -456,16 +509,6 @@ def main() -> int:
     cost_rows: list[dict[str, Any]] = []
     agree_rows: list[dict[str, Any]] = []
     breakdown_rows: list[dict[str, Any]] = []
-
-    # RSS first, while this process is still small (the children are fresh interpreters either way)
-    rss_rows = []
-    for n in rss_sizes:
-        load = gate.check(f"rss {n} events", wait=False)
-        r = run_rss(n, args.users, 576, 64, args.seed)
-        r["load1"] = round(load, 2)
-        r["rss_trace_mib"] = " ".join(f"{k}:{v}" for k, v in r["rss_trace_mib"])
-        rss_rows.append(r)
-        print(r, flush=True)
 
     with threadpool_limits(1):
         for dim in dims:
@@ -520,14 +563,6 @@ def main() -> int:
             targets.append({"target": f"scoring+buffer per event at capacity {big:,} < 1 ms ({impl}, {dim}-d)",
                             "measured": f"{ms:.2f} ms", "met": ms < 1.0,
                             "note": f"at capacity 64: {cost(dim, 64, impl):.3f} ms", "command": cmd})
-    small, large = rss_rows
-    growth = large["peak_rss_mib"] / small["peak_rss_mib"] - 1
-    seen_growth = large["seen_sets_mib"] - small["seen_sets_mib"]
-    targets.append({"target": f"peak RSS flat within 10 % ({small['events']:,} vs {large['events']:,} events, capacity 64, {args.users} users)",
-                    "measured": f"{small['peak_rss_mib']:.1f} -> {large['peak_rss_mib']:.1f} MiB ({100 * growth:+.1f} %)",
-                    "met": abs(growth) <= 0.10,
-                    "note": f"seen sets: {small['seen_sets_mib']:.2f} -> {large['seen_sets_mib']:.2f} MiB (+{seen_growth:.2f} MiB)",
-                    "command": cmd})
 
     notes = [
         "Per-event cost = `Scorer.score` (EOE histogram + DSS tokenisation of a real prompt+response text) + `policy.offer`; "
@@ -543,15 +578,10 @@ def main() -> int:
         "An exact max-similarity search over 100,000 x 576 float32 vectors reads 230 MB per event; at this machine's "
         "memory bandwidth that alone is several ms, so < 1 ms at 100,000 needs a smaller or approximate search, "
         "not only less Python.",
-        "RSS: peak resident set (`VmHWM` of /proc/self/status) of a fresh subprocess per stream length. "
-        "`ru_maxrss` is listed too but is not used: Linux carries it across fork+exec, so a child started from a "
-        "large parent reports the parent's peak. `seen_sets_mib` = getsizeof of the per-user `seen` sets plus their "
-        "id strings; `rss_trace_mib` samples the current RSS every 10 % of the stream.",
     ]
-    C.write_results(NAME, quick, head, {"cost": cost_rows, "agreement": agree_rows, "breakdown": breakdown_rows,
-                                        "rss": rss_rows}, targets, notes, gate,
-                    title="Scoring + buffer cost per event, and peak RSS")
-    return 0
+    C.write_results(NAME, quick, head, {"cost": cost_rows, "agreement": agree_rows, "breakdown": breakdown_rows},
+                    targets, notes, gate, title="Scoring + buffer cost per event (capacity 64 and large)")
+
 
 
 def argparse_hidden() -> str:

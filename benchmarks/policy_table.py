@@ -156,6 +156,12 @@ class TableConfig:
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def embed_key(self) -> str:
+        """What the embedding chunks depend on: the stream is a prefix of the dataset's labeled
+        events, so chunks are shared by every ``--stream``/``--test`` (e.g. the quarter preset)."""
+        safe_model = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.model)
+        return f"{safe_model}-e{self.embed_max_tokens}"
+
     def data_key(self) -> str:
         """What the per-dataset cache depends on (not the training or evaluation knobs)."""
         safe_model = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.model)
@@ -298,9 +304,9 @@ def _atomic_npz(path: Path, **arrays: Any) -> None:
     _atomic_write(path, buffer.getvalue())
 
 
-def prepare_dataset(cfg: TableConfig, dataset: str, out: Path, lm: LM | None, chunk: int = 256) -> DatasetCache:
+def prepare_dataset(cfg: TableConfig, dataset: str, out: Path, lm: LM | None, chunk: int = 64) -> DatasetCache:
     """Load or build the dataset's cache; embedding runs in resumable chunks of ``chunk`` events."""
-    folder = out / "cache" / dataset / cfg.data_key()
+    folder = cache_root(out) / dataset / cfg.data_key()
     events_file, features_file = folder / "events.json", folder / "features.npz"
     if not events_file.is_file():
         stream, test = load_split(dataset, cfg.stream, cfg.test)
@@ -310,14 +316,32 @@ def prepare_dataset(cfg: TableConfig, dataset: str, out: Path, lm: LM | None, ch
     if not features_file.is_file():
         if lm is None:
             raise RuntimeError("prepare_dataset needs the model to embed the stream")
-        _embed_and_score(stream, folder, features_file, lm, cfg, chunk)
+        _embed_and_score(stream, chunk_folder(cfg, out, dataset), features_file, lm, cfg, chunk)
     saved = np.load(features_file, allow_pickle=False)
     features = Features(saved["directions"], saved["eoe"], saved["dss"], [str(d) for d in saved["domains"]],
                         saved["n_tokens"])
     return DatasetCache(stream, test, features, float(saved["embed_seconds"]), float(saved["tokens_per_s"]))
 
 
-def _embed_and_score(stream: list[dict], folder: Path, features_file: Path, lm: LM, cfg: TableConfig, chunk: int) -> None:
+_CACHE_ROOT: Path | None = None  # --cache; None: <out>/cache
+
+
+def cache_root(out: Path) -> Path:
+    return _CACHE_ROOT if _CACHE_ROOT is not None else out / "cache"
+
+
+def chunk_folder(cfg: TableConfig, out: Path, dataset: str, chunk: int = 64) -> Path:
+    return cache_root(out) / dataset / cfg.embed_key() / f"chunks{chunk}"
+
+
+def chunk_files(cfg: TableConfig, out: Path, dataset: str, chunk: int = 64) -> list[Path]:
+    """The embedding chunks that lie inside this configuration's stream, in order (may be partial)."""
+    folder = chunk_folder(cfg, out, dataset, chunk)
+    names = [f"{start:06d}-{min(chunk, cfg.stream - start)}.npz" for start in range(0, cfg.stream, chunk)]
+    return [folder / n for n in names if (folder / n).is_file()]
+
+
+def _embed_and_score(stream: list[dict], parts: Path, features_file: Path, lm: LM, cfg: TableConfig, chunk: int) -> None:
     from models.embed import EmbedConfig, make_embedder
     from operators.events import Event
     from operators.lexicons import load_lexicons
@@ -325,9 +349,11 @@ def _embed_and_score(stream: list[dict], folder: Path, features_file: Path, lm: 
 
     embedder = make_embedder(EmbedConfig(kind="lm", max_tokens=cfg.embed_max_tokens, center=True), lm.model, lm.tokenizer)
     scorer = Scorer(load_lexicons())
-    parts = folder / "chunks"
-    for start in range(0, len(stream), chunk):
-        part = parts / f"{start:06d}.npz"
+    # A part is named by its first position and its length, and the chunk size names the folder,
+    # so parts of another size, or a shorter final part of a shorter stream, are never mixed in.
+    names = [f"{start:06d}-{min(chunk, len(stream) - start)}.npz" for start in range(0, len(stream), chunk)]
+    for start, name in zip(range(0, len(stream), chunk), names):
+        part = parts / name
         if part.is_file():
             continue
         events = [Event(e["event_id"], "user-0", 0, e["prompt"], e["response"]) for e in stream[start : start + chunk]]
@@ -339,11 +365,14 @@ def _embed_and_score(stream: list[dict], folder: Path, features_file: Path, lm: 
         _atomic_npz(part, directions=np.stack([s.embedding for s in scored]).astype(np.float32),
                     eoe=np.array([s.eoe for s in scored]), dss=np.array([s.dss for s in scored]),
                     domains=np.array([s.domain for s in scored]), n_tokens=np.array(embedded.n_tokens),
-                    seconds=np.array(seconds))
+                    seconds=np.array(seconds), event_ids=np.array([e.event_id for e in events]))
         done = min(start + chunk, len(stream))
         log.info("embedded %d/%d events (%.1f s for %d, %.0f tokens/s)", done, len(stream), seconds, len(events),
                  sum(embedded.n_tokens) / max(seconds, 1e-9))
-    loaded = [np.load(parts / f"{start:06d}.npz", allow_pickle=False) for start in range(0, len(stream), chunk)]
+    loaded = [np.load(parts / name, allow_pickle=False) for name in names]
+    ids = [str(i) for p in loaded for i in p["event_ids"]]
+    if ids != [e["event_id"] for e in stream]:
+        raise RuntimeError(f"embedding chunks in {parts} do not match the stream's events; delete the folder and rerun")
     n_tokens = np.concatenate([p["n_tokens"] for p in loaded])
     seconds = float(sum(float(p["seconds"]) for p in loaded))
     _atomic_npz(features_file,
@@ -552,7 +581,7 @@ def run_cell(cell: Cell, cfg: TableConfig, out: Path, lm: LM, cache: DatasetCach
 
     synth: dict[str, Any] = {"k": row.synth_k, "kept": 0, "seconds": 0.0}
     if row.synth_k > 0:
-        work = out / "cache" / cell.dataset / cfg.data_key() / "synth" / f"{cfg.digest()}-{cell.row}-seed{cell.seed}.jsonl"
+        work = cache_root(out) / cell.dataset / cfg.data_key() / "synth" / f"{cfg.digest()}-{cell.row}-seed{cell.seed}.jsonl"
         pairs, synth = synthesize_pairs(lm, [cache.stream[i] for i in indices], row.synth_k, cell.seed, cfg, work)
         examples += pairs
     result["synthesis"] = synth
@@ -562,7 +591,7 @@ def run_cell(cell: Cell, cfg: TableConfig, out: Path, lm: LM, cache: DatasetCach
                          max_prompt_tokens=cfg.eval_max_prompt_tokens)
     model = lm.model
     train_info: dict[str, Any] = {"steps": 0, "samples": 0, "examples": 0, "seconds": 0.0}
-    work = out / "cache" / cell.dataset / cfg.data_key() / "train" / f"{cfg.digest()}-{cell.row}-seed{cell.seed}"
+    work = cache_root(out) / cell.dataset / cfg.data_key() / "train" / f"{cfg.digest()}-{cell.row}-seed{cell.seed}"
     if examples:
         tcfg = TrainConfig(rank=cfg.rank, alpha=2 * cfg.rank, lr=cfg.lr, epochs=cfg.train_epochs,
                            batch_size=cfg.train_batch_size, max_seq_len=cfg.train_max_seq_len, seed=cell.seed)
@@ -927,10 +956,97 @@ def _markdown(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict,
         top = ", ".join(f"{k} {v}" for k, v in list(ts["domain_mix"].items())[:4])
         lines.append(f"| {d} | {row} | {first['train']['examples']} | {ts['distinct_conversations']} | "
                      f"{ts['mean_tokens']:.0f} | {ts['mean_eoe']:.3f} | {ts['mean_dss']:.3f} | {top} |")
+    lines += _embedding_lines(cfg, out, datasets)
+    lines += _model_estimate_lines(cfg, out, datasets, cells)
     lines += _measured_lines(out, cells)
     lines += ["", "## Cost and what is missing", ""]
     lines += _cost_lines(stats, cells, out)
     return "\n".join(lines) + "\n"
+
+
+def _embedding_lines(cfg: TableConfig, out: Path, datasets: Sequence[str]) -> list[str]:
+    """Progress and measured throughput of the per-dataset embedding cache (also while it is partial)."""
+    lines = ["", "## Shared per-dataset cache: embedding the stream (measured)", "",
+             "| dataset | events embedded | LM tokens | seconds | tokens/s | s/event | state |", "|---|---|---|---|---|---|---|"]
+    for d in datasets:
+        folder = cache_root(out) / d / cfg.data_key()
+        n = tokens = 0
+        seconds = 0.0
+        for part in chunk_files(cfg, out, d):
+            with np.load(part, allow_pickle=False) as saved:
+                n += len(saved["n_tokens"])
+                tokens += int(saved["n_tokens"].sum())
+                seconds += float(saved["seconds"])
+        state = "complete" if (folder / "features.npz").is_file() else ("partial (resumes)" if n else "not started")
+        rate = f"{tokens / seconds:.0f}" if seconds else "—"
+        per = f"{seconds / n:.2f}" if n else "—"
+        lines.append(f"| {d} | {n}/{cfg.stream} | {tokens} | {seconds:.0f} | {rate} | {per} | {state} |")
+    return lines
+
+
+IDLE_FORWARD_TOKENS_PER_S = 177.0
+"""SmolLM2-135M no-grad forward throughput of the shipped embedder on this machine when idle (load 0.55):
+``benchmarks/results/bench_flops.md``, "default (shipped embedder)" row."""
+
+TEMPLATE_TOKENS = 31  # SmolLM2's chat template with its default system prompt, per training/eval example
+
+
+def _model_estimate_lines(cfg: TableConfig, out: Path, datasets: Sequence[str], cells: list[Cell]) -> list[str]:
+    """A cost model for the table before any cell has run, from measured forward throughput.
+
+    Units: a training token costs ~3 forward tokens (forward + backward); a test prompt's prefill
+    is forward tokens; a greedy decode step of a batch costs ~ one batch-width forward. Example
+    lengths come from the cached LM token counts (``min(max_seq_len, template + tokens)``). Two
+    throughputs: the idle one measured by ``bench_flops`` and the one our embedding cache saw
+    (under whatever load shared the machine). Superseded by the measured cell costs below.
+    """
+    rates = {"idle (bench_flops)": IDLE_FORWARD_TOKENS_PER_S}
+    tok = sec = 0.0
+    for d in datasets:
+        for part in chunk_files(cfg, out, d):
+            with np.load(part, allow_pickle=False) as saved:
+                tok += float(saved["n_tokens"].sum())
+                sec += float(saved["seconds"])
+    if sec:
+        rates["as measured here"] = tok / sec
+    lengths: dict[str, float] = {}
+    for d in datasets:
+        folder = cache_root(out) / d / cfg.data_key()
+        counts = [np.load(p, allow_pickle=False)["n_tokens"] for p in chunk_files(cfg, out, d)]
+        if counts:
+            lengths[d] = float(np.concatenate(counts).mean())
+        elif (folder / "events.json").is_file():  # not embedded yet: ~4 characters per token
+            stream = json.loads((folder / "events.json").read_text())["stream"]
+            lengths[d] = statistics.fmean(min(cfg.embed_max_tokens, (len(e["prompt"]) + len(e["response"]) + 1) / 4)
+                                          for e in stream)
+    if not lengths:
+        return []
+    lines = ["", "## Cost model before cells finish (an estimate, not a measurement)", "",
+             "Training token = 3 forward tokens; prefill = forward tokens; a decode step of a batch of "
+             f"{cfg.eval_batch_size} ≈ {cfg.eval_batch_size} forward tokens. Mean example length from the cached token "
+             "counts, or characters / 4 where not embedded yet (" + ", ".join(f"{d} {v:.0f}" for d, v in lengths.items()) + f" tokens, capped at "
+             f"{cfg.embed_max_tokens}) plus {TEMPLATE_TOKENS} template tokens.", "",
+             "| forward tokens/s | " + " | ".join(f"{d}: embed / policy cell / whole cell / eval" for d in lengths)
+             + " | main rows only | whole planned table |", "|---|" + "---|" * (len(lengths) + 2)]
+    n_windows = math.ceil(cfg.stream / cfg.window)
+    for name, rate in rates.items():
+        cols, total, main = [], 0.0, 0.0
+        for d, mean_tokens in lengths.items():
+            example = min(cfg.train_max_seq_len, mean_tokens + TEMPLATE_TOKENS)
+            prompt = min(cfg.eval_max_prompt_tokens, mean_tokens + TEMPLATE_TOKENS)
+            evaluation = (cfg.test * prompt + cfg.max_new_tokens * math.ceil(cfg.test / cfg.eval_batch_size)
+                          * cfg.eval_batch_size + cfg.test * example) / rate
+            train = lambda n: n * cfg.train_epochs * example * 3 / rate  # noqa: E731
+            selected = n_windows * min(cfg.capacity, cfg.window)
+            kinds = {"base": evaluation, "policy": train(selected) + evaluation, "whole": train(cfg.stream) + evaluation,
+                     "synth1": train(2 * selected) + evaluation + selected * cfg.synth_tokens_per_pair / rate,
+                     "synth3": train(4 * selected) + evaluation + selected * 3 * cfg.synth_tokens_per_pair / rate}
+            embed = cfg.stream * mean_tokens / rate
+            total += embed + sum(kinds[_cell_kind(ROWS[c.row])] for c in cells if c.dataset == d)
+            main += embed + sum(kinds[_cell_kind(ROWS[c.row])] for c in cells if c.dataset == d and ROWS[c.row].tier == "main")
+            cols.append(f"{embed / 60:.0f} / {kinds['policy'] / 60:.0f} / {kinds['whole'] / 60:.0f} / {evaluation / 60:.1f} min")
+        lines.append(f"| {name}: {rate:.0f} | " + " | ".join(cols) + f" | {main / 3600:.1f} h | **{total / 3600:.1f} h** |")
+    return lines
 
 
 def _cell_kind(row: Row) -> str:
@@ -1062,7 +1178,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synth-tokens-per-pair", type=int, default=d.synth_tokens_per_pair,
                    help="new-token budget per requested synthetic pair")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT}, or <that>/quarter with --preset quarter")
+    p.add_argument("--cache", type=Path, default=None, help="shared cache folder (default <out>/cache; "
+                   "--preset quarter uses the full table's cache, whose embeddings it reuses)")
+    p.add_argument("--preset", choices=("paper", "quarter"), default="paper",
+                   help="paper: the knobs as given; quarter: stream/window/capacity divided by 4 (1150/200/16: "
+                   "same 6 windows and 8%% selection ratio) so the main table fits a few hours on 2 cores")
     p.add_argument("--only", default=None, help="filter cells, e.g. dataset=chitchat,row=sdss+random,seed=0")
     p.add_argument("--max-cells", type=int, default=None, help="stop after this many cells")
     p.add_argument("--list", action="store_true", help="show done/pending cells and exit")
@@ -1074,9 +1195,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    global _ARGV
+    global _ARGV, _CACHE_ROOT
     _ARGV = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(_ARGV)
+    if args.preset == "quarter":
+        args.stream, args.window, args.capacity = args.stream // 4, args.window // 4, args.capacity // 4
+        args.out = args.out or DEFAULT_OUT / "quarter"
+        args.cache = args.cache or DEFAULT_OUT / "cache"
+    args.out = args.out or DEFAULT_OUT
+    _CACHE_ROOT = args.cache
     if not log.handlers:  # our own handler: the root logger (and pytest's capture) stay untouched
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
