@@ -25,7 +25,7 @@ def main() -> int:
     p = C.base_parser(__doc__.splitlines()[0])
     args = p.parse_args()
     folder = C.results_dir(args.quick)
-    rows, runs, missing = [], [], []
+    rows, runs, missing, caveats = [], [], [], []
     for name in BENCHMARKS + OPTIONAL:
         path = folder / f"{name}.json"
         if not path.exists():
@@ -39,6 +39,14 @@ def main() -> int:
         runs.append({"benchmark": name, "date_utc": h["date_utc"], "load at start (1/5/15 min)": h["loadavg_at_start"],
                      "load1 during timed sections (min-max)": f"{min(loads):.2f}-{max(loads):.2f}" if loads else "",
                      "waited for quiet (s)": waited, "command": f"`{h['command']}`"})
+        busy = [e["section"] for e in data.get("load", [])
+                if not e["section"].endswith("(end)")
+                and ((e.get("other_busy_cores") or 0) >= 0.5
+                     or (e.get("other_busy_cores") is None and (e.get("load1_at_start") or 0) > 1.5))]
+        if busy:
+            caveats.append(f"`{name}`: {len(busy)} timed section(s) started while other processes kept >= 0.5 core "
+                           "busy (sampled while the benchmark slept; the 1-minute load also counts the benchmark's own "
+                           "previous section): " + ", ".join(busy) + ".")
         for t in data["targets"]:
             rows.append({"benchmark": name, "target": t["target"], "measured": t["measured"],
                          "met": "met" if t["met"] else "**missed**", "note": t.get("note", ""),
@@ -53,6 +61,8 @@ def main() -> int:
     md = ["# Benchmark summary\n\n", machine, "\n## Targets\n\n",
           C.md_table(rows, ["benchmark", "target", "measured", "met", "note", "command"]),
           "\n## Runs\n\n", C.md_table(runs),
+          "\n## Sections measured on a busy machine\n\n"
+          + ("".join(f"- {c}\n" for c in caveats) if caveats else "None.\n"),
           "\nDetails, per-configuration tables and notes: `benchmarks/results/<benchmark>.md`; raw rows in the CSV files.\n"]
     if missing:
         md.append(f"\nNot run yet: {', '.join(missing)}.\n")
