@@ -459,9 +459,8 @@ def synthesize_pairs(lm: LM, samples: list[dict], k: int, seed: int, cfg: TableC
     filter, generated ``synth_batch_size`` prompts at a time (decoding is memory-bound, so a batch
     of 8 costs little more than one prompt). Progress is appended to ``work`` (JSONL, one line per
     batch) so an interrupted cell resumes its synthesis."""
-    from models.generate import generate
-    from models.synth import synth_gen_config
-    from operators.synthesis import DEFAULT_SYNTH_TEMPLATE, SynthFilter, parse_pairs, render_synth_prompt
+    from models.synth import synth_gen_config, synthesize_many
+    from operators.synthesis import SynthFilter
 
     done: dict[int, dict] = {}
     if work.is_file():
@@ -469,7 +468,7 @@ def synthesize_pairs(lm: LM, samples: list[dict], k: int, seed: int, cfg: TableC
             if line.strip():
                 entry = json.loads(line)
                 done[entry["batch"]] = entry
-    filt = SynthFilter(low=0.2, high=0.8, dedup=0.7)  # the product's defaults (operators/config.py SynthConfig)
+    filt = SynthFilter()  # the product's band (operators/config.py SynthConfig has the same defaults)
     size = cfg.synth_batch_size
     for b, start in enumerate(range(0, len(samples), size)):
         if b in done:
@@ -478,14 +477,10 @@ def synthesize_pairs(lm: LM, samples: list[dict], k: int, seed: int, cfg: TableC
         gen = dataclasses.replace(synth_gen_config(k, seed=seed * 100_003 + b, max_new_tokens_per_pair=cfg.synth_tokens_per_pair),
                                   batch_size=size)
         t0 = time.perf_counter()
-        texts = generate(lm.model, lm.tokenizer, [render_synth_prompt(DEFAULT_SYNTH_TEMPLATE, s["prompt"], s["response"], k)
-                                                  for s in batch], gen)
         kept, dropped = [], Counter()
-        for s, text in zip(batch, texts):
-            result = filt.filter(s["prompt"], s["response"], parse_pairs(text))
-            kept += result.kept[:k]
+        for result in synthesize_many(lm.model, lm.tokenizer, [(s["prompt"], s["response"]) for s in batch], k, gen, filt):
+            kept += result.pairs
             dropped.update(result.dropped)
-            dropped["surplus"] += max(0, len(result.kept) - k)
         entry = {"batch": b, "pairs": kept, "dropped": dict(dropped), "seconds": time.perf_counter() - t0}
         work.parent.mkdir(parents=True, exist_ok=True)
         with work.open("a") as handle:
