@@ -951,12 +951,75 @@ def _markdown(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict,
         top = ", ".join(f"{k} {v}" for k, v in list(ts["domain_mix"].items())[:4])
         lines.append(f"| {d} | {row} | {first['train']['examples']} | {ts['distinct_conversations']} | "
                      f"{ts['mean_tokens']:.0f} | {ts['mean_eoe']:.3f} | {ts['mean_dss']:.3f} | {top} |")
+    lines += _answer_lines(cfg, out, datasets, stats)
     lines += _embedding_lines(cfg, out, datasets)
     lines += _model_estimate_lines(cfg, out, datasets, cells)
     lines += _measured_lines(out, cells)
     lines += ["", "## Cost and what is missing", ""]
     lines += _cost_lines(stats, cells, out)
     return "\n".join(lines) + "\n"
+
+
+def test_references(cfg: TableConfig, out: Path, dataset: str) -> list[str] | None:
+    """The test set's reference answers, in evaluation order.
+
+    Kept beside the cells in ``<out>/references/<dataset>.json`` (small, committed) so the
+    report can score answers without the gitignored cache; written from the cache when it
+    is there.
+    """
+    saved = out / "references" / f"{dataset}.json"
+    if saved.is_file():
+        data = json.loads(saved.read_text())
+        if data.get("data_key") == cfg.data_key():
+            return data["references"]
+    events = cache_root(out) / dataset / cfg.data_key() / "events.json"
+    if not events.is_file():
+        return None
+    references = [e["response"] for e in json.loads(events.read_text())["test"]]
+    _atomic_write(saved, json.dumps({"data_key": cfg.data_key(), "references": references}, ensure_ascii=False,
+                                    indent=0).encode())
+    return references
+
+
+def answer_shape(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """ROUGE-1 precision, recall and F (means over pairs) and mean words per answer.
+
+    Unigram F rewards long answers on short references through recall on common words, so
+    a model that learns the data's short style can lose F while gaining precision; this
+    breakdown is what tells the two apart.
+    """
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
+    scores = [scorer.score(ref, pred)["rouge1"] for pred, ref in zip(predictions, references, strict=True)]
+    return {
+        "precision": statistics.fmean(s.precision for s in scores),
+        "recall": statistics.fmean(s.recall for s in scores),
+        "f": statistics.fmean(s.fmeasure for s in scores),
+        "words": statistics.fmean(len(p.split()) for p in predictions),
+        "empty": sum(1 for p in predictions if not p.strip()) / len(predictions),
+    }
+
+
+def _answer_lines(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict) -> list[str]:
+    lines = ["", "## What the answers look like (ROUGE-1 precision / recall, answer length)", "",
+             "Means over the test prompts and over seeds. Reference answers: "
+             + ", ".join(f"{d} {statistics.fmean(len(r.split()) for r in refs):.1f} words"
+                         for d in datasets if (refs := test_references(cfg, out, d))) + ".", "",
+             "| dataset | row | ROUGE-1 P | ROUGE-1 R | ROUGE-1 F | answer words |", "|---|---|---|---|---|---|"]
+    for d in datasets:
+        refs = test_references(cfg, out, d)
+        if refs is None:
+            continue
+        for r in ROWS:
+            e = stats.get((d, r))
+            if not e or not e["results"]:
+                continue
+            shapes = [answer_shape(res["predictions"], refs) for res in e["results"]]
+            mean = {k: statistics.fmean(s[k] for s in shapes) for k in shapes[0]}
+            lines.append(f"| {d} | {r} | {100 * mean['precision']:.2f} | {100 * mean['recall']:.2f} | "
+                         f"{100 * mean['f']:.2f} | {mean['words']:.1f} |")
+    return lines
 
 
 def _embedding_lines(cfg: TableConfig, out: Path, datasets: Sequence[str]) -> list[str]:
