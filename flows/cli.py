@@ -237,12 +237,12 @@ def print_adapters(root: Path) -> None:
         print("\nno adapters trained (no window closed with labeled samples)")
         return
     print(f"\nadapters ({root}):")
-    print(f"{'user':<16}{'version':>8}  {'status':<11}{'real':>5}{'synth':>6}{'probe before':>14}{'after':>8}{'general':>9}")
+    print(f"{'user':<16}{'version':>8}  {'status':<11}{'real':>5}{'synth':>6}{'probe before':>14}{'after':>8}{'general base':>14}{'after':>8}")
     for user in users:
         for m in store.list(user):
             e = m.evaluation
             print(f"{user:<16}{'v' + str(m.version):>8}  {m.status:<11}{m.n_real:>5}{m.n_synthetic:>6}"
-                  f"{_num(e.probe_loss_before):>14}{_num(e.probe_loss_after):>8}{_num(e.general_loss):>9}")
+                  f"{_num(e.probe_loss_before):>14}{_num(e.probe_loss_after):>8}{_num(e.general_loss_base):>14}{_num(e.general_loss):>8}")
 
 
 def _num(x: float | None) -> str:
@@ -283,7 +283,7 @@ def cmd_adapters(args: argparse.Namespace) -> int:
         for m in store.list(user):
             e = m.evaluation
             print(f"  v{m.version:<4} {m.status:<11} {m.created_at}  real {m.n_real:>3} synth {m.n_synthetic:>3}  "
-                  f"probe {_num(e.probe_loss_before)} -> {_num(e.probe_loss_after)}  general {_num(e.general_loss)}"
+                  f"probe {_num(e.probe_loss_before)} -> {_num(e.probe_loss_after)}  general {_num(e.general_loss_base)} -> {_num(e.general_loss)}"
                   f"  {m.status_reason}")
     return 0
 
@@ -316,39 +316,60 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from models.adapters import AdapterStore, load_adapter
-    from models.evaluate import evaluate
+    from models.evaluate import evaluate, paired_difference
     from models.generate import GenerateConfig
     from models.lm import LMConfig, load_lm
+    from models.train import mean_loss
     from operators.events import Event, parse_event
 
     settings = settings_from_args(args)
     pairs: dict[str, list[tuple[str, str]]] = {}
+    skipped: Counter[str] = Counter()
     for line in args.heldout.read_bytes().splitlines():
         if not line.strip():
             continue
         ev = parse_event(line, max_chars=settings.max_chars)
-        if isinstance(ev, Event) and ev.response is not None and (not args.user or ev.user_id in args.user):
+        if not isinstance(ev, Event) or ev.response is None:
+            skipped[ev.reason if not isinstance(ev, Event) else "no_response"] += 1
+        elif not args.user or ev.user_id in args.user:
             pairs.setdefault(ev.user_id, []).append((ev.prompt, ev.response))
+    if skipped:
+        print(f"edgetune eval: skipped {sum(skipped.values())} held-out lines: "
+              + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())), file=sys.stderr)
     if not pairs:
         raise ValueError(f"{args.heldout}: no labeled held-out events (need user_id, prompt and response)")
     gen = GenerateConfig(max_new_tokens=args.max_new_tokens)
     model, tokenizer = load_lm(LMConfig(model=settings.model.lm, cache_dir=settings.model.cache_dir, seed=settings.seed))
     store = AdapterStore(settings.adapters_dir)
     results = []
-    print(f"{'user':<16}{'model':<14}{'status':<12}{'n':>4}{'ROUGE-1':>9}")
+    print(f"{'user':<16}{'model':<8}{'status':<11}{'n':>4}{'ROUGE-1':>9}  {'vs base [95% CI]':<26}{'win/loss':>9}"
+          f"{'answer loss':>13}")
     for user, user_pairs in sorted(pairs.items()):
         user_pairs = user_pairs[: args.limit] if args.limit else user_pairs
         base = evaluate(model, tokenizer, user_pairs, gen)
-        results.append({"user_id": user, "model": "base", "status": "-", "n": base.n, "rouge1": base.rouge1_mean})
-        print(f"{user:<16}{'base':<14}{'-':<12}{base.n:>4}{base.rouge1_mean:>9.4f}")
+        base_loss = mean_loss(model, tokenizer, user_pairs, settings.train.max_seq_len)
+        results.append({"user_id": user, "model": "base", "status": "-", "n": base.n, "rouge1": base.rouge1_mean,
+                        "answer_loss": base_loss, "predictions": base.predictions})
+        print(f"{user:<16}{'base':<8}{'-':<11}{base.n:>4}{base.rouge1_mean:>9.4f}  {'':<26}{'':>9}{base_loss:>13.4f}")
+        latest = store.latest(user)
         for m in store.list(user):
             wrapped = load_adapter(model, store.path(user, m.version))
             try:
                 r = evaluate(wrapped, tokenizer, user_pairs, gen)
+                loss = mean_loss(wrapped, tokenizer, user_pairs, settings.train.max_seq_len)
             finally:
                 wrapped.unload()
-            results.append({"user_id": user, "model": f"v{m.version}", "status": m.status, "n": r.n, "rouge1": r.rouge1_mean})
-            print(f"{user:<16}{'v' + str(m.version):<14}{m.status:<12}{r.n:>4}{r.rouge1_mean:>9.4f}")
+            d = paired_difference(r.scores, base.scores, seed=settings.seed)
+            status = m.status + ("*" if m.version == latest else "")
+            results.append({"user_id": user, "model": f"v{m.version}", "status": m.status, "latest": m.version == latest,
+                            "n": r.n, "rouge1": r.rouge1_mean, "answer_loss": loss, "predictions": r.predictions,
+                            "vs_base": {"mean": d.mean, "ci95": [d.low, d.high], "wins": d.wins, "losses": d.losses,
+                                        "significant": d.significant}})
+            interval = f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]"
+            print(f"{user:<16}{'v' + str(m.version):<8}{status:<11}{r.n:>4}{r.rouge1_mean:>9.4f}  {interval:<26}"
+                  f"{f'{d.wins}/{d.losses}':>9}{loss:>13.4f}")
+    print("\n* = the user's latest (what `edgetune generate` answers with). vs base: mean per-prompt ROUGE-1 "
+          "difference, bootstrap interval over prompts; it excludes 0 only if the difference is measurable.")
     if args.report:
         args.report.write_text(json.dumps(results, indent=1))
     return 0
