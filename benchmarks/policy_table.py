@@ -92,6 +92,7 @@ class Row:
     weights: tuple[float, float, float] | None = None
     synth_k: int = 0
     label: str = ""
+    domain_quota: str = "balanced"
 
 
 ROWS: dict[str, Row] = {
@@ -107,6 +108,8 @@ ROWS: dict[str, Row] = {
         Row("sdss-no-eoe", "policy", "ablation", "sdss", (0.0, 1.0, 1.0), label="sdss without EOE"),
         Row("sdss-no-dss", "policy", "ablation", "sdss", (1.0, 0.0, 1.0), label="sdss without DSS"),
         Row("sdss-no-idd", "policy", "ablation", "sdss", (1.0, 1.0, 0.0), label="sdss without IDD"),
+        Row("sdss-stream", "policy", "ablation", "sdss", (1.0, 1.0, 1.0), domain_quota="stream",
+            label="sdss, domain shares follow the user's stream"),
         Row("sdss-synth1", "policy", "synthesis", "sdss", (1.0, 1.0, 1.0), synth_k=1, label="sdss + 1 synthetic/sample"),
         Row("sdss-synth3", "policy", "synthesis", "sdss", (1.0, 1.0, 1.0), synth_k=3, label="sdss + 3 synthetic/sample"),
     )
@@ -401,7 +404,7 @@ def select(row: Row, seed: int, features: Features, cfg: TableConfig) -> tuple[l
 
     params: dict[str, Any] = {}
     if row.policy == "sdss":
-        params = {"weights": row.weights, "dup_threshold": cfg.dup_threshold}
+        params = {"weights": row.weights, "dup_threshold": cfg.dup_threshold, "domain_quota": row.domain_quota}
     n = len(features.domains)
     chosen: list[int] = []
     outcomes: Counter[str] = Counter()
@@ -917,7 +920,7 @@ def _markdown(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict,
         "ROUGE-1 in points (x100), mean ± std over seeds (std of the seed means; a single value = one seed).",
         "",
     ]
-    for tier, title in (("main", "Main table"), ("ablation", "Ablations (sdss with one score's weight at 0)"),
+    for tier, title in (("main", "Main table"), ("ablation", "Ablations (sdss with one score's weight at 0) and the domain-share variant"),
                         ("synthesis", "Synthesis (sdss + k synthetic pairs per selected sample)")):
         rows = [r for r in ROWS.values() if r.tier == tier]
         if tier != "main":

@@ -101,7 +101,7 @@ class SelectLogic(StatefulLogic):
             b, t = self.settings.buffer, self.settings.train
             params: dict[str, Any] = {"capacity": b.capacity, "seed": user_seed(self.settings.seed, user)}
             if b.policy == "sdss":
-                params.update(dup_threshold=b.dup_threshold, weights=b.weights)
+                params.update(dup_threshold=b.dup_threshold, weights=b.weights, domain_quota=b.domain_quota)
             self.state = UserState(user, make_policy(b.policy, **params), t.window_events if t.enabled else 0)
             metrics.USERS.inc()
         return self.state

@@ -79,6 +79,8 @@ class BufferConfig(_Section):
     capacity: int = Field(64, ge=1)
     dup_threshold: float = Field(0.95, gt=0, le=1, description="sdss: cosine at or above which a sample is a near-duplicate.")
     weights: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="sdss: weights of EOE, DSS, IDD.")
+    domain_quota: Literal["balanced", "stream"] = Field(
+        "balanced", description="sdss: equal domain shares (balanced) or the user's own domain mix (stream).")
 
     @field_validator("weights")
     @classmethod

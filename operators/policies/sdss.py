@@ -31,7 +31,12 @@ class SDSS(BufferPolicy):
        leave-one-out IDD within their domain, because it changes as the buffer changes (a
        sample that was novel on arrival may since have gained near neighbours). If the
        candidate's domain has no buffered sample, the victim comes from the largest domain
-       instead, so a new domain can enter and no domain monopolises the buffer.
+       instead, so a new domain can enter and no domain monopolises the buffer. This is
+       ``domain_quota="balanced"`` (the default): it drifts towards equal domain shares.
+       ``domain_quota="stream"`` instead takes the victim from the domain whose buffer count
+       most exceeds its share of the (non-duplicate) offers so far — the candidate's own
+       domain when that is the most over-represented — so the buffer mirrors the mix of the
+       user's own conversations, with scores choosing *within* each domain's share.
     5. **Swap if better.** The candidate's IDD is measured against the domain *without the
        victim* (what it would be after the swap, like the victim's leave-one-out IDD), so it
        is not penalised for resembling the very sample it would replace. It is admitted if
@@ -73,8 +78,13 @@ class SDSS(BufferPolicy):
         seed: int = 0,
         weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
         dup_threshold: float = 0.95,
+        domain_quota: str = "balanced",
     ):
         super().__init__(capacity=capacity, seed=seed)
+        if domain_quota not in ("balanced", "stream"):
+            raise ValueError(f"domain_quota must be 'balanced' or 'stream', got {domain_quota!r}")
+        self.domain_quota = domain_quota
+        self._offered: dict[str, int] = {}  # non-duplicate offers per dominant domain (for "stream")
         weights = tuple(float(w) for w in weights)
         if len(weights) != 3 or any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) == 0:
             raise ValueError(
@@ -94,6 +104,7 @@ class SDSS(BufferPolicy):
         if c.max_sim >= self.dup_threshold:
             return "duplicate", None, math.nan
         self._observe(c)
+        self._offered[c.domain] = self._offered.get(c.domain, 0) + 1
         if len(self._samples) < self.capacity:
             return "admitted", None, self._score(c.eoe, c.dss, c.idd)
         victim, victim_score = self._weakest(self._victim_domain(c.domain))
@@ -121,6 +132,10 @@ class SDSS(BufferPolicy):
         sizes: dict[str, int] = {}
         for s in self._samples.values():  # arrival order, so equal sizes resolve to the first arrived
             sizes[s.domain] = sizes.get(s.domain, 0) + 1
+        if self.domain_quota == "stream":
+            total = sum(self._offered.values())
+            # Over-representation of each buffered domain against its share of the offers.
+            return max(sizes, key=lambda d: sizes[d] - self.capacity * self._offered.get(d, 0) / total)
         return domain if domain in sizes else max(sizes, key=sizes.__getitem__)
 
     def _weakest(self, domain: str) -> tuple[str, float]:
@@ -145,9 +160,10 @@ class SDSS(BufferPolicy):
         return 1.0 - sim_sum / (n - 1)
 
     def _state(self) -> dict[str, Any]:
-        return {"n": self._n, "mean": self._mean.tolist(), "m2": self._m2.tolist()}
+        return {"n": self._n, "mean": self._mean.tolist(), "m2": self._m2.tolist(), "offered": dict(self._offered)}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self._n = int(state["n"])
         self._mean = np.array(state["mean"], dtype=np.float64)
         self._m2 = np.array(state["m2"], dtype=np.float64)
+        self._offered = dict(state.get("offered", {}))

@@ -330,9 +330,42 @@ def test_sdss_lets_a_new_domain_in_from_the_largest_domain():
     assert (d.outcome, d.evicted) == ("replaced", "e0")  # not e2, the global minimum: it is cooking's
 
 
+def skewed_stream(seed: int, n: int) -> list[Candidate]:
+    """Everyday chat as the lexicons see it: 3 in 5 offers hit no domain lexicon ("general",
+    DSS 0); the rest spread over 15 domains, more than a small buffer has slots for."""
+    rng = np.random.default_rng(seed)
+    vecs = unit(rng.normal(size=(n, DIM)))
+    rare = [f"d{k}" for k in range(15)]
+    domains = np.where(rng.random(n) < 0.6, "general", rng.choice(rare, size=n))
+    return [Candidate(f"e{i}", i, vecs[i], eoe=float(rng.random()), domain=str(d),
+                      dss=0.0 if d == "general" else float(rng.random()))
+            for i, d in enumerate(domains)]
+
+
+def test_sdss_stream_quota_mirrors_the_users_domain_mix_and_balanced_flattens_it():
+    shares = {}
+    for quota in ("balanced", "stream"):
+        policy = SDSS(capacity=16, domain_quota=quota)
+        trace(policy, skewed_stream(5, 600))
+        shares[quota] = sum(s.domain == "general" for s in policy.samples()) / len(policy)
+    # balanced: every candidate of an unbuffered domain challenges the largest domain, general,
+    # whose DSS is 0, so general is whittled down; stream keeps the user's own share.
+    assert shares["balanced"] <= 0.25
+    assert abs(shares["stream"] - 0.6) <= 2 / 16
+
+
+def test_sdss_stream_quota_survives_a_snapshot():
+    original = SDSS(capacity=6, domain_quota="stream")
+    trace(original, skewed_stream(1, 80))
+    restored = BufferPolicy.from_snapshot(pickle.loads(pickle.dumps(original.snapshot())))
+    assert restored.params()["domain_quota"] == "stream"
+    assert trace(restored, skewed_stream(2, 80)) == trace(original, skewed_stream(2, 80))
+
+
 @pytest.mark.parametrize(
     "params, match",
     [
+        ({"domain_quota": "equal"}, "domain_quota"),
         ({"weights": (1.0, 1.0)}, "weights"),
         ({"weights": (1.0, -1.0, 1.0)}, "weights"),
         ({"weights": (0.0, 0.0, 0.0)}, "weights"),
