@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 from collections import Counter
 from datetime import timedelta
@@ -319,7 +320,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from models.evaluate import evaluate, paired_difference
     from models.generate import GenerateConfig
     from models.lm import LMConfig, load_lm
-    from models.train import mean_loss
+    from models.train import example_losses
     from operators.events import Event, parse_event
 
     settings = settings_from_args(args)
@@ -343,33 +344,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     store = AdapterStore(settings.adapters_dir)
     results = []
     print(f"{'user':<16}{'model':<8}{'status':<11}{'n':>4}{'ROUGE-1':>9}  {'vs base [95% CI]':<26}{'win/loss':>9}"
-          f"{'answer loss':>13}")
+          f"{'answer loss':>12}  {'vs base [95% CI]':<26}")
     for user, user_pairs in sorted(pairs.items()):
         user_pairs = user_pairs[: args.limit] if args.limit else user_pairs
         base = evaluate(model, tokenizer, user_pairs, gen)
-        base_loss = mean_loss(model, tokenizer, user_pairs, settings.train.max_seq_len)
+        base_losses = example_losses(model, tokenizer, user_pairs, settings.train.max_seq_len)
+        base_loss = statistics.fmean(base_losses)
         results.append({"user_id": user, "model": "base", "status": "-", "n": base.n, "rouge1": base.rouge1_mean,
                         "answer_loss": base_loss, "predictions": base.predictions})
-        print(f"{user:<16}{'base':<8}{'-':<11}{base.n:>4}{base.rouge1_mean:>9.4f}  {'':<26}{'':>9}{base_loss:>13.4f}")
+        print(f"{user:<16}{'base':<8}{'-':<11}{base.n:>4}{base.rouge1_mean:>9.4f}  {'':<26}{'':>9}{base_loss:>12.4f}")
         latest = store.latest(user)
         for m in store.list(user):
             wrapped = load_adapter(model, store.path(user, m.version))
             try:
                 r = evaluate(wrapped, tokenizer, user_pairs, gen)
-                loss = mean_loss(wrapped, tokenizer, user_pairs, settings.train.max_seq_len)
+                losses = example_losses(wrapped, tokenizer, user_pairs, settings.train.max_seq_len)
             finally:
                 wrapped.unload()
+            loss = statistics.fmean(losses)
             d = paired_difference(r.scores, base.scores, seed=settings.seed)
+            dl = paired_difference(losses, base_losses, seed=settings.seed)  # negative = lower loss = better
             status = m.status + ("*" if m.version == latest else "")
             results.append({"user_id": user, "model": f"v{m.version}", "status": m.status, "latest": m.version == latest,
                             "n": r.n, "rouge1": r.rouge1_mean, "answer_loss": loss, "predictions": r.predictions,
                             "vs_base": {"mean": d.mean, "ci95": [d.low, d.high], "wins": d.wins, "losses": d.losses,
-                                        "significant": d.significant}})
+                                        "significant": d.significant},
+                            "loss_vs_base": {"mean": dl.mean, "ci95": [dl.low, dl.high], "lower": dl.losses,
+                                             "higher": dl.wins, "significant": dl.significant}})
             interval = f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]"
+            loss_interval = f"{dl.mean:+.4f} [{dl.low:+.4f}, {dl.high:+.4f}]"
             print(f"{user:<16}{'v' + str(m.version):<8}{status:<11}{r.n:>4}{r.rouge1_mean:>9.4f}  {interval:<26}"
-                  f"{f'{d.wins}/{d.losses}':>9}{loss:>13.4f}")
-    print("\n* = the user's latest (what `edgetune generate` answers with). vs base: mean per-prompt ROUGE-1 "
-          "difference, bootstrap interval over prompts; it excludes 0 only if the difference is measurable.")
+                  f"{f'{d.wins}/{d.losses}':>9}{loss:>12.4f}  {loss_interval:<26}")
+    print("\n* = the user's latest (what `edgetune generate` answers with). vs base: mean per-prompt difference "
+          "(ROUGE-1: higher is better; answer loss, nats/token of the reference answer: lower is better) with a "
+          "bootstrap 95% interval over prompts; a difference is measurable only if its interval excludes 0.")
     if args.report:
         args.report.write_text(json.dumps(results, indent=1))
     return 0

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # torch/peft are imported lazily: importing this module stays
     from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["TrainConfig", "TrainReport", "render_example", "train_lora", "mean_loss", "IGNORE_INDEX"]
+__all__ = ["TrainConfig", "TrainReport", "render_example", "train_lora", "mean_loss", "example_losses", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100  # label value the loss skips (prefix and padding)
 
@@ -341,6 +341,48 @@ def mean_loss(
     finally:
         model.train(was_training)
     return total / count
+
+
+def example_losses(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[tuple[str, str]],
+    max_seq_len: int,
+    batch_size: int = 8,
+) -> list[float]:
+    """Each example's mean answer loss (nats per answer token), in the order given, no grad.
+
+    For paired comparisons: two models scored on the same examples differ per example
+    far less than examples differ from each other. Rendering and batching as
+    ``mean_loss``; their token-weighted mean is ``mean_loss``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    pairs = _check_examples(examples)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"example_losses(batch_size={batch_size!r}) must be a positive int")
+    pad_id = _pad_id(tokenizer)
+    rendered = [render_example(tokenizer, p, r, max_seq_len) for p, r in pairs]
+    order = sorted(range(len(rendered)), key=lambda i: len(rendered[i][0]))
+    losses = [0.0] * len(rendered)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                input_ids, attention_mask, labels = _collate([rendered[i] for i in rows], pad_id)
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+                targets = labels[:, 1:]
+                per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), targets,
+                                            ignore_index=IGNORE_INDEX, reduction="none")
+                counts = (targets != IGNORE_INDEX).sum(dim=1)
+                for i, total, n in zip(rows, per_token.sum(dim=1).tolist(), counts.tolist()):
+                    losses[i] = total / n
+    finally:
+        model.train(was_training)
+    return losses
 
 
 # --- internals -------------------------------------------------------------------

@@ -34,6 +34,7 @@ def test_eval_scores_base_and_each_version_on_the_users_heldout_prompts(tmp_path
     base, v1 = rows
     assert base["n"] == v1["n"] == 3 and len(v1["predictions"]) == 3
     assert v1["answer_loss"] < base["answer_loss"]  # trained on "blue" answers: the reference got likelier
+    assert v1["loss_vs_base"]["mean"] < 0 and v1["loss_vs_base"]["lower"] == 3
     low, high = v1["vs_base"]["ci95"]
     assert low <= v1["vs_base"]["mean"] <= high and v1["vs_base"]["wins"] + v1["vs_base"]["losses"] <= 3
     out = capsys.readouterr()

@@ -7,7 +7,7 @@ import torch
 
 from models.generate import GenerateConfig, generate, render_prompt_ids
 from models.lm import tiny_llama, weights_digest
-from models.train import IGNORE_INDEX, TrainConfig, mean_loss, render_example, train_lora
+from models.train import IGNORE_INDEX, TrainConfig, example_losses, mean_loss, render_example, train_lora
 
 PAIRS = [
     ("What is the capital of France?", "Paris is the capital."),
@@ -129,6 +129,18 @@ def test_mean_loss_is_token_weighted_so_batch_size_does_not_matter(tiny):
     one = mean_loss(model, tokenizer, PAIRS, max_seq_len=256, batch_size=1)
     three = mean_loss(model, tokenizer, PAIRS, max_seq_len=256, batch_size=3)
     assert one == pytest.approx(three, rel=1e-5)
+
+
+def test_example_losses_are_per_example_in_order_and_agree_with_transformers(tiny):
+    model, tokenizer = tiny
+    losses = example_losses(model, tokenizer, PAIRS, max_seq_len=256, batch_size=2)
+    assert len(losses) == len(PAIRS)
+    for (prompt, response), loss in zip(PAIRS, losses):
+        ids, labels = render_example(tokenizer, prompt, response, max_seq_len=256)
+        with torch.no_grad():
+            expected = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item()
+        assert loss == pytest.approx(expected, rel=1e-4)
+    assert example_losses(model, tokenizer, PAIRS[::-1], max_seq_len=256, batch_size=3) == pytest.approx(losses[::-1], rel=1e-4)
 
 
 @pytest.mark.parametrize("examples", [[], "not pairs", [("only a prompt",)]])
