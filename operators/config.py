@@ -80,7 +80,8 @@ class BufferConfig(_Section):
     dup_threshold: float = Field(0.95, gt=0, le=1, description="sdss: cosine at or above which a sample is a near-duplicate.")
     weights: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="sdss: weights of EOE, DSS, IDD.")
     domain_quota: Literal["balanced", "stream"] = Field(
-        "balanced", description="sdss: equal domain shares (balanced) or the user's own domain mix (stream).")
+        "stream", description="sdss: which domain gives up a slot: the user's own domain mix (stream, default: "
+        "best in the policy table) or the candidate's domain / the largest one (balanced, the first design).")
 
     @field_validator("weights")
     @classmethod
