@@ -1188,6 +1188,27 @@ def _cost_lines(stats: dict, cells: list[Cell], out: Path) -> list[str]:
     return lines
 
 
+README_BEGIN, README_END = "<!-- policy-table:begin -->", "<!-- policy-table:end -->"
+
+
+def splice_readme(readme: Path, table_md: Path) -> None:
+    """Replace what lies between the README's policy-table markers with the report's main and
+    ablation tables, so the README never shows numbers the committed cells do not hold."""
+    text, report = readme.read_text(), table_md.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} markers to write the table between")
+    parts = []
+    for title in ("## Main table", "## Ablations"):
+        start = report.index(title)
+        end = report.index("\n## ", start + 1)
+        parts.append(report[start:end].strip().replace("## ", "#### ", 1))
+    note = ("ROUGE-1 in points (x100) and test answer loss (nats/token), mean ± std over the seeds done (n); "
+            "copied from `table.md` by `--report --readme README.md`.")
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(head + README_BEGIN + "\n" + note + "\n\n" + "\n\n".join(parts) + "\n" + README_END + tail)
+
+
 def _plot(path: Path, datasets: Sequence[str], stats: dict) -> None:
     """Bars per row with seed std: ROUGE-1 on top, test answer loss below (lower is better)."""
     import matplotlib
@@ -1263,6 +1284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", action="store_true", help="time embedding, a few LoRA steps, evaluation and synthesis; "
                    "write <out>/costs.json with an estimate for the table, and exit")
     p.add_argument("--report", action="store_true", help="aggregate finished cells into table.csv/.md/.png and exit")
+    p.add_argument("--readme", type=Path, default=None,
+                   help="with --report: also copy the main and ablation tables between the policy-table markers of this file")
     p.add_argument("--no-report", action="store_true", help="do not refresh the report after each cell")
     return p
 
@@ -1320,6 +1343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report:
         write_report(cfg, out, **report_args)
         print(out / "table.md")
+        if args.readme:
+            splice_readme(args.readme, out / "table.md")
+            print(args.readme)
         return 0
     if args.max_cells is not None:
         cells = [c for c in cells if not c.path(out).is_file()][: args.max_cells]

@@ -60,6 +60,19 @@ def test_report_has_every_row_with_finite_numbers(table):
         assert f"| {row} —" in markdown
 
 
+def test_report_copies_its_tables_between_the_readme_markers(table, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{pt.README_BEGIN}\nstale numbers\n{pt.README_END}\nafter\n")
+    pt.splice_readme(readme, table / "table.md")
+    text = readme.read_text()
+    assert "stale numbers" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    inside = text.split(pt.README_BEGIN)[1].split(pt.README_END)[0]
+    assert "#### Main table" in inside and "| sdss —" in inside and "#### Ablations" in inside
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        pt.splice_readme(readme, table / "table.md")
+
+
 def test_rerun_skips_finished_cells(table, capsys):
     cells = sorted((table / "cells").rglob("seed*.json"))
     before = {p: p.stat().st_mtime_ns for p in cells}
