@@ -132,8 +132,8 @@ class SDSS(BufferPolicy):
         sizes: dict[str, int] = {}
         for s in self._samples.values():  # arrival order, so equal sizes resolve to the first arrived
             sizes[s.domain] = sizes.get(s.domain, 0) + 1
-        if self.domain_quota == "stream":
-            total = sum(self._offered.values())
+        total = sum(self._offered.values())
+        if self.domain_quota == "stream" and total > 0:
             # Over-representation of each buffered domain against its share of the offers.
             return max(sizes, key=lambda d: sizes[d] - self.capacity * self._offered.get(d, 0) / total)
         return domain if domain in sizes else max(sizes, key=sizes.__getitem__)
