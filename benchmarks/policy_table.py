@@ -870,7 +870,7 @@ def _gap_lines(dataset: str, stats: dict) -> list[str]:
         if not (math.isnan(base) or math.isnan(whole)):
             span = whole - base
             lines.append(f"- gap whole − base = {100 * span:+.2f} points" + ("; gap closed = (row − base)/(whole − base): "
-                         + ", ".join(f"{r} {(mean(r) - base) / span:+.2f}" for r in MAIN_POLICIES
+                         + ", ".join(f"{r} {(mean(r) - base) / span:+.2f}" for r in (*MAIN_POLICIES, "sdss-stream")
                                      if not math.isnan(mean(r))) if span > 0 else ""))
             if span > 0:
                 lines.append(f"- (sdss − best baseline)/(whole − base) = {(sdss - baselines[best]) / span:+.2f}")
