@@ -320,27 +320,8 @@ def mean_loss(
     them and batched by length (less padding). The model's train/eval mode is
     restored afterwards.
     """
-    import torch
-
-    pairs = _check_examples(examples)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"mean_loss(batch_size={batch_size!r}) must be a positive int")
-    pad_id = _pad_id(tokenizer)
-    rendered = sorted((render_example(tokenizer, p, r, max_seq_len) for p, r in pairs), key=lambda ex: len(ex[0]))
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    count = 0
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(rendered), batch_size):
-                input_ids, attention_mask, labels = _collate(rendered[start : start + batch_size], pad_id)
-                loss_sum, n_tokens = _answer_loss_sum(model, input_ids, attention_mask, labels)
-                total += loss_sum.item()
-                count += n_tokens
-    finally:
-        model.train(was_training)
-    return total / count
+    sums, counts = _answer_losses(model, tokenizer, examples, max_seq_len, batch_size, "mean_loss")
+    return sum(sums) / sum(counts)
 
 
 def example_losses(
@@ -356,33 +337,8 @@ def example_losses(
     far less than examples differ from each other. Rendering and batching as
     ``mean_loss``; their token-weighted mean is ``mean_loss``.
     """
-    import torch
-    import torch.nn.functional as F
-
-    pairs = _check_examples(examples)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"example_losses(batch_size={batch_size!r}) must be a positive int")
-    pad_id = _pad_id(tokenizer)
-    rendered = [render_example(tokenizer, p, r, max_seq_len) for p, r in pairs]
-    order = sorted(range(len(rendered)), key=lambda i: len(rendered[i][0]))
-    losses = [0.0] * len(rendered)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                input_ids, attention_mask, labels = _collate([rendered[i] for i in rows], pad_id)
-                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-                targets = labels[:, 1:]
-                per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), targets,
-                                            ignore_index=IGNORE_INDEX, reduction="none")
-                counts = (targets != IGNORE_INDEX).sum(dim=1)
-                for i, total, n in zip(rows, per_token.sum(dim=1).tolist(), counts.tolist()):
-                    losses[i] = total / n
-    finally:
-        model.train(was_training)
-    return losses
+    sums, counts = _answer_losses(model, tokenizer, examples, max_seq_len, batch_size, "example_losses")
+    return [total / n for total, n in zip(sums, counts)]
 
 
 # --- internals -------------------------------------------------------------------
@@ -421,7 +377,36 @@ def _wrap(model, config: TrainConfig, init_adapter: Path | None):
     return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
 
 
-def _answer_loss_sum(model, input_ids, attention_mask, labels):
+def _answer_losses(model, tokenizer, examples, max_seq_len: int, batch_size: int, caller: str):
+    """Per example, in input order: ``(sums of answer-token cross-entropies, answer-token counts)``.
+
+    Examples are batched by length (less padding); the model's train/eval mode is restored.
+    """
+    import torch
+
+    pairs = _check_examples(examples)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"{caller}(batch_size={batch_size!r}) must be a positive int")
+    pad_id = _pad_id(tokenizer)
+    rendered = [render_example(tokenizer, p, r, max_seq_len) for p, r in pairs]
+    order = sorted(range(len(rendered)), key=lambda i: len(rendered[i][0]))
+    sums, counts = [0.0] * len(rendered), [0] * len(rendered)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                input_ids, attention_mask, labels = _collate([rendered[i] for i in rows], pad_id)
+                row_sums, row_counts = _answer_loss_sum(model, input_ids, attention_mask, labels, per_row=True)
+                for i, total, n in zip(rows, row_sums.tolist(), row_counts.tolist()):
+                    sums[i], counts[i] = total, n
+    finally:
+        model.train(was_training)
+    return sums, counts
+
+
+def _answer_loss_sum(model, input_ids, attention_mask, labels, per_row: bool = False):
     """``(sum of answer-token cross-entropies, number of answer tokens)`` for one batch.
 
     Position ``t`` predicts token ``t + 1``. Cost: the LM head turns each kept
@@ -440,6 +425,10 @@ def _answer_loss_sum(model, input_ids, attention_mask, labels):
         input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=width - first
     ).logits  # (batch, width - first, vocab): positions first .. width-1
     targets = labels[:, first + 1 :]
+    if per_row:  # (per-row sums, per-row counts)
+        per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), targets, ignore_index=IGNORE_INDEX,
+                                    reduction="none")
+        return per_token.sum(dim=1), scored.sum(dim=1)
     loss_sum = F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
         targets.reshape(-1),
