@@ -77,20 +77,31 @@ def run_setting(name: str, epochs: int, lr: float, examples: list[tuple[str, str
     from models.train import TrainConfig, example_losses, train_lora
 
     model, report = lm.model, None
-    if epochs:
+    saved = args.out / "adapters" / f"{args.dataset}-{name}"  # gitignored; lets other decodings reuse it
+    if epochs and (saved / "report.json").is_file():
+        from peft import PeftModel
+        from models.train import TrainReport
+
+        model = PeftModel.from_pretrained(lm.model, str(saved)).eval()
+        report = TrainReport(**json.loads((saved / "report.json").read_text()))
+    elif epochs:
         cfg = TrainConfig(lr=lr, epochs=epochs, max_seq_len=args.max_seq_len, seed=0)
         model, report = train_lora(lm.model, lm.tokenizer, examples, cfg)
         log.info("%s: %d steps in %.0f s, loss %.3f -> %.3f", name, len(report.step_seconds), report.seconds,
                  report.loss_first, report.loss_last)
+        model.save_pretrained(str(saved))
+        pt._atomic_write(saved / "report.json", json.dumps(dataclasses.asdict(report)).encode())
     try:
         losses = example_losses(model, lm.tokenizer, val, args.max_seq_len)
-        gen = GenerateConfig(max_new_tokens=args.max_new_tokens, batch_size=8, max_prompt_tokens=256)
+        gen = GenerateConfig(max_new_tokens=args.max_new_tokens, batch_size=8, max_prompt_tokens=256,
+                             no_repeat_ngram_size=args.no_repeat_ngram_size)
         ev = evaluate(model, lm.tokenizer, val, gen)
     finally:
         if model is not lm.model:
             lm.model = model.unload()
     words = [len(p.split()) for p in ev.predictions]
     return {"name": name, "epochs": epochs, "lr": lr, "examples": len(examples),
+            "no_repeat_ngram_size": args.no_repeat_ngram_size,
             "train": dataclasses.asdict(report) if report else None,
             "losses": losses, "rouge1": rouge1_scores(ev.predictions, [r for _, r in val]),
             "answer_words": statistics.fmean(words), "eval_seconds": ev.seconds,
@@ -100,17 +111,19 @@ def run_setting(name: str, epochs: int, lr: float, examples: list[tuple[str, str
 def report(out: Path) -> str:
     from models.evaluate import paired_difference
 
-    runs = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     lines = []
-    for dataset in sorted({r["dataset"] for r in runs.values()}):
-        base = runs.get(f"{dataset}-base")
+    for dataset, nr in sorted({(r["dataset"], r.get("no_repeat_ngram_size", 0)) for r in runs}):
+        group = [r for r in runs if r["dataset"] == dataset and r.get("no_repeat_ngram_size", 0) == nr]
+        base = next((r for r in group if r["epochs"] == 0), None)
         if base is None:
             continue
-        lines += [f"### {dataset} (validation: {len(base['rouge1'])} prompts)", "",
+        decoding = f"greedy, no repeated {nr}-gram" if nr else "plain greedy"
+        lines += [f"### {dataset}, {decoding}, {base['max_new_tokens']} new tokens "
+                  f"(validation: {len(base['rouge1'])} prompts)", "",
                   "| setting | steps | train s | answer loss | vs base [95 % CI] | ROUGE-1 (x100) | vs base [95 % CI] "
                   "| words | wins/losses |", "|---|---|---|---|---|---|---|---|---|"]
-        for key, r in sorted(((k, r) for k, r in runs.items() if r["dataset"] == dataset),
-                             key=lambda kv: (kv[1]["epochs"], kv[1]["lr"])):
+        for r in sorted(group, key=lambda r: (r["epochs"], r["lr"])):
             loss, rouge = statistics.fmean(r["losses"]), 100 * statistics.fmean(r["rouge1"])
             steps = len(r["train"]["step_seconds"]) if r["train"] else 0
             secs = f"{r['train']['seconds']:.0f}" if r["train"] else "—"
@@ -134,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--max-seq-len", type=int, default=256)
     p.add_argument("--grid", default=",".join(f"{e}:{lr:g}" for e, lr in GRID), help="epochs:lr,...")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=0, help="decoding: 0 = plain greedy")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--report", action="store_true", help="print the table of finished settings and exit")
@@ -158,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         (f"e{e}-lr{lr}", int(e), float(lr)) for e, lr in (s.split(":") for s in args.grid.split(","))]
     args.out.mkdir(parents=True, exist_ok=True)
     for name, epochs, lr in settings:
-        path = args.out / f"{args.dataset}-{name}.json"
+        decode = f"-nr{args.no_repeat_ngram_size}" if args.no_repeat_ngram_size else ""
+        path = args.out / f"{args.dataset}-{name}{decode}.json"
         if path.is_file():
             continue
         t0 = time.perf_counter()

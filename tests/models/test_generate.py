@@ -46,12 +46,41 @@ class EchoModel:
         ("seed", -1, "GenerateConfig.seed=-1 must be a non-negative int"),
         ("temperature", 0.0, "GenerateConfig.temperature=0.0 must be > 0"),
         ("top_p", 1.5, "GenerateConfig.top_p=1.5 must be in (0, 1]"),
+        ("no_repeat_ngram_size", -1, "GenerateConfig.no_repeat_ngram_size=-1 must be an int >= 0"),
+        ("repetition_penalty", 0.9, "GenerateConfig.repetition_penalty=0.9 must be >= 1.0"),
     ],
 )
 def test_config_rejects_bad_values_naming_field_and_value(field, value, fragment):
     with pytest.raises(ValueError) as err:
         GenerateConfig(**{field: value})
     assert fragment in str(err.value)
+
+
+def test_no_repeat_ngram_size_stops_greedy_loops(tiny):
+    model, tokenizer = tiny
+    prompt = render_prompt_ids(tokenizer, PROMPTS[1], 512)
+    ids = torch.tensor([prompt])
+
+    def answer(**knobs):
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=30,
+                             do_sample=False, pad_token_id=tokenizer.eos_token_id, **knobs)
+        return out[0, len(prompt):].tolist()
+
+    def bigrams(seq):
+        return [tuple(seq[i : i + 2]) for i in range(len(seq) - 1)]
+
+    plain = answer()
+    assert len(set(bigrams(plain))) < len(bigrams(plain))  # the random model loops when greedy
+    config = GenerateConfig(max_new_tokens=30, no_repeat_ngram_size=2)
+    echo = EchoModel([5])
+    generate(echo, tokenizer, [PROMPTS[1]], config)
+    assert echo.calls[0]["no_repeat_ngram_size"] == 2 and "repetition_penalty" not in echo.calls[0]
+    free = prompt + answer(no_repeat_ngram_size=2)
+    seen = bigrams(free)
+    new = range(len(prompt) - 1, len(seen))  # bigrams that end in a generated token
+    assert len(new) == 30 and all(seen[i] not in seen[:i] for i in new)  # none repeats an earlier one
+    text = generate(model, tokenizer, [PROMPTS[1]], config)[0]
+    assert text == tokenizer.decode(free[len(prompt):], skip_special_tokens=True).strip()
 
 
 def test_a_bare_string_is_refused_not_split_into_characters(tiny):
