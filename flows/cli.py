@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -108,20 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", help="User whose latest adapter answers; omit for the base model.")
     p.add_argument("--version", type=int, help="A specific adapter version instead of the latest.")
     p.add_argument("--max-new-tokens", type=int, default=128)
+    _no_repeat(p)
     _common(p)
 
     p = sub.add_parser("eval", help="ROUGE-1 of the base model and each adapter version on users' held-out prompts.")
     p.add_argument("heldout", type=Path, help="JSONL of held-out events with user_id, prompt and reference response.")
     p.add_argument("--user", action="append", help="Only these users (repeatable).")
     p.add_argument("--max-new-tokens", type=int, default=128, help="128: ShareGPT's long references gain ~25 %% ROUGE-1 over 64.")
+    _no_repeat(p)
     p.add_argument("--limit", type=int, help="At most this many prompts per user.")
     p.add_argument("--report", type=Path, help="Write the results as JSON here too.")
     _common(p)
     return parser
 
 
+def _no_repeat(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-repeat-ngram-size", type=int, default=3, metavar="N",
+                   help="Greedy decoding never repeats an N-gram (0: plain greedy, which often loops on one line "
+                        "with this small model); see benchmarks/results/train_strength.")
+
+
 _NOT_SETTINGS = {"command", "config", "verbose", "path", "all", "recovery_dir", "epoch_seconds", "no_progress", "out",
                  "create_topics", "partitions", "action", "user", "prompt", "version", "max_new_tokens", "heldout",
+                 "no_repeat_ngram_size",
                  "limit", "report"}
 
 
@@ -309,7 +319,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     model, tokenizer, which = _model_for(settings, args.user, args.version)
-    answer = generate(model, tokenizer, [args.prompt], GenerateConfig(max_new_tokens=args.max_new_tokens))[0]
+    answer = generate(model, tokenizer, [args.prompt], GenerateConfig(max_new_tokens=args.max_new_tokens,
+                                                                      no_repeat_ngram_size=args.no_repeat_ngram_size))[0]
     print(f"[{which}]", file=sys.stderr)
     print(answer)
     return 0
@@ -339,7 +350,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
               + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())), file=sys.stderr)
     if not pairs:
         raise ValueError(f"{args.heldout}: no labeled held-out events (need user_id, prompt and response)")
-    gen = GenerateConfig(max_new_tokens=args.max_new_tokens)
+    gen = GenerateConfig(max_new_tokens=args.max_new_tokens, no_repeat_ngram_size=args.no_repeat_ngram_size)
     model, tokenizer = load_lm(LMConfig(model=settings.model.lm, cache_dir=settings.model.cache_dir, seed=settings.seed))
     store = AdapterStore(settings.adapters_dir)
     results = []
@@ -350,7 +361,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         base = evaluate(model, tokenizer, user_pairs, gen)
         base_losses = example_losses(model, tokenizer, user_pairs, settings.train.max_seq_len)
         base_loss = statistics.fmean(base_losses)
-        results.append({"user_id": user, "model": "base", "status": "-", "n": base.n, "rouge1": base.rouge1_mean,
+        results.append({"user_id": user, "model": "base", "status": "-", "decoding": dataclasses.asdict(gen),
+                        "n": base.n, "rouge1": base.rouge1_mean,
                         "answer_loss": base_loss, "predictions": base.predictions})
         print(f"{user:<16}{'base':<8}{'-':<11}{base.n:>4}{base.rouge1_mean:>9.4f}  {'':<26}{'':>9}{base_loss:>12.4f}")
         latest = store.latest(user)

@@ -33,6 +33,7 @@ def test_eval_scores_base_and_each_version_on_the_users_heldout_prompts(tmp_path
     assert [(r["user_id"], r["model"]) for r in rows] == [("ann", "base"), ("ann", "v1")]  # --user filters bob out
     base, v1 = rows
     assert base["n"] == v1["n"] == 3 and len(v1["predictions"]) == 3
+    assert base["decoding"]["max_new_tokens"] == 4 and base["decoding"]["no_repeat_ngram_size"] == 3  # the default
     assert v1["answer_loss"] < base["answer_loss"]  # trained on "blue" answers: the reference got likelier
     assert v1["loss_vs_base"]["mean"] < 0 and v1["loss_vs_base"]["lower"] == 3
     low, high = v1["vs_base"]["ci95"]
