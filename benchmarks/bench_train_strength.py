@@ -154,7 +154,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.report:
-        print(report(args.out))
+        text = report(args.out)
+        runs = [json.loads(p.read_text()) for p in sorted(args.out.glob("*.json"))]
+        header = ["# Training strength and decoding, judged on a validation split", "",
+                  "Made by `python -m benchmarks.bench_train_strength --report` from these runs:", ""]
+        header += [f"- `{c}`" for c in sorted({r["command"] for r in runs})]
+        header += ["", "Machines: " + "; ".join(sorted({r["machine"] for r in runs})), "",
+                   "Train seconds are wall time on a shared machine (other jobs ran beside it). "
+                   "Answer loss: nats/token of the reference answer (lower is better); ROUGE-1: F of greedy "
+                   "answers (higher is better); \"vs base\": mean per-prompt difference with a bootstrap 95 % "
+                   "interval over the prompts; wins/losses: prompts where ROUGE-1 rose/fell.", ""]
+        (args.out / "README.md").write_text("\n".join(header) + "\n" + text)
+        print(text)
         return 0
     if args.threads:
         import torch
