@@ -66,8 +66,6 @@ class GenerateConfig:
             n-gram of this size already in the sequence (prompt included). A
             135M model decoding greedily often loops on one line until the
             token budget ends; 0 leaves decoding untouched.
-        repetition_penalty: > 1 divides the logit of every token already in the
-            sequence (prompt included) by this factor; 1.0 disables it.
 
     >>> GenerateConfig(top_p=0)
     Traceback (most recent call last):
@@ -83,7 +81,6 @@ class GenerateConfig:
     batch_size: int = 8
     max_prompt_tokens: int = 512
     no_repeat_ngram_size: int = 0
-    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("max_new_tokens", "batch_size", "max_prompt_tokens"):
@@ -95,10 +92,6 @@ class GenerateConfig:
         n = self.no_repeat_ngram_size
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"GenerateConfig.no_repeat_ngram_size={n!r} must be an int >= 0; 0 disables it")
-        if not self.repetition_penalty >= 1.0:
-            raise ValueError(
-                f"GenerateConfig.repetition_penalty={self.repetition_penalty!r} must be >= 1.0; 1.0 disables it"
-            )
         if not self.temperature > 0:
             raise ValueError(f"GenerateConfig.temperature={self.temperature!r} must be > 0; use do_sample=False for greedy")
         if not 0 < self.top_p <= 1:
@@ -130,8 +123,6 @@ def generate(
         knobs.update(temperature=config.temperature, top_p=config.top_p, top_k=0)
     if config.no_repeat_ngram_size:
         knobs["no_repeat_ngram_size"] = config.no_repeat_ngram_size
-    if config.repetition_penalty != 1.0:
-        knobs["repetition_penalty"] = config.repetition_penalty
 
     outputs: list[str] = []
     device = model.device
