@@ -72,7 +72,7 @@ def load_validation(dataset: str, stream: int, test: int, n: int) -> list[dict]:
 
 def run_setting(name: str, epochs: int, lr: float, examples: list[tuple[str, str]], val: list[tuple[str, str]],
                 lm: pt.LM, args: argparse.Namespace) -> dict[str, Any]:
-    from models.evaluate import evaluate, rouge1_scores
+    from models.evaluate import evaluate
     from models.generate import GenerateConfig
     from models.train import TrainConfig, example_losses, train_lora
 
@@ -103,16 +103,24 @@ def run_setting(name: str, epochs: int, lr: float, examples: list[tuple[str, str
     return {"name": name, "epochs": epochs, "lr": lr, "examples": len(examples),
             "no_repeat_ngram_size": args.no_repeat_ngram_size,
             "train": dataclasses.asdict(report) if report else None,
-            "losses": losses, "rouge1": rouge1_scores(ev.predictions, [r for _, r in val]),
+            "losses": losses, "rouge1": ev.scores,
             "answer_words": statistics.fmean(words), "eval_seconds": ev.seconds,
             "predictions": ev.predictions, "max_new_tokens": args.max_new_tokens, "max_seq_len": args.max_seq_len}
 
 
 def report(out: Path) -> str:
+    """The README of ``out``: how the finished settings were made, then one table per dataset and decoding."""
     from models.evaluate import paired_difference
 
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
-    lines = []
+    lines = ["# Training strength and decoding, judged on a validation split", "",
+             "Made by `python -m benchmarks.bench_train_strength --report` from these runs:", ""]
+    lines += [f"- `{c}`" for c in sorted({r["command"] for r in runs})]
+    lines += ["", "Machines: " + "; ".join(sorted({r["machine"] for r in runs})), "",
+              "Train seconds are wall time on a shared machine (other jobs ran beside it). "
+              "Answer loss: nats/token of the reference answer (lower is better); ROUGE-1: F of greedy "
+              "answers (higher is better); \"vs base\": mean per-prompt difference with a bootstrap 95 % "
+              "interval over the prompts; wins/losses: prompts where ROUGE-1 rose/fell.", ""]
     for dataset, nr in sorted({(r["dataset"], r.get("no_repeat_ngram_size", 0)) for r in runs}):
         group = [r for r in runs if r["dataset"] == dataset and r.get("no_repeat_ngram_size", 0) == nr]
         base = next((r for r in group if r["epochs"] == 0), None)
@@ -155,16 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.report:
         text = report(args.out)
-        runs = [json.loads(p.read_text()) for p in sorted(args.out.glob("*.json"))]
-        header = ["# Training strength and decoding, judged on a validation split", "",
-                  "Made by `python -m benchmarks.bench_train_strength --report` from these runs:", ""]
-        header += [f"- `{c}`" for c in sorted({r["command"] for r in runs})]
-        header += ["", "Machines: " + "; ".join(sorted({r["machine"] for r in runs})), "",
-                   "Train seconds are wall time on a shared machine (other jobs ran beside it). "
-                   "Answer loss: nats/token of the reference answer (lower is better); ROUGE-1: F of greedy "
-                   "answers (higher is better); \"vs base\": mean per-prompt difference with a bootstrap 95 % "
-                   "interval over the prompts; wins/losses: prompts where ROUGE-1 rose/fell.", ""]
-        (args.out / "README.md").write_text("\n".join(header) + "\n" + text)
+        (args.out / "README.md").write_text(text)
         print(text)
         return 0
     if args.threads:
@@ -189,12 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         result = run_setting(name, epochs, lr, examples, val, lm, args)
-        result.update(dataset=args.dataset, wall_seconds=time.perf_counter() - t0, command=shlex.join(["python", "-m", "benchmarks.bench_train_strength", *(sys.argv[1:] if argv is None else argv)]),
-                      machine=pt.machine())
+        command = shlex.join(["python", "-m", "benchmarks.bench_train_strength", *(sys.argv[1:] if argv is None else argv)])
+        result.update(dataset=args.dataset, wall_seconds=time.perf_counter() - t0, command=command, machine=pt.machine())
         pt._atomic_write(path, json.dumps(result, ensure_ascii=False, indent=1).encode())
         log.info("%s: ROUGE-1 %.4f, loss %.3f (%.0f s)", name, statistics.fmean(result["rouge1"]),
                  statistics.fmean(result["losses"]), result["wall_seconds"])
-    print(report(args.out))
+    print(report(args.out))  # --report also writes it to <out>/README.md
     return 0
 
 
