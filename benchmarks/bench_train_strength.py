@@ -42,7 +42,10 @@ GRID = ((1, 2e-4), (3, 2e-4), (3, 1e-3), (6, 1e-3))
 
 
 def load_validation(dataset: str, stream: int, test: int, n: int) -> list[dict]:
-    """``n`` labeled events after the policy table's stream and test events, from conversations in neither."""
+    """``n`` labeled events after the policy table's stream and test events, from conversations in neither.
+
+    The committed results used exactly this split; ``tests/benchmarks/test_train_strength.py`` checks it
+    against ``policy_table.load_split``."""
     from flows.replay import replay_events
     from operators.events import Event, parse_event
 
@@ -57,7 +60,9 @@ def load_validation(dataset: str, stream: int, test: int, n: int) -> list[dict]:
         if seen_stream < stream:  # load_split's stream
             seen_stream += 1
             used.add(conversation)
-        elif seen_test < test:  # load_split's test events (and any of their conversations' turns)
+        elif seen_test < test:
+            # Skips past `test` *conversations*, not turns: at least as far as load_split's `test` turns
+            # reach (chitchat's 40 test turns are 3 conversations), so the split is disjoint either way.
             if conversation not in used:
                 seen_test += 1
                 used.add(conversation)
