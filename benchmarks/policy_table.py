@@ -71,6 +71,11 @@ import numpy as np
 log = logging.getLogger("policy_table")
 
 DATASETS = ("sharegpt", "chitchat")
+# How the test set is drawn from the conversations after the stream (none of which the stream touched):
+# "all" takes their turns in order until there are `test` (chitchat's 40 then come from 3 dialogues);
+# "middle" takes one turn per conversation, its middle one (not the greeting that opens it), so the
+# `test` prompts come from `test` independent conversations.
+TEST_TURNS = ("all", "middle")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "policy_table"
 
 
@@ -144,6 +149,7 @@ class TableConfig:
     synth_tokens_per_pair: int = 96
     synth_batch_size: int = 8
     train_chunk: int = 400
+    test_turns: str = "all"  # "all": the first `test` turns after the stream; "middle": one per conversation
 
     def __post_init__(self) -> None:
         for name in ("stream", "window", "capacity", "test", "max_new_tokens", "eval_max_prompt_tokens",
@@ -154,9 +160,19 @@ class TableConfig:
                 raise ValueError(f"--{name.replace('_', '-')}={value!r} must be a positive integer")
         if self.window > self.stream:
             raise ValueError(f"--window={self.window} is longer than --stream={self.stream}; use a window <= the stream")
+        if self.test_turns not in TEST_TURNS:
+            raise ValueError(f"--test-turns={self.test_turns!r} is not one of {list(TEST_TURNS)}")
+
+    def _identity(self) -> dict[str, Any]:
+        """The fields that name this configuration. ``test_turns`` joined later: at its first value
+        it is left out, so cells made before it existed keep their digest and cache folder."""
+        fields = dataclasses.asdict(self)
+        if fields["test_turns"] == "all":
+            del fields["test_turns"]
+        return fields
 
     def digest(self) -> str:
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        text = json.dumps(self._identity(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def embed_key(self) -> str:
@@ -168,7 +184,8 @@ class TableConfig:
     def data_key(self) -> str:
         """What the per-dataset cache depends on (not the training or evaluation knobs)."""
         safe_model = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.model)
-        return f"{safe_model}-s{self.stream}-t{self.test}-e{self.embed_max_tokens}"
+        turns = "" if self.test_turns == "all" else f"-{self.test_turns}"
+        return f"{safe_model}-s{self.stream}-t{self.test}{turns}-e{self.embed_max_tokens}"
 
 
 @dataclass(frozen=True)
@@ -234,17 +251,27 @@ def matches(cell: Cell, only: dict[str, set[str]]) -> bool:
 # --- data and the per-dataset cache ----------------------------------------------------
 
 
-def load_split(dataset: str, stream: int, test: int) -> tuple[list[dict], list[dict]]:
+def load_split(dataset: str, stream: int, test: int, test_turns: str = "all") -> tuple[list[dict], list[dict]]:
     """The first ``stream`` labeled events of one user, and ``test`` held-out ones after them.
 
-    A test event must come from a conversation that has no event in the stream.
+    A test event must come from a conversation that has no event in the stream; ``test_turns``
+    (see :data:`TEST_TURNS`) says which of a conversation's turns are taken.
     """
     from flows.replay import replay_events
     from operators.events import Event, parse_event
 
+    if test_turns not in TEST_TURNS:
+        raise ValueError(f"test_turns={test_turns!r} is not one of {list(TEST_TURNS)}")
     stream_events: list[dict] = []
     test_events: list[dict] = []
     seen_conversations: set[str] = set()
+    pending: list[dict] = []  # "middle": the turns of the conversation being read
+
+    def close_conversation() -> None:
+        if pending:
+            test_events.append(pending[len(pending) // 2])
+            pending.clear()
+
     for raw in replay_events(dataset, n_users=1, split="round_robin", seed=0):
         event = parse_event(raw)
         if not isinstance(event, Event) or event.response is None:
@@ -255,10 +282,18 @@ def load_split(dataset: str, stream: int, test: int) -> tuple[list[dict], list[d
         if len(stream_events) < stream:
             stream_events.append(record)
             seen_conversations.add(conversation)
-        elif conversation not in seen_conversations:
+        elif conversation in seen_conversations:
+            continue
+        elif test_turns == "all":
             test_events.append(record)
-            if len(test_events) == test:
-                break
+        else:
+            if pending and pending[0]["conversation"] != conversation:
+                close_conversation()
+            pending.append(record)
+        if len(test_events) == test:
+            break
+    if test_turns == "middle" and len(test_events) < test:
+        close_conversation()  # the dataset ended inside the last test conversation
     if len(stream_events) < stream or len(test_events) < test:
         raise ValueError(
             f"dataset {dataset!r} has only {len(stream_events)} stream and {len(test_events)} test events; "
@@ -312,7 +347,7 @@ def prepare_dataset(cfg: TableConfig, dataset: str, out: Path, lm: LM | None, ch
     folder = cache_root(out) / dataset / cfg.data_key()
     events_file, features_file = folder / "events.json", folder / "features.npz"
     if not events_file.is_file():
-        stream, test = load_split(dataset, cfg.stream, cfg.test)
+        stream, test = load_split(dataset, cfg.stream, cfg.test, cfg.test_turns)
         _atomic_write(events_file, json.dumps({"stream": stream, "test": test}, ensure_ascii=False).encode())
     split = json.loads(events_file.read_text())
     stream, test = split["stream"], split["test"]
@@ -649,7 +684,7 @@ def measure(cfg: TableConfig, out: Path, datasets: Sequence[str], embed_lengths:
                              "machine": machine(), "load_avg_before": list(os.getloadavg()),
                              "model_load_seconds": lm.load_seconds, "config": dataclasses.asdict(cfg), "datasets": {}}
     for d in datasets:
-        stream, test = load_split(d, cfg.stream, cfg.test)
+        stream, test = load_split(d, cfg.stream, cfg.test, cfg.test_turns)
         step = max(1, len(stream) // n_embed)
         spread = stream[::step][:n_embed]
         entry: dict[str, Any] = {"embed": {}}
@@ -1258,6 +1293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=d.window, help="events per window (W)")
     p.add_argument("--capacity", type=int, default=d.capacity, help="buffer capacity (B)")
     p.add_argument("--test", type=int, default=d.test, help="held-out test pairs (T)")
+    p.add_argument("--test-turns", choices=TEST_TURNS, default=d.test_turns,
+                   help="all: the first T turns of the conversations after the stream; middle: one turn (the middle "
+                   "one) from each of T conversations")
     p.add_argument("--seeds", type=int, default=3, help="seeds per policy/ablation/synthesis row")
     p.add_argument("--whole-seeds", type=int, default=1, help="seeds for the whole-stream row (costly)")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="greedy tokens per test answer")
@@ -1272,7 +1310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synth-tokens-per-pair", type=int, default=d.synth_tokens_per_pair,
                    help="new-token budget per requested synthetic pair")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT}, or <that>/quarter with --preset quarter")
+    p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT}, or <that>/quarter with --preset quarter; with --test-turns middle: <that>/middle or <that>/quarter-middle")
     p.add_argument("--cache", type=Path, default=None, help="shared cache folder (default <out>/cache; "
                    "--preset quarter uses the full table's cache, whose embeddings it reuses)")
     p.add_argument("--preset", choices=("paper", "quarter"), default="paper",
@@ -1296,9 +1334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(_ARGV)
     if args.preset == "quarter":
         args.stream, args.window, args.capacity = args.stream // 4, args.window // 4, args.capacity // 4
-        args.out = args.out or DEFAULT_OUT / "quarter"
+        args.out = args.out or DEFAULT_OUT / ("quarter" + ("" if args.test_turns == "all" else f"-{args.test_turns}"))
         args.cache = args.cache or DEFAULT_OUT / "cache"
-    args.out = args.out or DEFAULT_OUT
+    args.out = args.out or (DEFAULT_OUT if args.test_turns == "all" else DEFAULT_OUT / args.test_turns)
     _CACHE_ROOT = args.cache
     if not log.handlers:  # our own handler: the root logger (and pytest's capture) stay untouched
         handler = logging.StreamHandler(sys.stdout)
@@ -1316,6 +1354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_max_seq_len=args.train_max_seq_len, train_epochs=args.train_epochs,
         train_batch_size=args.train_batch_size, lr=args.lr, embed_max_tokens=args.embed_max_tokens,
         synth_tokens_per_pair=args.synth_tokens_per_pair, train_chunk=args.train_chunk,
+        test_turns=args.test_turns,
     )
     out: Path = args.out
     only = parse_only(args.only)

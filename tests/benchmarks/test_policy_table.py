@@ -121,3 +121,39 @@ def test_long_training_resumes_from_its_last_checkpointed_piece(tmp_path, monkey
     assert len(calls) == 1 and calls[0] is not None and calls[0].name == "piece1"  # only the third piece ran again
     cell = json.loads((tmp_path / "cells" / "chitchat" / "whole" / "seed0.json").read_text())
     assert cell["train"]["pieces"] == 3 and cell["train"]["examples"] == 60 and cell["train"]["steps"] == 7 + 7 + 3
+
+
+@pytest.mark.parametrize("dataset", pt.DATASETS)
+def test_middle_test_turns_take_one_middle_turn_from_each_unseen_conversation(dataset):
+    from flows.replay import replay_events
+    from operators.events import Event, parse_event
+
+    stream, test = pt.load_split(dataset, 60, 6, "middle")
+    assert (stream, len(test)) == (pt.load_split(dataset, 60, 6)[0], 6)  # the stream does not depend on it
+    conversations = [e["conversation"] for e in test]
+    assert len(set(conversations)) == 6
+    assert not set(conversations) & {e["conversation"] for e in stream}
+    # naive recomputation over the whole dataset: every labeled turn of those conversations, in order
+    turns: dict[str, list[str]] = {c: [] for c in conversations}
+    for raw in replay_events(dataset, n_users=1, split="round_robin", seed=0):
+        event = parse_event(raw)
+        if isinstance(event, Event) and event.response is not None and event.meta.get("conversation") in turns:
+            turns[event.meta["conversation"]].append(event.event_id)
+    for e in test:
+        ids = turns[e["conversation"]]
+        assert e["event_id"] == ids[len(ids) // 2]
+
+
+def test_an_unknown_test_turn_rule_is_a_clear_error():
+    with pytest.raises(ValueError, match="test_turns"):
+        pt.load_split("chitchat", 60, 6, "last")
+    with pytest.raises(ValueError, match="--test-turns"):
+        pt.TableConfig(test_turns="last")
+
+
+def test_the_first_test_turn_rule_keeps_the_digest_of_cells_made_before_it_existed():
+    before = pt.TableConfig(stream=1150, window=200, capacity=16)
+    middle = pt.TableConfig(stream=1150, window=200, capacity=16, test_turns="middle")
+    assert before.digest() == "27edfbce484e3ab3"  # the committed quarter table's cells carry this digest
+    assert before.data_key() == "smollm2-135m-instruct-s1150-t40-e128"
+    assert middle.digest() != before.digest() and middle.data_key() != before.data_key()
