@@ -39,7 +39,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--window", type=int, dest="train.window_events", help="Train a user's adapter every N of their events (800).")
     g.add_argument("--no-train", action="store_false", dest="train.enabled", default=None, help="Select only; no LoRA training.")
     g.add_argument("--synth-k", type=int, dest="synth.k", help="Synthetic pairs per annotated sample (0 disables).")
-    g.add_argument("--torch-threads", type=int, dest="embed.torch_threads", help="torch intra-op threads.")
+    g.add_argument("--torch-threads", type=int, dest="embed.torch_threads",
+                   help="torch intra-op threads for everything torch does (embedding, generation, training).")
 
 
 def _source_args(p: argparse.ArgumentParser) -> None:
@@ -301,10 +302,10 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
 def _model_for(settings: Settings, user: str | None, version: int | None):
     """The base model, wrapped with the user's chosen adapter when there is one."""
+    from flows.selection import load_model
     from models.adapters import AdapterStore, load_adapter
-    from models.lm import LMConfig, load_lm
 
-    model, tokenizer = load_lm(LMConfig(model=settings.model.lm, cache_dir=settings.model.cache_dir, seed=settings.seed))
+    model, tokenizer = load_model(settings)
     if user is None:
         return model, tokenizer, "base model"
     store = AdapterStore(settings.adapters_dir)
@@ -330,7 +331,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from models.adapters import AdapterStore, load_adapter
     from models.evaluate import evaluate, paired_difference
     from models.generate import GenerateConfig
-    from models.lm import LMConfig, load_lm
+    from flows.selection import load_model
     from models.train import example_losses
     from operators.events import Event, parse_event
 
@@ -351,7 +352,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not pairs:
         raise ValueError(f"{args.heldout}: no labeled held-out events (need user_id, prompt and response)")
     gen = GenerateConfig(max_new_tokens=args.max_new_tokens, no_repeat_ngram_size=args.no_repeat_ngram_size)
-    model, tokenizer = load_lm(LMConfig(model=settings.model.lm, cache_dir=settings.model.cache_dir, seed=settings.seed))
+    model, tokenizer = load_model(settings)
     store = AdapterStore(settings.adapters_dir)
     results = []
     print(f"{'user':<16}{'model':<8}{'status':<11}{'n':>4}{'ROUGE-1':>9}  {'vs base [95% CI]':<26}{'win/loss':>9}"

@@ -41,16 +41,27 @@ class Components:
     tokenizer: Any = None
 
 
-def build_components(settings: Settings) -> Components:
-    from models.embed import EmbedConfig, make_embedder
+def load_model(settings: Settings) -> tuple[Any, Any]:
+    """The configured causal LM and tokenizer, with torch's thread count set first.
+
+    ``embed.torch_threads`` is process-wide and applies to everything torch does here
+    (embedding, generation, training): on a machine shared with other jobs, more OpenMP
+    threads than free cores made forward passes 5-20x slower.
+    """
     from models.lm import LMConfig, load_lm
 
-    model, tokenizer = load_lm(LMConfig(model=settings.model.lm, cache_dir=settings.model.cache_dir, seed=settings.seed))
-    e = settings.embed
-    if e.torch_threads is not None:
+    if settings.embed.torch_threads is not None:
         import torch
 
-        torch.set_num_threads(e.torch_threads)
+        torch.set_num_threads(settings.embed.torch_threads)
+    return load_lm(LMConfig(model=settings.model.lm, cache_dir=settings.model.cache_dir, seed=settings.seed))
+
+
+def build_components(settings: Settings) -> Components:
+    from models.embed import EmbedConfig, make_embedder
+
+    model, tokenizer = load_model(settings)
+    e = settings.embed
     embed_cfg = EmbedConfig(kind=e.kind, max_tokens=e.max_tokens, batch_size=e.batch_size, center=e.center and e.kind == "lm")
     embedder = make_embedder(embed_cfg, model, tokenizer)
     scorer = Scorer(load_lexicons(settings.scoring.lexicons), settings.scoring.eoe_mode, settings.scoring.eoe_bins)

@@ -65,7 +65,8 @@ class EmbedSettings(_Section):
     max_tokens: int = Field(512, ge=8)
     batch_size: int = Field(8, ge=1)
     center: bool = Field(True, description="lm: subtract a fixed calibration mean before cosine (LM states are anisotropic).")
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; None keeps torch's default.")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads for the whole process (embedding, "
+                                      "generation, training); None keeps torch's default.")
 
 
 class ScoringConfig(_Section):

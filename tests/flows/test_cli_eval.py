@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from flows.cli import main
 from models.adapters import AdapterStore
 from models.lm import tiny_llama
@@ -47,3 +49,20 @@ def test_eval_without_labeled_heldout_events_is_a_clear_error(tmp_path, capsys):
     heldout.write_text(json.dumps({"event_id": "e", "user_id": "ann", "prompt": "hi", "ts": 1}) + "\n")
     assert main(["eval", str(heldout), "--model", "tiny-random", "--out", str(tmp_path)]) == 2
     assert "no labeled held-out events" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["eval", "generate"])
+def test_torch_threads_reaches_eval_and_generate(command, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text(json.dumps({"event_id": "e", "user_id": "ann", "prompt": "hi", "response": "hello", "ts": 1}))
+    args = [str(heldout)] if command == "eval" else ["hi"]
+    try:
+        assert main([command, *args, "--model", "tiny-random", "--out", str(tmp_path / "out"),
+                     "--max-new-tokens", "2", "--torch-threads", str(wanted)]) == 0
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
