@@ -948,8 +948,11 @@ def _markdown(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict,
         f"{cfg.train_batch_size}, max {cfg.train_max_seq_len} tokens per example; seed drives the policy RNG, LoRA "
         f"init and shuffling.",
         f"- evaluation: ROUGE-1 F (rouge-score, stemmed) of greedy answers, {cfg.max_new_tokens} new tokens, prompts "
-        f"cut to {cfg.eval_max_prompt_tokens} tokens, on the {cfg.test} labeled events after the stream whose "
-        f"conversation is not in the stream; also mean answer loss of the test references (nats/token).",
+        f"cut to {cfg.eval_max_prompt_tokens} tokens, on "
+        + (f"the {cfg.test} labeled events after the stream whose conversation is not in the stream"
+           if cfg.test_turns == "all" else
+           f"one turn (the middle one) from each of the {cfg.test} conversations after the stream")
+        + "; also mean answer loss of the test references (nats/token).",
         f"- embeddings: SmolLM2 last-token state of `prompt + response` truncated to {cfg.embed_max_tokens} tokens, "
         f"centered on the calibration mean (as the flow does); sdss dup threshold {cfg.dup_threshold}.",
         "- `base` is seed-independent (greedy decoding of fixed weights) and runs once; `whole` runs "
