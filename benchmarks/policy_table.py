@@ -1229,12 +1229,21 @@ def _cost_lines(stats: dict, cells: list[Cell], out: Path) -> list[str]:
 README_BEGIN, README_END = "<!-- policy-table:begin -->", "<!-- policy-table:end -->"
 
 
-def splice_readme(readme: Path, table_md: Path) -> None:
-    """Replace what lies between the README's policy-table markers with the report's main and
+def readme_markers(test_turns: str = "all") -> tuple[str, str]:
+    """The README markers a table is copied between: one pair per test-turn rule, so tables made
+    on different test sets sit side by side and each refresh touches only its own."""
+    if test_turns == "all":
+        return README_BEGIN, README_END
+    return f"<!-- policy-table:{test_turns}:begin -->", f"<!-- policy-table:{test_turns}:end -->"
+
+
+def splice_readme(readme: Path, table_md: Path, test_turns: str = "all") -> None:
+    """Replace what lies between the README's markers for ``test_turns`` with the report's main and
     ablation tables, so the README never shows numbers the committed cells do not hold."""
+    begin, end_marker = readme_markers(test_turns)
     text, report = readme.read_text(), table_md.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} markers to write the table between")
+    if begin not in text or end_marker not in text:
+        raise ValueError(f"{readme} has no {begin} ... {end_marker} markers to write the table between")
     parts = []
     for title in ("## Main table", "## Ablations"):
         start = report.index(title)
@@ -1242,9 +1251,9 @@ def splice_readme(readme: Path, table_md: Path) -> None:
         parts.append(report[start:end].strip().replace("## ", "#### ", 1))
     note = ("ROUGE-1 in points (x100) and test answer loss (nats/token), mean ± std over the seeds done (n); "
             "copied from `table.md` by `--report --readme README.md`.")
-    head, rest = text.split(README_BEGIN, 1)
-    tail = rest.split(README_END, 1)[1]
-    readme.write_text(head + README_BEGIN + "\n" + note + "\n\n" + "\n\n".join(parts) + "\n" + README_END + tail)
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end_marker, 1)[1]
+    readme.write_text(head + begin + "\n" + note + "\n\n" + "\n\n".join(parts) + "\n" + end_marker + tail)
 
 
 def _plot(path: Path, datasets: Sequence[str], stats: dict) -> None:
@@ -1386,7 +1395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_report(cfg, out, **report_args)
         print(out / "table.md")
         if args.readme:
-            splice_readme(args.readme, out / "table.md")
+            splice_readme(args.readme, out / "table.md", args.test_turns)
             print(args.readme)
         return 0
     if args.max_cells is not None:

@@ -73,6 +73,16 @@ def test_report_copies_its_tables_between_the_readme_markers(table, tmp_path):
         pt.splice_readme(readme, table / "table.md")
 
 
+def test_each_test_turn_rule_refreshes_only_its_own_readme_tables(table, tmp_path):
+    readme = tmp_path / "README.md"
+    begin, end = pt.readme_markers("middle")
+    readme.write_text(f"{pt.README_BEGIN}\nfirst-turns table\n{pt.README_END}\n{begin}\nstale\n{end}\n")
+    pt.splice_readme(readme, table / "table.md", "middle")
+    text = readme.read_text()
+    assert "first-turns table" in text and "stale" not in text
+    assert "#### Main table" in text.split(begin)[1].split(end)[0]
+
+
 def test_rerun_skips_finished_cells(table, capsys):
     cells = sorted((table / "cells").rglob("seed*.json"))
     before = {p: p.stat().st_mtime_ns for p in cells}
