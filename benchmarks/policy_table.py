@@ -899,8 +899,11 @@ def _gap_lines(dataset: str, stats: dict) -> list[str]:
             if math.isnan(value):
                 continue
             verdict = "beats" if value > baselines[best] else "does NOT beat"
+            noise = max(_mean_std(stats[(dataset, r)]["rouge"])[1] for r in (ours, best))
+            within = abs(value - baselines[best]) <= noise
             lines.append(f"- {ours} {value * 100:.2f} {verdict} the best baseline ({best}, {baselines[best] * 100:.2f}): "
                          f"difference {100 * (value - baselines[best]):+.2f} ROUGE-1 points"
+                         + (f", within one seed std ({100 * noise:.2f}): not a measurable difference" if within else "")
                          + (f" (baselines done: {', '.join(sorted(baselines))})" if len(baselines) < len(BASELINES) else ""))
         if not (math.isnan(base) or math.isnan(whole)):
             span = whole - base
