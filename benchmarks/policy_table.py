@@ -1347,11 +1347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     global _ARGV, _CACHE_ROOT
     _ARGV = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(_ARGV)
+    # default folder: <preset>-<test turns>, dropping "paper" and "all" (the folders made before either existed)
+    folder = "-".join(part for part in (args.preset, args.test_turns) if part not in ("paper", "all"))
     if args.preset == "quarter":
         args.stream, args.window, args.capacity = args.stream // 4, args.window // 4, args.capacity // 4
-        args.out = args.out or DEFAULT_OUT / ("quarter" + ("" if args.test_turns == "all" else f"-{args.test_turns}"))
         args.cache = args.cache or DEFAULT_OUT / "cache"
-    args.out = args.out or (DEFAULT_OUT if args.test_turns == "all" else DEFAULT_OUT / args.test_turns)
+    args.out = args.out or (DEFAULT_OUT / folder if folder else DEFAULT_OUT)
     _CACHE_ROOT = args.cache
     if not log.handlers:  # our own handler: the root logger (and pytest's capture) stay untouched
         handler = logging.StreamHandler(sys.stdout)
