@@ -26,7 +26,9 @@ reference, fewer seeds: ``--whole-seeds``); ``base`` (no training, the lower ref
 greedy decoding makes it seed-independent, so it runs once); ablations ``sdss-no-eoe``,
 ``sdss-no-dss``, ``sdss-no-idd`` (that weight set to 0); synthesis ``sdss-synth1`` and
 ``sdss-synth3`` (k pairs generated per selected sample by the base model, filtered by
-``SynthFilter``, added to the training set; ``sdss`` itself is k = 0).
+``SynthFilter``, added to the training set; ``sdss`` itself is k = 0); the combination rule's
+IDD weight on the shipped domain rule, ``sdss-stream-idd0.5`` and ``sdss-stream-no-idd``, to be
+chosen on ``--test-turns validation`` and only then run on a test set.
 
 A **cell** is ``(dataset, row, seed)``; its JSON result is written atomically to
 ``<out>/cells/<dataset>/<row>/seed<k>.json`` and a rerun skips it. Costly shared work is
@@ -74,8 +76,10 @@ DATASETS = ("sharegpt", "chitchat")
 # How the test set is drawn from the conversations after the stream (none of which the stream touched):
 # "all" takes their turns in order until there are `test` (chitchat's 40 then come from 3 dialogues);
 # "middle" takes one turn per conversation, its middle one (not the greeting that opens it), so the
-# `test` prompts come from `test` independent conversations.
-TEST_TURNS = ("all", "middle")
+# `test` prompts come from `test` independent conversations. "validation" skips those first `test`
+# conversations (every test set above lies inside them) and takes the middle turn of each of the next
+# `test`: a split to choose a rule on, disjoint from both test sets.
+TEST_TURNS = ("all", "middle", "validation")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "policy_table"
 
 
@@ -117,6 +121,12 @@ ROWS: dict[str, Row] = {
             label="ours as shipped: sdss, domain shares follow the user's stream"),
         Row("sdss-synth1", "policy", "synthesis", "sdss", (1.0, 1.0, 1.0), synth_k=1, label="sdss + 1 synthetic/sample"),
         Row("sdss-synth3", "policy", "synthesis", "sdss", (1.0, 1.0, 1.0), synth_k=3, label="sdss + 3 synthetic/sample"),
+        # The combination rule's IDD weight, on the shipped domain rule. Chosen on --test-turns validation:
+        # the ablations showed no cost in removing IDD and K-Center (pure outlier-seeking) the weakest policy.
+        Row("sdss-stream-idd0.5", "policy", "rule", "sdss", (1.0, 1.0, 0.5), domain_quota="stream",
+            label="sdss-stream with IDD at half weight"),
+        Row("sdss-stream-no-idd", "policy", "rule", "sdss", (1.0, 1.0, 0.0), domain_quota="stream",
+            label="sdss-stream without IDD"),
     )
 }
 BASELINES = ("random", "fifo", "reservoir", "kcenter")
@@ -218,7 +228,7 @@ def plan_cells(datasets: Sequence[str], seeds: int, whole_seeds: int) -> list[Ce
         order += [Cell(d, row, seed) for row in MAIN_POLICIES for d in datasets]
     for seed in range(1, whole_seeds):
         order += [Cell(d, "whole", seed) for d in datasets]
-    for tier in ("ablation", "synthesis"):
+    for tier in ("ablation", "rule", "synthesis"):
         rows = [r.name for r in ROWS.values() if r.tier == tier]
         for seed in range(seeds):
             order += [Cell(d, row, seed) for row in rows for d in datasets]
@@ -265,7 +275,8 @@ def load_split(dataset: str, stream: int, test: int, test_turns: str = "all") ->
     stream_events: list[dict] = []
     test_events: list[dict] = []
     seen_conversations: set[str] = set()
-    pending: list[dict] = []  # "middle": the turns of the conversation being read
+    pending: list[dict] = []  # "middle"/"validation": the turns of the conversation being read
+    after: list[str] = []  # the conversations after the stream, in order
 
     def close_conversation() -> None:
         if pending:
@@ -283,16 +294,19 @@ def load_split(dataset: str, stream: int, test: int, test_turns: str = "all") ->
             stream_events.append(record)
             seen_conversations.add(conversation)
         elif conversation in seen_conversations:
-            continue
-        elif test_turns == "all":
-            test_events.append(record)
+            continue  # its context was streamed
         else:
-            if pending and pending[0]["conversation"] != conversation:
-                close_conversation()
-            pending.append(record)
+            if not after or after[-1] != conversation:
+                after.append(conversation)
+            if test_turns == "all":
+                test_events.append(record)
+            elif test_turns == "middle" or len(after) > test:  # validation: past the test sets' conversations
+                if pending and pending[0]["conversation"] != conversation:
+                    close_conversation()
+                pending.append(record)
         if len(test_events) == test:
             break
-    if test_turns == "middle" and len(test_events) < test:
+    if test_turns != "all" and len(test_events) < test:
         close_conversation()  # the dataset ended inside the last test conversation
     if len(stream_events) < stream or len(test_events) < test:
         raise ValueError(
@@ -952,9 +966,10 @@ def _markdown(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict,
         f"init and shuffling.",
         f"- evaluation: ROUGE-1 F (rouge-score, stemmed) of greedy answers, {cfg.max_new_tokens} new tokens, prompts "
         f"cut to {cfg.eval_max_prompt_tokens} tokens, on "
-        + (f"the {cfg.test} labeled events after the stream whose conversation is not in the stream"
-           if cfg.test_turns == "all" else
-           f"one turn (the middle one) from each of the {cfg.test} conversations after the stream")
+        + {"all": f"the {cfg.test} labeled events after the stream whose conversation is not in the stream",
+           "middle": f"one turn (the middle one) from each of the {cfg.test} conversations after the stream",
+           "validation": f"the **validation split**: the middle turn of each of the {cfg.test} conversations that "
+                         f"follow the first {cfg.test} after the stream (those hold both test sets)"}[cfg.test_turns]
         + "; also mean answer loss of the test references (nats/token).",
         f"- embeddings: SmolLM2 last-token state of `prompt + response` truncated to {cfg.embed_max_tokens} tokens, "
         f"centered on the calibration mean (as the flow does); sdss dup threshold {cfg.dup_threshold}.",
@@ -966,10 +981,13 @@ def _markdown(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict,
         "",
     ]
     for tier, title in (("main", "Main table"), ("ablation", "Ablations (sdss with one score's weight at 0) and the domain-share variant"),
+                        ("rule", "Combination rule: IDD's weight, with the shipped domain rule"),
                         ("synthesis", "Synthesis (sdss + k synthetic pairs per selected sample)")):
         rows = [r for r in ROWS.values() if r.tier == tier]
+        if tier == "rule" and not any((d, r.name) in stats and stats[(d, r.name)]["rouge"] for d in datasets for r in rows):
+            continue  # not run on this test set: no section of dashes
         if tier != "main":
-            rows = [ROWS["sdss"], *rows]
+            rows = [ROWS["sdss-stream" if tier == "rule" else "sdss"], *rows]
         lines += [f"## {title}", ""]
         header = "| row | " + " | ".join(f"{d} ROUGE-1 | {d} n | {d} test loss" for d in datasets)
         if tier == "synthesis":
@@ -1248,7 +1266,9 @@ def splice_readme(readme: Path, table_md: Path, test_turns: str = "all") -> None
     if begin not in text or end_marker not in text:
         raise ValueError(f"{readme} has no {begin} ... {end_marker} markers to write the table between")
     parts = []
-    for title in ("## Main table", "## Ablations"):
+    for title in ("## Main table", "## Ablations", "## Combination rule"):
+        if title not in report:
+            continue  # the rule section appears once one of its cells is done
         start = report.index(title)
         end = report.index("\n## ", start + 1)
         parts.append(report[start:end].strip().replace("## ", "#### ", 1))
@@ -1266,9 +1286,10 @@ def _plot(path: Path, datasets: Sequence[str], stats: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r.name for r in ROWS.values()]
+    rows = [r.name for r in ROWS.values() if any((d, r.name) in stats and stats[(d, r.name)]["rouge"] for d in datasets)
+            or r.tier != "rule"]
     fig, axes = plt.subplots(2, len(datasets), figsize=(6.5 * len(datasets), 8), squeeze=False)
-    colors = {"main": "#4c72b0", "ablation": "#dd8452", "synthesis": "#55a868"}
+    colors = {"main": "#4c72b0", "ablation": "#dd8452", "rule": "#8172b3", "synthesis": "#55a868"}
     metrics = (("rouge", 100.0, "ROUGE-1 (x100), mean ± std over seeds"), ("loss", 1.0, "test answer loss (nats/token)"))
     for line, (key, scale, ylabel) in enumerate(metrics):
         for ax, d in zip(axes[line], datasets):
@@ -1310,7 +1331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=int, default=d.test, help="held-out test pairs (T)")
     p.add_argument("--test-turns", choices=TEST_TURNS, default=d.test_turns,
                    help="all: the first T turns of the conversations after the stream; middle: one turn (the middle "
-                   "one) from each of T conversations")
+                   "one) from each of T conversations; validation: the middle turn of each of the next T conversations "
+                   "(disjoint from both test sets: choose rules here)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per policy/ablation/synthesis row")
     p.add_argument("--whole-seeds", type=int, default=1, help="seeds for the whole-stream row (costly)")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="greedy tokens per test answer")
@@ -1325,7 +1347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synth-tokens-per-pair", type=int, default=d.synth_tokens_per_pair,
                    help="new-token budget per requested synthetic pair")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT}, or <that>/quarter with --preset quarter; with --test-turns middle: <that>/middle or <that>/quarter-middle")
+    p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT}, or <that>/quarter with --preset quarter; with --test-turns middle/validation: <that>/<rule> or <that>/quarter-<rule>")
     p.add_argument("--cache", type=Path, default=None, help="shared cache folder (default <out>/cache; "
                    "--preset quarter uses the full table's cache, whose embeddings it reuses)")
     p.add_argument("--preset", choices=("paper", "quarter"), default="paper",

@@ -154,6 +154,35 @@ def test_middle_test_turns_take_one_middle_turn_from_each_unseen_conversation(da
         assert e["event_id"] == ids[len(ids) // 2]
 
 
+@pytest.mark.parametrize("dataset", pt.DATASETS)
+def test_validation_turns_are_middle_turns_of_the_conversations_after_every_test_set(dataset):
+    from flows.replay import replay_events
+    from operators.events import Event, parse_event
+
+    stream, validation = pt.load_split(dataset, 60, 6, "validation")
+    test_sets = [pt.load_split(dataset, 60, 6, rule)[1] for rule in ("all", "middle")]
+    assert stream == pt.load_split(dataset, 60, 6)[0] and len(validation) == 6
+    # naive recomputation: the labeled turns of every conversation after the stream, in order
+    streamed = {e["conversation"] for e in stream}
+    after: dict[str, list[str]] = {}
+    seen = 0
+    for raw in replay_events(dataset, n_users=1, split="round_robin", seed=0):
+        event = parse_event(raw)
+        if not isinstance(event, Event) or event.response is None:
+            continue
+        seen += 1
+        conversation = event.meta.get("conversation", event.event_id)
+        if seen > 60 and conversation not in streamed:
+            after.setdefault(conversation, []).append(event.event_id)
+    order = list(after)
+    assert [e["conversation"] for e in validation] == order[6:12]  # the 6 after the middle rule's 6
+    for e in validation:
+        assert e["event_id"] == after[e["conversation"]][len(after[e["conversation"]]) // 2]
+    taken = {e["conversation"] for e in validation}
+    for test in test_sets:
+        assert not taken & {e["conversation"] for e in test}
+
+
 def test_an_unknown_test_turn_rule_is_a_clear_error():
     with pytest.raises(ValueError, match="test_turns"):
         pt.load_split("chitchat", 60, 6, "last")

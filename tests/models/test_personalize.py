@@ -58,6 +58,34 @@ def test_second_run_warm_starts_and_is_gated(personalizer):
         assert latest == 2
 
 
+def test_synthetic_pairs_are_made_once_per_sample_and_leave_with_it(tmp_path, monkeypatch):
+    import models.synth
+
+    asked: list[list[str]] = []
+    real = models.synth.synthesize_many
+
+    def recording(model, tokenizer, samples, *args, **kwargs):  # the real synthesis, with its inputs recorded
+        asked.append([prompt for prompt, _ in samples])
+        return real(model, tokenizer, samples, *args, **kwargs)
+
+    monkeypatch.setattr(models.synth, "synthesize_many", recording)
+    model, tokenizer = tiny_llama(seed=0)
+    cfg = PersonalizeConfig(train=TrainConfig(max_steps=1, max_seq_len=64), synth_k=1, synth_tokens_per_pair=16,
+                            probe_every=4, base_model_id="tiny-random")
+    personalizer = Personalizer(model, tokenizer, AdapterStore(tmp_path / "adapters"), cfg)
+
+    def trained(first: int, last: int) -> list[str]:
+        return [f"question {i} of ann" for i in range(first, last) if not is_probe(f"ann-{i}", 4)]
+
+    first = personalizer.run(request("ann", 8))
+    second = personalizer.run(request("ann", 8, offset=4))  # samples 0-3 left the buffer, 8-11 arrived
+    assert asked == [trained(0, 8), trained(8, 12)]  # 4-7 kept their pairs: not synthesized again
+    assert {event_id for _, event_id in personalizer._synthetic} == {f"ann-{i}" for i in range(4, 12)
+                                                                      if not is_probe(f"ann-{i}", 4)}
+    manifests = personalizer.store.list("ann")
+    assert [m.n_synthetic for m in manifests] == [first.n_synthetic, second.n_synthetic]
+
+
 def test_a_request_without_training_samples_is_skipped(personalizer):
     probe_only = [f"p{i}" for i in range(200) if is_probe(f"p{i}", 4)][:2]
     req = {"user_id": "cat", "samples": [{"event_id": i, "prompt": "q", "response": "a"} for i in probe_only]}
