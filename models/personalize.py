@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PersonalizeConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
-    synth_k: int = 1
+    synth_k: int = 0  # the settings' default; see SynthConfig.k
     synth_tokens_per_pair: int = 96
     synth_low: float = 0.1
     synth_high: float = 0.8
