@@ -119,14 +119,14 @@ ROWS: dict[str, Row] = {
         Row("sdss-no-idd", "policy", "ablation", "sdss", (1.0, 1.0, 0.0), label="sdss without IDD"),
         Row("sdss-stream", "policy", "ablation", "sdss", (1.0, 1.0, 1.0), domain_quota="stream",
             label="ours as shipped: sdss, domain shares follow the user's stream"),
-        Row("sdss-synth1", "policy", "synthesis", "sdss", (1.0, 1.0, 1.0), synth_k=1, label="sdss + 1 synthetic/sample"),
-        Row("sdss-synth3", "policy", "synthesis", "sdss", (1.0, 1.0, 1.0), synth_k=3, label="sdss + 3 synthetic/sample"),
         # The combination rule's IDD weight, on the shipped domain rule. Chosen on --test-turns validation:
         # the ablations showed no cost in removing IDD and K-Center (pure outlier-seeking) the weakest policy.
         Row("sdss-stream-idd0.5", "policy", "rule", "sdss", (1.0, 1.0, 0.5), domain_quota="stream",
             label="sdss-stream with IDD at half weight"),
         Row("sdss-stream-no-idd", "policy", "rule", "sdss", (1.0, 1.0, 0.0), domain_quota="stream",
             label="sdss-stream without IDD"),
+        Row("sdss-synth1", "policy", "synthesis", "sdss", (1.0, 1.0, 1.0), synth_k=1, label="sdss + 1 synthetic/sample"),
+        Row("sdss-synth3", "policy", "synthesis", "sdss", (1.0, 1.0, 1.0), synth_k=3, label="sdss + 3 synthetic/sample"),
     )
 }
 BASELINES = ("random", "fifo", "reservoir", "kcenter")
@@ -1286,8 +1286,7 @@ def _plot(path: Path, datasets: Sequence[str], stats: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r.name for r in ROWS.values() if any((d, r.name) in stats and stats[(d, r.name)]["rouge"] for d in datasets)
-            or r.tier != "rule"]
+    rows = [r.name for r in ROWS.values() if any((d, r.name) in stats and stats[(d, r.name)]["rouge"] for d in datasets)]
     fig, axes = plt.subplots(2, len(datasets), figsize=(6.5 * len(datasets), 8), squeeze=False)
     colors = {"main": "#4c72b0", "ablation": "#dd8452", "rule": "#8172b3", "synthesis": "#55a868"}
     metrics = (("rouge", 100.0, "ROUGE-1 (x100), mean ± std over seeds"), ("loss", 1.0, "test answer loss (nats/token)"))
