@@ -38,7 +38,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, dest="workers")
     g.add_argument("--window", type=int, dest="train.window_events", help="Train a user's adapter every N of their events (800).")
     g.add_argument("--no-train", action="store_false", dest="train.enabled", default=None, help="Select only; no LoRA training.")
-    g.add_argument("--synth-k", type=int, dest="synth.k", help="Synthetic pairs per annotated sample (0 disables).")
+    g.add_argument("--synth-k", type=int, dest="synth.k", help="Synthetic pairs per annotated sample (default 0: off; see the README's policy table).")
     g.add_argument("--torch-threads", type=int, dest="embed.torch_threads",
                    help="torch intra-op threads for everything torch does (embedding, generation, training).")
 
