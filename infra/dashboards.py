@@ -184,8 +184,10 @@ ROWS: tuple[Row, ...] = (
               unit="percentunit", kind="stat", width=4, red_above=0.5,
               description="Requests evicted before the user answered, over the dashboard range."),
         Panel("Training queue", gauge("edgetune_train_queue", legend="users waiting"), kind="stat", width=4),
-        Panel("Synthetic pairs/s by outcome", rate("edgetune_synthetic_pairs_total", by="outcome"), unit="ops", stack=True),
-        Panel("Synthesis seconds per sample", quantiles("edgetune_synth_seconds", 0.5, 0.95), unit="s"),
+        Panel("Synthetic pairs/s by outcome", rate("edgetune_synthetic_pairs_total", by="outcome"), unit="ops", stack=True,
+              description="Empty while synth.k is 0, the default: synthesis is off unless turned on."),
+        Panel("Synthesis seconds per sample", quantiles("edgetune_synth_seconds", 0.5, 0.95), unit="s",
+              description="Empty while synth.k is 0, the default."),
         # Training happens a few times an hour at most: these panels use fixed 1h windows, not per-second rates.
         Panel("Training windows by outcome (1h)", total("edgetune_train_requests_total", by="outcome", window="1h")),
         Panel("Training runs by outcome (range)", total("edgetune_train_runs_total", by="outcome"), kind="bargauge"),
