@@ -217,7 +217,8 @@ def plan_cells(datasets: Sequence[str], seeds: int, whole_seeds: int) -> list[Ce
     1. seed 0 of every main row on every dataset (base, sdss and the baselines, then whole):
        after this pass the table has a first complete line per row;
     2. further seeds of the main policies (then of whole, if asked);
-    3. ablations, seed-major; 4. synthesis, seed-major (the most expensive, last).
+    3. ablations, then the combination-rule rows, seed-major; 4. synthesis, seed-major (the most
+       expensive, last).
     ``base`` runs once: greedy decoding of a fixed model does not depend on the seed.
     """
     order: list[Cell] = []
@@ -899,6 +900,11 @@ def write_report(cfg: TableConfig, out: Path, datasets: Sequence[str], seeds: in
     _plot(out / "table.png", datasets, stats)
 
 
+def _ran(stats: dict, datasets: Sequence[str], row: str) -> bool:
+    """Whether any cell of ``row`` finished, on any of ``datasets``."""
+    return any(stats.get((d, row), {}).get("rouge") for d in datasets)
+
+
 def _gap_lines(dataset: str, stats: dict) -> list[str]:
     def mean(row: str, key: str = "rouge") -> float:
         return _mean_std(stats[(dataset, row)][key])[0] if (dataset, row) in stats else math.nan
@@ -984,7 +990,7 @@ def _markdown(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict,
                         ("rule", "Combination rule: IDD's weight, with the shipped domain rule"),
                         ("synthesis", "Synthesis (sdss + k synthetic pairs per selected sample)")):
         rows = [r for r in ROWS.values() if r.tier == tier]
-        if tier == "rule" and not any((d, r.name) in stats and stats[(d, r.name)]["rouge"] for d in datasets for r in rows):
+        if tier == "rule" and not any(_ran(stats, datasets, r.name) for r in rows):
             continue  # not run on this test set: no section of dashes
         if tier != "main":
             rows = [ROWS["sdss-stream" if tier == "rule" else "sdss"], *rows]
@@ -1286,7 +1292,7 @@ def _plot(path: Path, datasets: Sequence[str], stats: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r.name for r in ROWS.values() if any((d, r.name) in stats and stats[(d, r.name)]["rouge"] for d in datasets)]
+    rows = [r.name for r in ROWS.values() if _ran(stats, datasets, r.name)]
     fig, axes = plt.subplots(2, len(datasets), figsize=(6.5 * len(datasets), 8), squeeze=False)
     colors = {"main": "#4c72b0", "ablation": "#dd8452", "rule": "#8172b3", "synthesis": "#55a868"}
     metrics = (("rouge", 100.0, "ROUGE-1 (x100), mean ± std over seeds"), ("loss", 1.0, "test answer loss (nats/token)"))
@@ -1332,7 +1338,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all: the first T turns of the conversations after the stream; middle: one turn (the middle "
                    "one) from each of T conversations; validation: the middle turn of each of the next T conversations "
                    "(disjoint from both test sets: choose rules here)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per policy/ablation/synthesis row")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per policy/ablation/rule/synthesis row")
     p.add_argument("--whole-seeds", type=int, default=1, help="seeds for the whole-stream row (costly)")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="greedy tokens per test answer")
     p.add_argument("--eval-max-prompt-tokens", type=int, default=d.eval_max_prompt_tokens)
