@@ -119,8 +119,9 @@ ROWS: dict[str, Row] = {
         Row("sdss-no-idd", "policy", "ablation", "sdss", (1.0, 1.0, 0.0), label="sdss without IDD"),
         Row("sdss-stream", "policy", "ablation", "sdss", (1.0, 1.0, 1.0), domain_quota="stream",
             label="ours as shipped: sdss, domain shares follow the user's stream"),
-        # The combination rule's IDD weight, on the shipped domain rule. Chosen on --test-turns validation:
-        # the ablations showed no cost in removing IDD and K-Center (pure outlier-seeking) the weakest policy.
+        # The combination rule's IDD weight, on the shipped domain rule, tried because the ablations showed no
+        # cost in removing IDD and K-Center (pure outlier-seeking) was the weakest policy. Judged on
+        # --test-turns validation: neither variant led on both datasets, so the shipped weights stay (1, 1, 1).
         Row("sdss-stream-idd0.5", "policy", "rule", "sdss", (1.0, 1.0, 0.5), domain_quota="stream",
             label="sdss-stream with IDD at half weight"),
         Row("sdss-stream-no-idd", "policy", "rule", "sdss", (1.0, 1.0, 0.0), domain_quota="stream",
