@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128, help="128: ShareGPT's long references gain ~25 %% ROUGE-1 over 64.")
     _no_repeat(p)
     p.add_argument("--limit", type=int, help="At most this many prompts per user.")
+    p.add_argument("--versions", choices=("all", "latest"), default="all",
+                   help="Adapter versions to score against base: all (default) or only each user's latest, which "
+                        "is what `edgetune generate` answers with (a long replay writes one version per window).")
     p.add_argument("--report", type=Path, help="Write the results as JSON here too.")
     _common(p)
     return parser
@@ -133,7 +136,7 @@ def _no_repeat(p: argparse.ArgumentParser) -> None:
 _NOT_SETTINGS = {"command", "config", "verbose", "path", "all", "recovery_dir", "epoch_seconds", "no_progress", "out",
                  "create_topics", "partitions", "action", "user", "prompt", "version", "max_new_tokens", "heldout",
                  "no_repeat_ngram_size",
-                 "limit", "report"}
+                 "limit", "report", "versions"}
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -368,6 +371,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{user:<16}{'base':<8}{'-':<11}{base.n:>4}{base.rouge1_mean:>9.4f}  {'':<26}{'':>9}{base_loss:>12.4f}")
         latest = store.latest(user)
         for m in store.list(user):
+            if args.versions == "latest" and m.version != latest:
+                continue
             wrapped = load_adapter(model, store.path(user, m.version))
             try:
                 r = evaluate(wrapped, tokenizer, user_pairs, gen)

@@ -44,6 +44,31 @@ def test_eval_scores_base_and_each_version_on_the_users_heldout_prompts(tmp_path
     assert "vs base" in out.out and "skipped 1 held-out lines: malformed_json 1" in out.err
 
 
+def test_eval_versions_latest_scores_only_what_generate_answers_with(tmp_path):
+    model, tokenizer = tiny_llama(seed=0)
+    cfg = PersonalizeConfig(train=TrainConfig(max_steps=3, max_seq_len=64, lr=3e-2), synth_k=0, probe_every=4,
+                            base_model_id="tiny-random")
+    store = AdapterStore(tmp_path / "out" / "adapters")
+    for window in (1, 2, 3):
+        samples = [{"event_id": f"w{window}-{i}", "prompt": f"what colour is item {i}", "response": "blue",
+                    "domain": "general"} for i in range(8 * window)]
+        Personalizer(model, tokenizer, store, cfg).run(
+            {"user_id": "ann", "window": window, "events_seen": 8 * window, "samples": samples})
+    versions = [m.version for m in store.list("ann")]
+    assert versions == [1, 2, 3] and store.latest("ann") is not None
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("\n".join(json.dumps({"event_id": f"h{i}", "user_id": "ann", "prompt": f"thing {i}",
+                                              "response": "blue", "ts": 1}) for i in range(2)))
+    models = {}
+    for versions_arg in ("all", "latest"):
+        report = tmp_path / f"eval-{versions_arg}.json"
+        assert main(["eval", str(heldout), "--model", "tiny-random", "--out", str(tmp_path / "out"),
+                     "--max-new-tokens", "2", "--report", str(report), "--versions", versions_arg]) == 0
+        models[versions_arg] = [r["model"] for r in json.loads(report.read_text())]
+    assert models["all"] == ["base", "v1", "v2", "v3"]
+    assert models["latest"] == ["base", f"v{store.latest('ann')}"]
+
+
 def test_eval_without_labeled_heldout_events_is_a_clear_error(tmp_path, capsys):
     heldout = tmp_path / "heldout.jsonl"
     heldout.write_text(json.dumps({"event_id": "e", "user_id": "ann", "prompt": "hi", "ts": 1}) + "\n")
