@@ -36,7 +36,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--metrics-port", type=int, dest="metrics.port", help="Prometheus port on 127.0.0.1; 0 disables.")
     g.add_argument("--max-chars", type=int, dest="max_chars")
     g.add_argument("--workers", type=int, dest="workers")
-    g.add_argument("--window", type=int, dest="train.window_events", help="Train a user's adapter every N of their events (800).")
+    g.add_argument("--window", type=int, dest="train.window_events",
+                   help="Train a user's adapter every N of their events (800; 0: no count windows).")
+    g.add_argument("--window-seconds", type=float, dest="train.window_seconds",
+                   help="Also train at the end of each event-time tumbling window of this many seconds (user's own ts).")
     g.add_argument("--no-train", action="store_false", dest="train.enabled", default=None, help="Select only; no LoRA training.")
     g.add_argument("--synth-k", type=int, dest="synth.k", help="Synthetic pairs per annotated sample (default 0: off; see the README's policy table).")
     g.add_argument("--torch-threads", type=int, dest="embed.torch_threads",

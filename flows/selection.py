@@ -104,7 +104,7 @@ class SelectLogic(StatefulLogic):
         out = [Output("snapshot", self.state.buffer_view())]
         t = self.settings.train
         if t.enabled and t.train_on_eof and self.state.n_events > self.state.last_window_events:
-            out.append(self.state.close_window())
+            out.append(self.state.close_window("end_of_input"))
         return out, StatefulLogic.RETAIN
 
     def _state(self, user: str) -> UserState:
@@ -113,7 +113,8 @@ class SelectLogic(StatefulLogic):
             params: dict[str, Any] = {"capacity": b.capacity, "seed": user_seed(self.settings.seed, user)}
             if b.policy == "sdss":
                 params.update(dup_threshold=b.dup_threshold, weights=b.weights, domain_quota=b.domain_quota)
-            self.state = UserState(user, make_policy(b.policy, **params), t.window_events if t.enabled else 0)
+            window_ms = round(t.window_seconds * 1000) if t.enabled and t.window_seconds else 0
+            self.state = UserState(user, make_policy(b.policy, **params), t.window_events if t.enabled else 0, window_ms)
             metrics.USERS.inc()
         return self.state
 

@@ -75,7 +75,8 @@ class TrainingService:
                 else:
                     metrics.TRAIN_RUNS.labels(outcome=outcome).inc()
                     _record_report(result)
-                log.info("training for user %s: %s (%s)", request["user_id"], outcome, getattr(result, "reason", ""))
+                log.info("training for user %s, window %s closed by %s: %s (%s)", request["user_id"], request.get("window"),
+                         request.get("trigger", "?"), outcome, getattr(result, "reason", ""))
             except Exception:  # a failed run must not stop the stream; it is counted and logged
                 metrics.TRAIN_RUNS.labels(outcome="failed").inc()
                 log.exception("training for user %s failed", request["user_id"])

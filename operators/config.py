@@ -122,8 +122,11 @@ class SynthConfig(_Section):
 
 class TrainSettings(_Section):
     enabled: bool = Field(True, description="Fine-tune per-user LoRA adapters when a window closes.")
-    window_events: int = Field(800, ge=1, description="A user's training window closes every this many events (the paper's 800).")
-    train_on_eof: bool = Field(True, description="Also close a window when a replay ends, if new labeled samples arrived.")
+    window_events: int = Field(800, ge=0, description="A user's training window closes every this many of their events "
+                               "(the paper's 800); 0: no count windows.")
+    window_seconds: float | None = Field(None, gt=0, description="Also close event-time tumbling windows of this length "
+                                         "(aligned to the epoch, clocked by the user's own event ts); unset: none.")
+    train_on_eof: bool = Field(True, description="Also close a window when a replay ends, if new events arrived since the last.")
     rank: int = Field(8, ge=1)
     alpha: float = Field(16, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
@@ -136,6 +139,14 @@ class TrainSettings(_Section):
     probe_every: int = Field(8, ge=2, description="One in this many annotated samples is held out as the user's gate probe.")
     gate_tolerance: float = Field(0.0, ge=0, description="A candidate may be this much worse (probe loss) and still be promoted.")
     adapters_dir: Path | None = Field(None, description="Where adapters live; default <output.dir>/adapters.")
+
+    @model_validator(mode="after")
+    def _some_window_closes(self) -> "TrainSettings":
+        if self.enabled and not self.window_events and self.window_seconds is None and not self.train_on_eof:
+            raise ValueError("train.window_events=0 with train.window_seconds unset and train.train_on_eof false: no "
+                             "training window would ever close; set train.window_events (e.g. 800) or "
+                             "train.window_seconds (e.g. 86400), or train.enabled false")
+        return self
 
 
 class MetricsConfig(_Section):

@@ -69,19 +69,30 @@ class UserState:
     """The per-user step: reject repeated event ids, offer the rest to the buffer policy,
     ask for answers to admitted unlabeled events, attach answers, close training windows.
 
-    ``window_events``: every that many accepted events, emit a ``train_request``
-    carrying the buffer's labeled samples (0 disables).
+    Two triggers close a training window, each emitting a ``train_request`` that
+    carries the buffer's labeled samples; either may be off (0):
+
+    * ``window_events``: every that many accepted events (the paper's protocol);
+    * ``window_ms``: event-time tumbling windows ``[k*window_ms, (k+1)*window_ms)``
+      since the epoch. The user's own events are the clock: the first event at or
+      past the open window's end closes it (before that event is offered, since
+      it belongs to the next window), so a quiet user's window stays open until
+      they speak again or the input ends. Several empty windows skipped at once
+      close nothing; an event older than the open window (late) is still offered
+      but opens nothing.
     """
 
-    def __init__(self, user_id: str, policy: BufferPolicy, window_events: int = 0):
+    def __init__(self, user_id: str, policy: BufferPolicy, window_events: int = 0, window_ms: int = 0):
         self.user_id = user_id
         self.policy = policy
         self.window_events = window_events
+        self.window_ms = window_ms
         self.seen: set[str] = set()
         self.texts: dict[str, BufferedText] = {}
         self.n_events = 0
         self.n_windows = 0
         self.last_window_events = 0
+        self.window_end_ms: int | None = None  # end of the open event-time window
 
     def on_event(self, se: ScoredEvent) -> list[Output]:
         event = se.event
@@ -95,6 +106,7 @@ class UserState:
                 "event_id": event.event_id,
             })]
         self.seen.add(event.event_id)
+        closed = self._advance_event_time(event.ts_ms)
         seq = self.n_events
         self.n_events += 1
         start = time.perf_counter()
@@ -137,8 +149,16 @@ class UserState:
         }
         out.insert(0, Output("decision", row))
         if self.window_events and self.n_events % self.window_events == 0:
-            out.append(self.close_window())
-        return out
+            out.append(self.close_window("events"))
+        return closed + out
+
+    def _advance_event_time(self, ts_ms: int) -> list[Output]:
+        """Close the open event-time window if ``ts_ms`` lies past its end; open the one ``ts_ms`` falls in."""
+        if not self.window_ms or (self.window_end_ms is not None and ts_ms < self.window_end_ms):
+            return []
+        crossed = self.window_end_ms is not None and self.n_events > self.last_window_events
+        self.window_end_ms = (ts_ms // self.window_ms + 1) * self.window_ms
+        return [self.close_window("event_time")] if crossed else []
 
     def on_annotation(self, a: Annotation) -> list[Output]:
         """Attach a user's answer to a buffered sample; anything else is counted and dropped."""
@@ -163,12 +183,14 @@ class UserState:
                 out.append({"event_id": c.event_id, "prompt": text.prompt, "response": text.response, "domain": c.domain})
         return out
 
-    def close_window(self) -> Output:
-        """A training window closes: hand the trainer this user's labeled buffer."""
+    def close_window(self, trigger: str = "end_of_input") -> Output:
+        """A training window closes: hand the trainer this user's labeled buffer.
+
+        ``trigger`` says what closed it: ``events``, ``event_time`` or ``end_of_input``."""
         self.n_windows += 1
         self.last_window_events = self.n_events
         return Output("train_request", {"user_id": self.user_id, "window": self.n_windows, "events_seen": self.n_events,
-                                        "samples": self.labeled_samples()})
+                                        "trigger": trigger, "samples": self.labeled_samples()})
 
     def buffer_view(self) -> dict[str, Any]:
         """The buffer as it stands, for the per-user snapshot output."""
@@ -198,12 +220,15 @@ class UserState:
             "n_windows": self.n_windows,
             "last_window_events": self.last_window_events,
             "window_events": self.window_events,
+            "window_ms": self.window_ms,
+            "window_end_ms": self.window_end_ms,
         }
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> "UserState":
         policy = POLICIES[snap["policy_name"]].from_snapshot(snap["policy"])
-        state = cls(snap["user_id"], policy, snap["window_events"])
+        state = cls(snap["user_id"], policy, snap["window_events"], snap.get("window_ms", 0))  # .get: older snapshots
+        state.window_end_ms = snap.get("window_end_ms")
         state.seen = set(snap["seen"])
         state.texts = {k: BufferedText(**v) for k, v in snap["texts"].items()}
         state.n_events = snap["n_events"]

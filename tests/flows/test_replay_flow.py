@@ -152,6 +152,29 @@ def test_replay_trains_versioned_adapters_per_user(components, tmp_path):
             assert m.base_model == "tiny-random" and m.status in {"promoted", "rejected"}
 
 
+def test_event_time_windows_close_where_each_users_event_clock_crosses_a_boundary(components, tmp_path):
+    from bytewax.testing import TestingSink
+
+    requests: list[dict] = []
+    settings = settings_for(tmp_path, **{"train.enabled": True, "train.window_events": 0, "train.window_seconds": 600,
+                                         "buffer.policy": "fifo", "buffer.capacity": 4})
+    run_main(build_flow(settings, components, trainer_sink=TestingSink(requests)))
+    rows = read_decisions(tmp_path / "decisions").to_pylist()
+    expected = []
+    for user in ("alice", "bob", "carol"):
+        own = [r for r in rows if r["user_id"] == user]  # decision order is the user's arrival order
+        newest_window = None
+        for seen, r in enumerate(own):  # naive: a close before each event whose 10-minute slot is past every earlier one
+            slot = r["ts_ms"] // 600_000
+            if newest_window is not None and slot > newest_window:
+                expected.append((user, seen, "event_time"))
+            newest_window = slot if newest_window is None else max(newest_window, slot)
+        expected.append((user, len(own), "end_of_input"))
+    got = [(r["user_id"], r["events_seen"], r["trigger"]) for r in requests]
+    assert sorted(got) == sorted(expected)
+    assert sum(t == "event_time" for _, _, t in got) >= 3  # the sample file spans ~30 minutes per user
+
+
 def test_metrics_count_what_the_flow_did(components, tmp_path):
     from prometheus_client import REGISTRY
 

@@ -1,0 +1,92 @@
+"""Training windows of one user's state: by event count, by event time, and across a snapshot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from operators.config import load_settings
+from operators.events import Event
+from operators.policies import make_policy
+from operators.scoring import ScoredEvent
+from operators.state import UserState
+
+
+def scored(event_id: str, ts_ms: int) -> ScoredEvent:
+    vector = np.zeros(4, dtype=np.float32)
+    vector[len(event_id) % 4] = 1.0
+    return ScoredEvent(Event(event_id, "u", ts_ms, f"question {event_id}", "an answer"), vector, 3, 0.5, 0.0, "general")
+
+
+def windows(state: UserState, stream: list[tuple[str, int]]) -> list[tuple[str, int, str, list[str]]]:
+    """(event that was arriving, events_seen, trigger, sample ids) of every window that closed."""
+    out = []
+    for event_id, ts in stream:
+        for o in state.on_event(scored(event_id, ts)):
+            if o.kind == "train_request":
+                p = o.payload
+                out.append((event_id, p["events_seen"], p["trigger"], sorted(s["event_id"] for s in p["samples"])))
+    return out
+
+
+# Windows of 1,000 ms: [0, 1000), [1000, 2000), ... Worked out by hand:
+#   e0 @100, e1 @900        window [0, 1000)
+#   e2 @1000                crosses 1000: closes [0, 1000) with e0, e1 before e2 is offered
+#   e3 @1500, e4 @400       e4 is late (its window closed): offered, closes and opens nothing
+#   e5 @5200                crosses 2000 (and the empty 3000, 4000 windows): one close, with e0-e4
+#   e6 @5300                same window as e5
+STREAM = [("e0", 100), ("e1", 900), ("e2", 1000), ("e3", 1500), ("e4", 400), ("e5", 5200), ("e6", 5300)]
+
+
+def test_event_time_windows_close_when_the_users_clock_crosses_a_boundary():
+    state = UserState("u", make_policy("fifo", capacity=10), window_ms=1000)
+    assert windows(state, STREAM) == [
+        ("e2", 2, "event_time", ["e0", "e1"]),
+        ("e5", 5, "event_time", ["e0", "e1", "e2", "e3", "e4"]),
+    ]
+    assert state.window_end_ms == 6000 and state.n_windows == 2
+
+
+def test_count_and_event_time_windows_together_never_close_an_empty_window():
+    state = UserState("u", make_policy("fifo", capacity=10), window_events=2, window_ms=1000)
+    # Count closes after e1, e3, e5 (the 2nd, 4th, 6th event). e2 crosses 1000 right after the count close at
+    # e1, with nothing new since: no second window. e5 crosses 2000 with e4 new since e3's close: it closes.
+    assert [(e, n, t) for e, n, t, _ in windows(state, STREAM)] == [
+        ("e1", 2, "events"), ("e3", 4, "events"), ("e5", 5, "event_time"), ("e5", 6, "events"),
+    ]
+
+
+def test_a_duplicate_event_does_not_move_the_clock():
+    state = UserState("u", make_policy("fifo", capacity=10), window_ms=1000)
+    assert windows(state, [("e0", 100), ("e0", 9000), ("e1", 200)]) == []
+    assert state.window_end_ms == 1000
+
+
+def test_event_time_windows_resume_from_a_snapshot_mid_window():
+    whole = UserState("u", make_policy("fifo", capacity=3), window_ms=1000)
+    expected = windows(whole, STREAM)
+    first = UserState("u", make_policy("fifo", capacity=3), window_ms=1000)
+    got = windows(first, STREAM[:4])
+    resumed = UserState.from_snapshot(first.snapshot())
+    got += windows(resumed, STREAM[4:])
+    assert got == expected
+    for key in ("window_ms", "window_end_ms", "n_windows", "last_window_events", "n_events", "texts"):
+        assert resumed.snapshot()[key] == whole.snapshot()[key], key
+
+
+def test_a_snapshot_from_before_event_time_windows_restores_without_them():
+    state = UserState("u", make_policy("fifo", capacity=3), window_events=2)
+    windows(state, STREAM[:3])
+    snap = state.snapshot()
+    del snap["window_ms"], snap["window_end_ms"]
+    restored = UserState.from_snapshot(snap)
+    assert restored.window_ms == 0 and restored.window_end_ms is None
+    assert [(e, t) for e, _, t, _ in windows(restored, STREAM[3:])] == [("e3", "events"), ("e5", "events")]
+
+
+def test_settings_refuse_training_that_no_window_would_ever_trigger():
+    with pytest.raises(ValidationError, match="no training window would ever close"):
+        load_settings(**{"train.window_events": 0, "train.train_on_eof": False})
+    assert load_settings(**{"train.window_events": 0, "train.window_seconds": 3600, "train.train_on_eof": False})
+    assert load_settings(**{"train.window_events": 0, "train.train_on_eof": False, "train.enabled": False})
