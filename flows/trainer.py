@@ -36,6 +36,7 @@ class TrainingService:
         self._thread.start()
 
     def submit(self, request: dict[str, Any]) -> None:
+        metrics.TRAIN_WINDOWS.labels(trigger=request.get("trigger", "end_of_input")).inc()
         with self._cv:
             user = request["user_id"]
             if user in self._pending:

@@ -189,6 +189,8 @@ ROWS: tuple[Row, ...] = (
         Panel("Synthesis seconds per sample", quantiles("edgetune_synth_seconds", 0.5, 0.95), unit="s",
               description="Empty while synth.k is 0, the default."),
         # Training happens a few times an hour at most: these panels use fixed 1h windows, not per-second rates.
+        Panel("Training windows by trigger (1h)", total("edgetune_train_windows_total", by="trigger", window="1h"),
+              description="What closed each window: a count of events, an event-time boundary, or the end of a replay."),
         Panel("Training windows by outcome (1h)", total("edgetune_train_requests_total", by="outcome", window="1h")),
         Panel("Training runs by outcome (range)", total("edgetune_train_runs_total", by="outcome"), kind="bargauge"),
         Panel("Training loss, last step (1h)",

@@ -137,11 +137,19 @@ def test_replay_trains_versioned_adapters_per_user(components, tmp_path):
         "train.probe_every": 4, "synth.k": 0, "buffer.capacity": 6, "annotation.replay_answers": "oracle",
         "annotation.answer_delay_events": 1,
     })
+    from prometheus_client import REGISTRY
+
+    def windows(trigger):
+        return REGISTRY.get_sample_value("edgetune_train_windows_total", {"trigger": trigger}) or 0.0
+
+    before = {t: windows(t) for t in ("events", "end_of_input")}
     sink = trainer_for(settings, components)
     run_main(build_flow(settings, components, trainer_sink=sink))
     sink.service.close()
     rows = read_decisions(tmp_path / "decisions").to_pylist()
     own = {u: {r["event_id"] for r in rows if r["user_id"] == u} for u in ("alice", "bob", "carol")}
+    assert windows("events") - before["events"] == sum(len(ids) // 4 for ids in own.values())
+    assert windows("end_of_input") - before["end_of_input"] == sum(len(ids) % 4 > 0 for ids in own.values())
     store = AdapterStore(settings.adapters_dir)
     assert store.users() == ["alice", "bob", "carol"]
     for user, ids in own.items():
