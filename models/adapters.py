@@ -107,6 +107,7 @@ class Manifest:
     train_config: dict
     train_report: dict
     evaluation: Evaluation = field(default_factory=Evaluation)
+    probe_ids: list[str] = field(default_factory=list)  # the user's gate probe: annotated, never trained on
     version: int = 0
     created_at: str = ""
     status: Status = "candidate"

@@ -89,6 +89,7 @@ class Personalizer:
         start = time.perf_counter()
         cfg, user = self.config, request["user_id"]
         samples = request["samples"]
+        probe_ids = [s["event_id"] for s in samples if is_probe(s["event_id"], cfg.probe_every)]
         probe = [(s["prompt"], s["response"]) for s in samples if is_probe(s["event_id"], cfg.probe_every)]
         train = [s for s in samples if not is_probe(s["event_id"], cfg.probe_every)]
         if not train:
@@ -101,6 +102,13 @@ class Personalizer:
 
         current = self.store.latest(user)
         init = self.store.path(user, current) if (current is not None and cfg.warm_start) else None
+        data_digest = training_data_digest(identified)
+        train_config = cfg.train.to_dict() | {"warm_start_from": current if init else None}
+        same = self._same_run_as(user, data_digest, probe_ids, train_config)
+        if same is not None:
+            return RunResult(user, "skipped", f"same training set, probe, starting point and config as v{same.version} "
+                             f"({same.status}): it would train the same adapter", n_real=len(train),
+                             n_synthetic=len(synthetic), n_probe=len(probe))
         probe_before = self._loss_with(current, user, probe) if probe else None
         if self._general_base is None:
             self._general_base = mean_loss(self.model, self.tokenizer, GENERAL_PROBE, cfg.train.max_seq_len)
@@ -114,14 +122,15 @@ class Personalizer:
                 user_id=user,
                 base_model=cfg.base_model_id,
                 base_weights_digest=self._digest(),
-                data_digest=training_data_digest(identified),
+                data_digest=data_digest,
                 sample_ids=ids,
                 n_real=len(train),
                 n_synthetic=len(synthetic),
                 seed=cfg.train.seed,
-                train_config=cfg.train.to_dict() | {"warm_start_from": current if init else None},
+                train_config=train_config,
                 train_report=report.to_dict(),
                 evaluation=Evaluation(probe_before, probe_after, self._general_base, general),
+                probe_ids=probe_ids,
             )
             version = self.store.save(user, peft_model, manifest)
         finally:
@@ -182,6 +191,21 @@ class Personalizer:
         for s in train:
             out.extend((s["event_id"], pair) for pair in self._synthetic[(user, s["event_id"])])
         return out
+
+    def _same_run_as(self, user: str, data_digest: str, probe_ids: list[str], train_config: dict) -> Manifest | None:
+        """The user's newest version if this run would repeat it exactly, else ``None``.
+
+        Training is seeded, so the same samples, base weights, starting adapter and config give the same
+        adapter, and the same probe gives the same gate verdict: a window that closes on an unchanged
+        buffer (late in a stream most events are rejected) would only write a copy.
+        """
+        versions = self.store.list(user)
+        if not versions:
+            return None
+        last = versions[-1]
+        same = (last.data_digest == data_digest and last.probe_ids == probe_ids and last.train_config == train_config
+                and last.base_weights_digest == self._digest())
+        return last if same else None
 
     def _digest(self) -> str:
         if self._weights_digest is None:  # hashing 135M weights takes a moment: once per process

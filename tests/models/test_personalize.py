@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -84,6 +85,37 @@ def test_synthetic_pairs_are_made_once_per_sample_and_leave_with_it(tmp_path, mo
                                                                       if not is_probe(f"ann-{i}", 4)}
     manifests = personalizer.store.list("ann")
     assert [m.n_synthetic for m in manifests] == [first.n_synthetic, second.n_synthetic]
+
+
+def test_a_window_that_would_repeat_the_last_run_exactly_is_skipped(tmp_path):
+    model, tokenizer = tiny_llama(seed=0)
+    cfg = PersonalizeConfig(train=TrainConfig(max_steps=2, max_seq_len=64, lr=1e-2), synth_k=0, probe_every=4,
+                            base_model_id="tiny-random", warm_start=False)  # every run starts from base
+    personalizer = Personalizer(model, tokenizer, AdapterStore(tmp_path / "adapters"), cfg)
+    first = personalizer.run(request("ann", 12))
+    again = personalizer.run(request("ann", 12))
+    assert first.outcome in ("promoted", "rejected") and again.outcome == "skipped"
+    assert "same training set, probe, starting point and config as v1" in again.reason
+    assert [m.version for m in personalizer.store.list("ann")] == [1]
+    assert personalizer.store.list("ann")[0].probe_ids == [f"ann-{i}" for i in range(12) if is_probe(f"ann-{i}", 4)]
+
+    # ann-14 is a probe sample: the training set is unchanged, but the gate's verdict may not be.
+    assert is_probe("ann-14", 4)
+    new_probe = request("ann", 12)
+    new_probe["samples"].append(request("ann", 1, offset=14)["samples"][0])
+    assert personalizer.run(new_probe).outcome != "skipped"
+    changed_config = Personalizer(model, tokenizer, personalizer.store, replace(cfg, train=replace(cfg.train, lr=2e-2)))
+    assert changed_config.run(new_probe).outcome != "skipped"
+    assert [m.version for m in personalizer.store.list("ann")] == [1, 2, 3]
+    assert personalizer.store.list("ann")[1].sample_ids == personalizer.store.list("ann")[0].sample_ids
+
+
+def test_a_promoted_version_is_the_next_starting_point_so_the_same_window_trains_again(personalizer):
+    first = personalizer.run(request("ann", 12))
+    second = personalizer.run(request("ann", 12))
+    # Promoted: the next run warm-starts from v1, a different start, so it trains. Rejected: it would repeat v1.
+    assert second.outcome == ("skipped" if first.outcome == "rejected" else second.outcome)
+    assert first.outcome == "rejected" or second.outcome != "skipped"
 
 
 def test_a_request_without_training_samples_is_skipped(personalizer):
