@@ -103,6 +103,8 @@ class AnnotationConfig(_Section):
         "reference answer plays the user, arriving answer_delay_events later (only buffered samples are asked).",
     )
     answer_delay_events: int = Field(16, ge=0, description="oracle: events between a sample and the user's answer.")
+    max_early: int = Field(256, ge=0, description="Answers per user that may arrive before their event (separate Kafka "
+                           "topics, re-reads after a restart) and wait for it; 0: drop them as unknown_event.")
 
 
 class SynthConfig(_Section):

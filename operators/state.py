@@ -80,13 +80,22 @@ class UserState:
       they speak again or the input ends. Several empty windows skipped at once
       close nothing; an event older than the open window (late) is still offered
       but opens nothing.
+
+    An answer can arrive before its event: the two come from separate Kafka topics
+    read independently, and after a restart from a checkpoint both are re-read.
+    Up to ``max_early`` such answers wait (status ``early``) and attach the moment
+    their event is admitted, without asking again; an answer pushed out of a full
+    stash is ``unknown_event``, one whose event is not admitted ``not_buffered``.
     """
 
-    def __init__(self, user_id: str, policy: BufferPolicy, window_events: int = 0, window_ms: int = 0):
+    def __init__(self, user_id: str, policy: BufferPolicy, window_events: int = 0, window_ms: int = 0,
+                 max_early: int = 256):
         self.user_id = user_id
         self.policy = policy
         self.window_events = window_events
         self.window_ms = window_ms
+        self.max_early = max_early
+        self.early: dict[str, Annotation] = {}  # answers whose event has not arrived, oldest first
         self.seen: set[str] = set()
         self.texts: dict[str, BufferedText] = {}
         self.n_events = 0
@@ -118,13 +127,19 @@ class UserState:
             if gone is not None and gone.requested_ts_ms is not None and gone.answered_ts_ms is None:
                 out.append(Output("annotation", {"user_id": self.user_id, "event_id": decision.evicted,
                                                  "status": "unanswered", "latency_ms": None}))
+        early = self.early.pop(event.event_id, None)
         if decision.admitted:
             text = BufferedText(event.prompt, event.response, event.ts_ms, dict(event.meta))
             self.texts[event.event_id] = text
             if event.response is None:
                 text.requested_ts_ms = event.ts_ms
-                out.append(Output("annotation_request", {"user_id": self.user_id, "event_id": event.event_id,
-                                                         "ts_ms": event.ts_ms, "prompt": event.prompt}))
+                if early is None:
+                    out.append(Output("annotation_request", {"user_id": self.user_id, "event_id": event.event_id,
+                                                             "ts_ms": event.ts_ms, "prompt": event.prompt}))
+            if early is not None:
+                out += self.on_annotation(early)
+        elif early is not None:
+            out.append(self._answer_outcome(early.event_id, "not_buffered"))
         row = {
             "user_id": self.user_id,
             "event_id": event.event_id,
@@ -161,11 +176,22 @@ class UserState:
         return [self.close_window("event_time")] if crossed else []
 
     def on_annotation(self, a: Annotation) -> list[Output]:
-        """Attach a user's answer to a buffered sample; anything else is counted and dropped."""
+        """Attach a user's answer to a buffered sample; one whose event has not arrived yet waits for it
+        (up to ``max_early``); anything else is counted and dropped."""
         text = self.texts.get(a.event_id)
-        if text is None:
-            status = "not_buffered" if a.event_id in self.seen else "unknown_event"
-            return [Output("annotation", {"user_id": self.user_id, "event_id": a.event_id, "status": status, "latency_ms": None})]
+        if text is None and a.event_id in self.seen:
+            return [self._answer_outcome(a.event_id, "not_buffered")]
+        if text is None and not self.max_early:
+            return [self._answer_outcome(a.event_id, "unknown_event")]
+        if text is None:  # its event has not arrived (yet): wait for it
+            out = []
+            if a.event_id not in self.early and len(self.early) >= self.max_early:
+                oldest = next(iter(self.early))
+                del self.early[oldest]
+                out.append(self._answer_outcome(oldest, "unknown_event"))
+            self.early.pop(a.event_id, None)  # a repeated early answer: the newest wins, and queues last
+            self.early[a.event_id] = a
+            return out + [self._answer_outcome(a.event_id, "early")]
         if text.requested_ts_ms is None:
             status, latency = "unrequested", None  # labeled at the source: nothing was asked
         else:
@@ -173,6 +199,9 @@ class UserState:
             text.response = a.response
             text.answered_ts_ms = a.ts_ms
         return [Output("annotation", {"user_id": self.user_id, "event_id": a.event_id, "status": status, "latency_ms": latency})]
+
+    def _answer_outcome(self, event_id: str, status: str) -> Output:
+        return Output("annotation", {"user_id": self.user_id, "event_id": event_id, "status": status, "latency_ms": None})
 
     def labeled_samples(self) -> list[dict[str, Any]]:
         """Buffered samples that have an answer, in arrival order: the user's training set."""
@@ -222,6 +251,8 @@ class UserState:
             "window_events": self.window_events,
             "window_ms": self.window_ms,
             "window_end_ms": self.window_end_ms,
+            "max_early": self.max_early,
+            "early": [asdict(a) for a in self.early.values()],
         }
 
     @classmethod
@@ -229,6 +260,8 @@ class UserState:
         policy = POLICIES[snap["policy_name"]].from_snapshot(snap["policy"])
         state = cls(snap["user_id"], policy, snap["window_events"], snap.get("window_ms", 0))  # .get: older snapshots
         state.window_end_ms = snap.get("window_end_ms")
+        state.max_early = snap.get("max_early", state.max_early)
+        state.early = {a["event_id"]: Annotation(**a) for a in snap.get("early", [])}
         state.seen = set(snap["seen"])
         state.texts = {k: BufferedText(**v) for k, v in snap["texts"].items()}
         state.n_events = snap["n_events"]

@@ -98,8 +98,7 @@ def test_kafka_events_to_decisions_dead_letters_and_requests(kafka_broker, topic
 def test_kafka_annotations_attach_to_buffered_samples(kafka_broker, topics, components, tmp_path):
     # As in a deployment: the events are asked about first, the user answers later (here after a
     # restart, so the answers also have to find the buffer again through the recovery store).
-    # Events and answers come from two topics read independently, so an answer consumed before
-    # its event would be an unknown_event; producing both up front would make this test a race.
+    # (Answers produced before their events: the next test.)
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     init_db_dir(recovery, 1)
@@ -113,6 +112,19 @@ def test_kafka_annotations_attach_to_buffered_samples(kafka_broker, topics, comp
     produce(kafka_broker, topics["annotations"], [json.dumps(a).encode() for a in answers])
     run_main(build_flow(settings, components), recovery_config=RecoveryConfig(str(recovery)))
     snap = json.loads((tmp_path / "out" / "buffers" / "cat.json").read_text())
+    assert sorted(s["response"] for s in snap["samples"]) == [f"answer {i}" for i in range(5)]
+
+
+def test_kafka_answers_produced_before_their_events_still_attach(kafka_broker, topics, components, tmp_path):
+    # Events and answers come from two topics read independently: whichever the flow reads first, every
+    # answer must end up on its buffered sample (an early one waits in the user's state for its event).
+    settings = settings_for(kafka_broker, topics, tmp_path / "out", **{"buffer.policy": "fifo", "buffer.capacity": 5})
+    answers = [{"event_id": f"eve-{i}", "user_id": "eve", "ts": 1_700_000_000_000, "response": f"answer {i}"}
+               for i in range(5)]
+    produce(kafka_broker, topics["annotations"], [json.dumps(a).encode() for a in answers])
+    produce(kafka_broker, topics["events"], [event("eve", i) for i in range(5)])
+    run_main(build_flow(settings, components))
+    snap = json.loads((tmp_path / "out" / "buffers" / "eve.json").read_text())
     assert sorted(s["response"] for s in snap["samples"]) == [f"answer {i}" for i in range(5)]
 
 

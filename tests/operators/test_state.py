@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from operators.config import load_settings
-from operators.events import Event
+from operators.events import Annotation, Event
 from operators.policies import make_policy
 from operators.scoring import ScoredEvent
 from operators.state import UserState
@@ -90,3 +90,52 @@ def test_settings_refuse_training_that_no_window_would_ever_trigger():
         load_settings(**{"train.window_events": 0, "train.train_on_eof": False})
     assert load_settings(**{"train.window_events": 0, "train.window_seconds": 3600, "train.train_on_eof": False})
     assert load_settings(**{"train.window_events": 0, "train.train_on_eof": False, "train.enabled": False})
+
+
+def unlabeled(event_id: str, ts_ms: int, vector_at: int) -> ScoredEvent:
+    vector = np.zeros(4, dtype=np.float32)
+    vector[vector_at] = 1.0
+    return ScoredEvent(Event(event_id, "u", ts_ms, f"question {event_id}", None), vector, 3, 0.5, 0.0, "general")
+
+
+def kinds(outputs) -> list[tuple[str, str]]:
+    return [(o.kind, o.payload.get("status", o.payload.get("outcome", ""))) for o in outputs]
+
+
+def test_an_answer_before_its_event_waits_and_attaches_without_asking_again():
+    state = UserState("u", make_policy("fifo", capacity=2))
+    assert kinds(state.on_annotation(Annotation("e0", "u", 50, "early answer"))) == [("annotation", "early")]
+    out = state.on_event(unlabeled("e0", 100, 0))
+    assert kinds(out) == [("decision", "admitted"), ("annotation", "attached")]  # no annotation_request
+    assert state.texts["e0"].response == "early answer" and state.early == {}
+    assert [s["event_id"] for s in state.labeled_samples()] == ["e0"]
+    # An event that asks as usual when no answer waits for it.
+    assert kinds(state.on_event(unlabeled("e1", 200, 1))) == [("decision", "admitted"), ("annotation_request", "")]
+
+
+def test_an_early_answer_whose_event_is_not_admitted_is_not_buffered():
+    state = UserState("u", make_policy("sdss", capacity=1, seed=0, dup_threshold=0.95))
+    state.on_event(unlabeled("e0", 100, 0))
+    state.on_annotation(Annotation("e1", "u", 150, "answer to a near-duplicate"))
+    out = state.on_event(unlabeled("e1", 200, 0))  # the same vector: a near-duplicate, never admitted
+    assert kinds(out) == [("decision", "duplicate"), ("annotation", "not_buffered")]
+    assert "e1" not in state.texts and state.early == {}
+
+
+def test_the_early_stash_is_bounded_and_survives_a_snapshot():
+    state = UserState("u", make_policy("fifo", capacity=4), max_early=2)
+    state.on_annotation(Annotation("e0", "u", 1, "a0"))
+    state.on_annotation(Annotation("e1", "u", 2, "a1"))
+    out = state.on_annotation(Annotation("e2", "u", 3, "a2"))  # full: the oldest, e0, is given up
+    assert [(o.payload["event_id"], o.payload["status"]) for o in out] == [("e0", "unknown_event"), ("e2", "early")]
+    restored = UserState.from_snapshot(state.snapshot())
+    assert list(restored.early) == ["e1", "e2"] and restored.max_early == 2
+    assert kinds(restored.on_event(unlabeled("e0", 10, 0))) == [("decision", "admitted"), ("annotation_request", "")]
+    assert kinds(restored.on_event(unlabeled("e2", 11, 1)))[-1] == ("annotation", "attached")
+    assert restored.texts["e2"].response == "a2"
+
+
+def test_without_a_stash_an_answer_before_its_event_is_an_unknown_event():
+    state = UserState("u", make_policy("fifo", capacity=2), max_early=0)
+    assert kinds(state.on_annotation(Annotation("e0", "u", 50, "early"))) == [("annotation", "unknown_event")]
+    assert kinds(state.on_event(unlabeled("e0", 100, 0)))[-1] == ("annotation_request", "")
