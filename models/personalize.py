@@ -89,8 +89,9 @@ class Personalizer:
         start = time.perf_counter()
         cfg, user = self.config, request["user_id"]
         samples = request["samples"]
-        probe_ids = [s["event_id"] for s in samples if is_probe(s["event_id"], cfg.probe_every)]
-        probe = [(s["prompt"], s["response"]) for s in samples if is_probe(s["event_id"], cfg.probe_every)]
+        probe_samples = [s for s in samples if is_probe(s["event_id"], cfg.probe_every)]
+        probe_ids = [s["event_id"] for s in probe_samples]
+        probe = [(s["prompt"], s["response"]) for s in probe_samples]
         train = [s for s in samples if not is_probe(s["event_id"], cfg.probe_every)]
         if not train:
             return RunResult(user, "skipped", f"no labeled training samples among {len(samples)}", n_probe=len(probe))
