@@ -125,8 +125,7 @@ class UserState:
         if decision.evicted is not None:
             gone = self.texts.pop(decision.evicted, None)
             if gone is not None and gone.requested_ts_ms is not None and gone.answered_ts_ms is None:
-                out.append(Output("annotation", {"user_id": self.user_id, "event_id": decision.evicted,
-                                                 "status": "unanswered", "latency_ms": None}))
+                out.append(self._answer_outcome(decision.evicted, "unanswered"))
         early = self.early.pop(event.event_id, None)
         if decision.admitted:
             text = BufferedText(event.prompt, event.response, event.ts_ms, dict(event.meta))
@@ -179,29 +178,31 @@ class UserState:
         """Attach a user's answer to a buffered sample; one whose event has not arrived yet waits for it
         (up to ``max_early``); anything else is counted and dropped."""
         text = self.texts.get(a.event_id)
-        if text is None and a.event_id in self.seen:
-            return [self._answer_outcome(a.event_id, "not_buffered")]
-        if text is None and not self.max_early:
-            return [self._answer_outcome(a.event_id, "unknown_event")]
-        if text is None:  # its event has not arrived (yet): wait for it
-            out = []
-            if a.event_id not in self.early and len(self.early) >= self.max_early:
-                oldest = next(iter(self.early))
-                del self.early[oldest]
-                out.append(self._answer_outcome(oldest, "unknown_event"))
-            self.early.pop(a.event_id, None)  # a repeated early answer: the newest wins, and queues last
-            self.early[a.event_id] = a
-            return out + [self._answer_outcome(a.event_id, "early")]
+        if text is None:
+            if a.event_id in self.seen:
+                return [self._answer_outcome(a.event_id, "not_buffered")]
+            return self._wait_for_event(a) if self.max_early else [self._answer_outcome(a.event_id, "unknown_event")]
         if text.requested_ts_ms is None:
             status, latency = "unrequested", None  # labeled at the source: nothing was asked
         else:
             status, latency = ("attached" if text.answered_ts_ms is None else "replaced"), max(0, a.ts_ms - text.requested_ts_ms)
             text.response = a.response
             text.answered_ts_ms = a.ts_ms
-        return [Output("annotation", {"user_id": self.user_id, "event_id": a.event_id, "status": status, "latency_ms": latency})]
+        return [self._answer_outcome(a.event_id, status, latency)]
 
-    def _answer_outcome(self, event_id: str, status: str) -> Output:
-        return Output("annotation", {"user_id": self.user_id, "event_id": event_id, "status": status, "latency_ms": None})
+    def _wait_for_event(self, a: Annotation) -> list[Output]:
+        """Keep an answer whose event has not arrived; a full stash gives up its oldest."""
+        out = []
+        if a.event_id not in self.early and len(self.early) >= self.max_early:
+            oldest = next(iter(self.early))
+            del self.early[oldest]
+            out.append(self._answer_outcome(oldest, "unknown_event"))
+        self.early.pop(a.event_id, None)  # a repeated early answer: the newest wins, and queues last
+        self.early[a.event_id] = a
+        return out + [self._answer_outcome(a.event_id, "early")]
+
+    def _answer_outcome(self, event_id: str, status: str, latency_ms: int | None = None) -> Output:
+        return Output("annotation", {"user_id": self.user_id, "event_id": event_id, "status": status, "latency_ms": latency_ms})
 
     def labeled_samples(self) -> list[dict[str, Any]]:
         """Buffered samples that have an answer, in arrival order: the user's training set."""
