@@ -5,7 +5,8 @@ The stream hands training requests to :class:`TrainingService` through
 the requests in arrival order of users; a newer request for a user who is
 still waiting replaces the older one (the newer buffer supersedes it). At the
 end of a run the sink waits for the queue to drain, so a replay ends with its
-adapters written.
+adapters written. Requests are journaled under ``<adapters>/.pending/`` until
+their run ends, so a process that stops mid-queue picks them up at its next start.
 """
 
 from __future__ import annotations
@@ -18,30 +19,50 @@ from typing import Any, Callable
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from operators import metrics
+from operators.pending import PendingRuns
 
 log = logging.getLogger(__name__)
 
+# Under the adapters folder; the leading dot keeps it out of the adapter store's user listing.
+PENDING_DIR = ".pending"
+
 
 class TrainingService:
-    """Runs ``run(request)`` on one background thread, newest request per user wins."""
+    """Runs ``run(request)`` on one background thread, newest request per user wins.
 
-    def __init__(self, run: Callable[[dict[str, Any]], Any]):
+    With a ``journal`` (:class:`operators.pending.PendingRuns`), every request is
+    written to disk before it is queued and deleted when its run ends, and the
+    requests an earlier process left there are queued again at start: a stop or a
+    crash while a run waits or trains does not lose it.
+    """
+
+    def __init__(self, run: Callable[[dict[str, Any]], Any], journal: PendingRuns | None = None):
         self._run = run
-        self._pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._journal = journal
+        self._pending: OrderedDict[str, tuple[dict[str, Any], str | None]] = OrderedDict()  # user -> (request, key)
         self._busy = False
         self._cv = threading.Condition()
         self._closed = False
         self.results: list[Any] = []
+        if journal is not None:
+            for key, request in journal.load():
+                self._pending[request["user_id"]] = (request, key)
+                metrics.TRAIN_REQUESTS.labels(outcome="resumed").inc()
+                log.info("resuming training for user %s, window %s, left pending by an earlier run",
+                         request["user_id"], request.get("window"))
+            metrics.TRAIN_QUEUE.set(len(self._pending))
         self._thread = threading.Thread(target=self._loop, name="edgetune-trainer", daemon=True)
         self._thread.start()
 
     def submit(self, request: dict[str, Any]) -> None:
         metrics.TRAIN_WINDOWS.labels(trigger=request.get("trigger", "end_of_input")).inc()
+        key = self._journal.put(request) if self._journal is not None else None
         with self._cv:
             user = request["user_id"]
             if user in self._pending:
                 metrics.TRAIN_REQUESTS.labels(outcome="coalesced").inc()
-            self._pending[user] = request
+                self._forget(self._pending.pop(user)[1])
+            self._pending[user] = (request, key)
             metrics.TRAIN_REQUESTS.labels(outcome="queued").inc()
             metrics.TRAIN_QUEUE.set(len(self._pending))
             self._cv.notify_all()
@@ -64,7 +85,7 @@ class TrainingService:
                 self._cv.wait_for(lambda: self._pending or self._closed)
                 if self._closed and not self._pending:
                     return
-                _user, request = self._pending.popitem(last=False)
+                _user, (request, key) = self._pending.popitem(last=False)
                 self._busy = True
                 metrics.TRAIN_QUEUE.set(len(self._pending))
             try:
@@ -82,9 +103,15 @@ class TrainingService:
                 metrics.TRAIN_RUNS.labels(outcome="failed").inc()
                 log.exception("training for user %s failed", request["user_id"])
             finally:
+                # A failed run is forgotten too: one that fails on its data would otherwise fail at every start.
+                self._forget(key)
                 with self._cv:
                     self._busy = False
                     self._cv.notify_all()
+
+    def _forget(self, key: str | None) -> None:
+        if key is not None:
+            self._journal.done(key)
 
 
 def _record_report(result: Any) -> None:
@@ -133,4 +160,5 @@ def trainer_for(settings: Any, components: Any) -> TrainerSink | None:
     # A private copy: the stream embeds with the original while the trainer wraps its copy in LoRA.
     model = copy.deepcopy(components.model)
     personalizer = Personalizer(model, components.tokenizer, AdapterStore(settings.adapters_dir), personalize_config(settings))
-    return TrainerSink(TrainingService(personalizer.run))
+    journal = PendingRuns(settings.adapters_dir / PENDING_DIR)
+    return TrainerSink(TrainingService(personalizer.run, journal))

@@ -160,6 +160,30 @@ def test_replay_trains_versioned_adapters_per_user(components, tmp_path):
             assert m.base_model == "tiny-random" and m.status in {"promoted", "rejected"}
 
 
+def test_a_training_run_left_pending_by_a_stopped_process_runs_when_the_flow_starts_again(components, tmp_path):
+    from flows.trainer import PENDING_DIR, trainer_for
+    from models.adapters import AdapterStore
+    from operators.pending import PendingRuns
+
+    settings = settings_for(tmp_path, **{
+        "train.enabled": True, "train.window_events": 10_000, "train.train_on_eof": False, "train.max_steps": 1,
+        "train.max_seq_len": 64, "train.probe_every": 4, "synth.k": 0,
+    })
+    # What a process that stopped while dave's window waited for the trainer leaves behind.
+    samples = [{"event_id": f"d{i}", "prompt": f"question {i}", "response": f"answer {i}", "domain": "general"}
+               for i in range(6)]
+    PendingRuns(settings.adapters_dir / PENDING_DIR).put(
+        {"user_id": "dave", "window": 3, "events_seen": 900, "trigger": "events", "samples": samples})
+    sink = trainer_for(settings, components)
+    run_main(build_flow(settings, components, trainer_sink=sink))
+    sink.service.close()
+    store = AdapterStore(settings.adapters_dir)
+    assert store.users() == ["dave"]  # no window of this replay closes, so only the resumed run trained
+    (manifest,) = store.list("dave")
+    assert set(manifest.sample_ids) | set(manifest.probe_ids) == {s["event_id"] for s in samples}
+    assert PendingRuns(settings.adapters_dir / PENDING_DIR).load() == []
+
+
 def test_event_time_windows_close_where_each_users_event_clock_crosses_a_boundary(components, tmp_path):
     from bytewax.testing import TestingSink
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from flows.trainer import TrainingService
+from operators.pending import PendingRuns
 from models.adapters import AdapterStore
 from models.lm import tiny_llama
 from models.personalize import PersonalizeConfig, Personalizer, is_probe
@@ -156,3 +157,40 @@ def test_training_service_survives_a_failing_run():
     service.submit({"user_id": "good"})
     service.close()
     assert service.results == ["good"]
+
+
+def test_runs_that_were_waiting_or_training_when_the_process_stopped_run_at_the_next_start(tmp_path):
+    started, release, ran = threading.Event(), threading.Event(), []
+
+    def stuck(req):  # the first process: ann's run is in progress when it "stops"
+        started.set()
+        release.wait(10)
+        raise RuntimeError("the process stopped")
+
+    first = TrainingService(stuck, PendingRuns(tmp_path))
+    first.submit({"user_id": "ann", "window": 1})
+    assert started.wait(10)
+    for user, window in [("bob", 1), ("ann", 2), ("bob", 2)]:
+        first.submit({"user_id": user, "window": window})
+    # Nothing of the first process runs again; a new one starts on the same journal.
+    second = TrainingService(lambda req: ran.append((req["user_id"], req["window"])), PendingRuns(tmp_path))
+    second.close()
+    # ann's window 1 (training) is superseded by window 2; bob's coalesced window 1 left no file behind
+    assert ran == [("ann", 2), ("bob", 2)]
+    assert PendingRuns(tmp_path).load() == []
+    release.set()
+    first.close()
+
+
+def test_finished_and_failed_runs_leave_nothing_to_resume(tmp_path):
+    def run(req):
+        if req["user_id"] == "bad":
+            raise RuntimeError("boom")
+        return req["user_id"]
+
+    service = TrainingService(run, PendingRuns(tmp_path))
+    for user in ("bad", "good"):
+        service.submit({"user_id": user, "window": 1})
+    service.close()
+    assert service.results == ["good"]
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,116 @@
+"""Training requests handed to the trainer and not yet finished, kept on disk until their run ends.
+
+A window's training request leaves the per-user state when the window closes. If the
+process stops while the request waits in the trainer's queue or while it trains, Bytewax
+recovery resumes the stream *after* that window, so without a journal the run is lost
+until the user's next window closes (800 events later by default, which can be days for
+a quiet user). The trainer therefore writes each request here before queueing it and
+deletes it once its run has ended, whatever the outcome; on start it runs what it finds.
+
+As in the trainer's queue, the newest request per user wins: a later request carries the
+user's later buffer, which supersedes the earlier one. Files are named
+``<seq>-<user hash>.json`` so that the arrival order survives a restart and no user id
+ever reaches a file name. Each is written to a temp file, flushed and renamed, so a crash
+leaves a whole request or none. The files hold conversation text, like the buffer
+snapshots: keep the directory as private as the adapters it sits next to.
+
+>>> import tempfile
+>>> journal = PendingRuns(tempfile.mkdtemp())
+>>> a = journal.put({"user_id": "alice", "window": 1, "samples": []})
+>>> b = journal.put({"user_id": "bob", "window": 1, "samples": []})
+>>> c = journal.put({"user_id": "alice", "window": 2, "samples": []})
+>>> journal.done(b)
+>>> [(r["user_id"], r["window"]) for _, r in PendingRuns(journal.root).load()]  # after a restart
+[('alice', 2)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+_NAME = re.compile(r"(\d{12})-([0-9a-f]{16})\.json")
+
+
+class PendingRuns:
+    """A directory of journaled training requests: ``put`` before queueing, ``done`` after the run."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self._lock = threading.Lock()
+        self._seq: int | None = None  # next sequence number, read from disk on first use
+
+    def put(self, request: dict[str, Any]) -> str:
+        """Journal ``request`` (it must carry ``user_id``); returns its key for ``done``."""
+        user = request.get("user_id")
+        if not isinstance(user, str) or not user:
+            raise ValueError(f"a training request needs a non-empty string user_id, got {user!r}")
+        text = json.dumps(request, sort_keys=True)  # fails here, not at restart, if it is not JSON data
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if self._seq is None:
+                self._seq = max((seq for seq, _ in self._entries()), default=0) + 1
+            key = f"{self._seq:012d}-{_user_hash(user)}.json"
+            self._seq += 1
+            _write_atomic(self.root / key, text)
+        return key
+
+    def done(self, key: str) -> None:
+        """The run of ``key`` has ended (trained, skipped or failed): forget it."""
+        if not _NAME.fullmatch(key):
+            raise ValueError(f"{key!r} is not a key returned by PendingRuns.put")
+        (self.root / key).unlink(missing_ok=True)
+
+    def load(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(key, request)`` left by an earlier process, the newest per user, oldest first.
+
+        Older requests of the same user are deleted: the newest supersedes them. A file that
+        does not parse (it cannot be half-written, so it was edited by hand) is renamed to
+        ``<name>.bad`` and skipped, so one bad file does not block every start.
+        """
+        newest: dict[str, tuple[int, str, dict[str, Any]]] = {}
+        with self._lock:
+            for seq, path in self._entries():
+                try:
+                    request = json.loads(path.read_text())
+                    user = request["user_id"]
+                except (OSError, ValueError, KeyError, TypeError):
+                    path.rename(path.with_name(path.name + ".bad"))
+                    continue
+                if user in newest:
+                    (self.root / newest[user][1]).unlink(missing_ok=True)
+                newest[user] = (seq, path.name, request)
+        return [(key, request) for _, key, request in sorted(newest.values(), key=lambda entry: entry[0])]
+
+    def _entries(self) -> list[tuple[int, Path]]:
+        if not self.root.is_dir():
+            return []
+        found = []
+        for path in self.root.iterdir():
+            match = _NAME.fullmatch(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+
+def _user_hash(user: str) -> str:
+    return hashlib.sha256(user.encode()).hexdigest()[:16]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
