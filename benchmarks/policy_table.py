@@ -126,6 +126,9 @@ ROWS: dict[str, Row] = {
             label="sdss-stream with IDD at half weight"),
         Row("sdss-stream-no-idd", "policy", "rule", "sdss", (1.0, 1.0, 0.0), domain_quota="stream",
             label="sdss-stream without IDD"),
+        # EOE is the one score whose removal was the lowest ablation on all three test sets: does more of it help?
+        Row("sdss-stream-eoe2", "policy", "rule", "sdss", (2.0, 1.0, 1.0), domain_quota="stream",
+            label="sdss-stream with EOE at double weight"),
         Row("sdss-synth1", "policy", "synthesis", "sdss", (1.0, 1.0, 1.0), synth_k=1, label="sdss + 1 synthetic/sample"),
         Row("sdss-synth3", "policy", "synthesis", "sdss", (1.0, 1.0, 1.0), synth_k=3, label="sdss + 3 synthetic/sample"),
     )

@@ -46,7 +46,7 @@ class TrainingService:
         self.results: list[Any] = []
         if journal is not None:
             for key, request in journal.load():
-                self._pending[request["user_id"]] = (request, key)
+                self._pending[request["user_id"]] = ({**request, "resumed": True}, key)
                 metrics.TRAIN_REQUESTS.labels(outcome="resumed").inc()
                 log.info("resuming training for user %s, window %s, left pending by an earlier run",
                          request["user_id"], request.get("window"))
@@ -97,8 +97,9 @@ class TrainingService:
                 else:
                     metrics.TRAIN_RUNS.labels(outcome=outcome).inc()
                     _record_report(result)
-                log.info("training for user %s, window %s closed by %s: %s (%s)", request["user_id"], request.get("window"),
-                         request.get("trigger", "?"), outcome, getattr(result, "reason", ""))
+                log.info("training for user %s, window %s closed by %s%s: %s (%s)", request["user_id"], request.get("window"),
+                         request.get("trigger", "?"), " (resumed)" if request.get("resumed") else "", outcome,
+                         getattr(result, "reason", ""))
             except Exception:  # a failed run must not stop the stream; it is counted and logged
                 metrics.TRAIN_RUNS.labels(outcome="failed").inc()
                 log.exception("training for user %s failed", request["user_id"])
