@@ -292,7 +292,11 @@ def cmd_adapters(args: argparse.Namespace) -> int:
         target = store.rollback(args.user)
         print(f"{args.user}: latest is now {'v' + str(target) if target is not None else 'the base model'}")
         return 0
-    users = [args.user] if args.user else store.users()
+    from flows.trainer import PENDING_DIR
+    from operators.pending import PendingRuns
+
+    pending = {r["user_id"]: r for r in PendingRuns(settings.adapters_dir / PENDING_DIR).pending()}
+    users = [args.user] if args.user else sorted(set(store.users()) | set(pending))
     if not users:
         print(f"no adapters under {settings.adapters_dir}")
     for user in users:
@@ -303,6 +307,10 @@ def cmd_adapters(args: argparse.Namespace) -> int:
             print(f"  v{m.version:<4} {m.status:<11} {m.created_at}  real {m.n_real:>3} synth {m.n_synthetic:>3}  "
                   f"probe {_num(e.probe_loss_before)} -> {_num(e.probe_loss_after)}  general {_num(e.general_loss_base)} -> {_num(e.general_loss)}"
                   f"  {m.status_reason}")
+        if user in pending:
+            r = pending[user]
+            print(f"  pending    window {r.get('window')} ({len(r.get('samples', []))} labeled samples): waiting or training "
+                  "now, or left by a stopped process, in which case the next `run` or `replay` trains it first")
     return 0
 
 

@@ -74,19 +74,34 @@ class PendingRuns:
         does not parse (it cannot be half-written, so it was edited by hand) is renamed to
         ``<name>.bad`` and skipped, so one bad file does not block every start.
         """
-        newest: dict[str, tuple[int, str, dict[str, Any]]] = {}
         with self._lock:
-            for seq, path in self._entries():
-                try:
-                    request = json.loads(path.read_text())
-                    user = request["user_id"]
-                except (OSError, ValueError, KeyError, TypeError):
-                    path.rename(path.with_name(path.name + ".bad"))
-                    continue
-                if user in newest:
-                    (self.root / newest[user][1]).unlink(missing_ok=True)
-                newest[user] = (seq, path.name, request)
-        return [(key, request) for _, key, request in sorted(newest.values(), key=lambda entry: entry[0])]
+            newest, superseded, bad = self._scan()
+            for path in superseded:
+                path.unlink(missing_ok=True)
+            for path in bad:
+                path.rename(path.with_name(path.name + ".bad"))
+        return newest
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The requests ``load`` would return, without changing anything on disk (for listings)."""
+        with self._lock:
+            return [request for _, request in self._scan()[0]]
+
+    def _scan(self) -> tuple[list[tuple[str, dict[str, Any]]], list[Path], list[Path]]:
+        newest: dict[str, tuple[int, Path, dict[str, Any]]] = {}
+        superseded, bad = [], []
+        for seq, path in self._entries():
+            try:
+                request = json.loads(path.read_text())
+                user = request["user_id"]
+            except (OSError, ValueError, KeyError, TypeError):
+                bad.append(path)
+                continue
+            if user in newest:
+                superseded.append(newest[user][1])
+            newest[user] = (seq, path, request)
+        ordered = sorted(newest.values(), key=lambda entry: entry[0])
+        return [(path.name, request) for _, path, request in ordered], superseded, bad
 
     def _entries(self) -> list[tuple[int, Path]]:
         if not self.root.is_dir():

@@ -1,0 +1,23 @@
+"""`edgetune adapters list` shows journaled training runs next to the versions."""
+
+from __future__ import annotations
+
+from flows.cli import main
+from flows.trainer import PENDING_DIR
+from operators.pending import PendingRuns
+
+
+def test_list_shows_a_pending_run_even_for_a_user_without_versions_and_leaves_it_in_place(tmp_path, capsys):
+    journal = PendingRuns(tmp_path / "adapters" / PENDING_DIR)
+    journal.put({"user_id": "zed", "window": 1, "samples": [{"event_id": "a"}]})
+    journal.put({"user_id": "zed", "window": 2, "samples": [{"event_id": "a"}, {"event_id": "b"}]})
+    assert main(["adapters", "list", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "zed  (latest: base model)" in out
+    assert "pending    window 2 (2 labeled samples)" in out and "window 1" not in out
+    assert len(list(journal.root.glob("*.json"))) == 2  # listing prunes nothing: that is the trainer's job
+
+
+def test_list_without_adapters_or_pending_runs_says_so(tmp_path, capsys):
+    assert main(["adapters", "list", "--out", str(tmp_path)]) == 0
+    assert "no adapters under" in capsys.readouterr().out
