@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cfg = pt.TableConfig(stream=1150, window=200, capacity=16)  # the quarter preset's selection
     out_table = pt.DEFAULT_OUT / "quarter"
-    pt._CACHE_ROOT = pt.DEFAULT_OUT / "cache"
+    pt.set_cache_root(pt.DEFAULT_OUT / "cache")
     lm = pt.load_model(cfg.model)
     cache = pt.prepare_dataset(cfg, args.dataset, out_table, lm)
     indices, _ = pt.select(pt.ROWS["sdss-stream"], 0, cache.features, cfg)
