@@ -182,8 +182,9 @@ def plan_cells(datasets: Sequence[str], seeds: int, whole_seeds: int) -> list[Ce
 def parse_only(spec: str | None) -> dict[str, set[str]]:
     """``"dataset=chitchat,row=sdss+random"`` → ``{"dataset": {...}, "row": {...}}``.
 
-    >>> parse_only("dataset=chitchat,row=sdss+random,seed=0")
-    {'dataset': {'chitchat'}, 'row': {'random', 'sdss'}, 'seed': {'0'}}
+    >>> only = parse_only("dataset=chitchat,row=sdss+random,seed=0")
+    >>> {key: sorted(values) for key, values in only.items()}  # sorted: a set's order follows string hashing
+    {'dataset': ['chitchat'], 'row': ['random', 'sdss'], 'seed': ['0']}
     """
     if not spec:
         return {}
