@@ -56,7 +56,14 @@ class TrainingService:
 
     def submit(self, request: dict[str, Any]) -> None:
         metrics.TRAIN_WINDOWS.labels(trigger=request.get("trigger", "end_of_input")).inc()
-        key = self._journal.put(request) if self._journal is not None else None
+        key = None
+        if self._journal is not None:
+            try:
+                key = self._journal.put(request)
+            except (OSError, TypeError, ValueError):  # a full disk must not stop the stream: train, unjournaled
+                metrics.TRAIN_REQUESTS.labels(outcome="not_journaled").inc()
+                log.exception("could not journal the training request of user %s, window %s; it runs, but a stop "
+                              "before it ends loses it", request.get("user_id"), request.get("window"))
         with self._cv:
             user = request["user_id"]
             if user in self._pending:

@@ -194,3 +194,12 @@ def test_finished_and_failed_runs_leave_nothing_to_resume(tmp_path):
     service.close()
     assert service.results == ["good"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_journal_that_cannot_be_written_does_not_stop_training(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the journal folder should be")
+    service = TrainingService(lambda req: req["window"], PendingRuns(blocker / "pending"))
+    service.submit({"user_id": "ann", "window": 1})
+    service.close()
+    assert service.results == [1]
