@@ -95,6 +95,7 @@ def _sick_tick() -> None:
     metrics.SYNTH_SECONDS.observe(1.5)
     metrics.TRAIN_WINDOWS.labels(trigger="event_time").inc()
     metrics.TRAIN_REQUESTS.labels(outcome="queued").inc()
+    metrics.TRAIN_REQUESTS.labels(outcome="not_journaled").inc()  # the pending-runs journal could not be written
     metrics.TRAIN_RUNS.labels(outcome="failed").inc(2)  # 2 of 3 runs failed: above 50%
     metrics.TRAIN_RUNS.labels(outcome="rejected").inc()  # rejections and no promotion
     metrics.TRAIN_LOSS.observe(2.2)
