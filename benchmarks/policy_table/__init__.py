@@ -27,8 +27,9 @@ greedy decoding makes it seed-independent, so it runs once); ablations ``sdss-no
 ``sdss-no-dss``, ``sdss-no-idd`` (that weight set to 0); synthesis ``sdss-synth1`` and
 ``sdss-synth3`` (k pairs generated per selected sample by the base model, filtered by
 ``SynthFilter``, added to the training set; ``sdss`` itself is k = 0); the combination rule's
-IDD weight on the shipped domain rule, ``sdss-stream-idd0.5`` and ``sdss-stream-no-idd``, to be
-chosen on ``--test-turns validation`` and only then run on a test set.
+IDD weight on the shipped domain rule, ``sdss-stream-idd0.5`` and ``sdss-stream-no-idd``, and
+EOE's, ``sdss-stream-eoe2``, to be chosen on ``--test-turns validation`` and only then run on a
+test set.
 
 A **cell** is ``(dataset, row, seed)``; its JSON result is written atomically to
 ``<out>/cells/<dataset>/<row>/seed<k>.json`` and a rerun skips it. Costly shared work is
