@@ -79,7 +79,8 @@ class BufferConfig(_Section):
     policy: Literal["sdss", "random", "fifo", "reservoir", "kcenter"] = "sdss"
     capacity: int = Field(64, ge=1)
     dup_threshold: float = Field(0.95, gt=0, le=1, description="sdss: cosine at or above which a sample is a near-duplicate.")
-    weights: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="sdss: weights of EOE, DSS, IDD.")
+    weights: tuple[float, float, float] = Field(
+        (2.0, 1.0, 1.0), description="sdss: weights of EOE, DSS, IDD (EOE doubled: ahead of equal weights on both datasets' validation split in the policy table).")
     domain_quota: Literal["balanced", "stream"] = Field(
         "stream", description="sdss: which domain gives up a slot: the user's own domain mix (stream, default: "
         "best in the policy table) or the candidate's domain / the largest one (balanced, the first design).")

@@ -14,7 +14,7 @@ from typing import Any
 from .bookkeeping import command_line, machine, read_cell
 from .costs import _embedding_lines, _measured_lines, _model_estimate_lines
 from .data import _atomic_write, cache_root
-from .plan import BASELINES, MAIN_POLICIES, ROWS, Cell, TableConfig, plan_cells
+from .plan import BASELINES, MAIN_POLICIES, ROWS, SHIPPED, Cell, TableConfig, plan_cells
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -90,7 +90,7 @@ def _gap_lines(dataset: str, stats: dict) -> list[str]:
     baselines = {b: mean(b) for b in BASELINES if not math.isnan(mean(b))}
     if baselines and not math.isnan(sdss):
         best = max(baselines, key=baselines.get)
-        for ours in ("sdss", "sdss-stream"):
+        for ours in ("sdss", "sdss-stream", SHIPPED):
             value = mean(ours)
             if math.isnan(value):
                 continue
@@ -104,7 +104,7 @@ def _gap_lines(dataset: str, stats: dict) -> list[str]:
         if not (math.isnan(base) or math.isnan(whole)):
             span = whole - base
             lines.append(f"- gap whole − base = {100 * span:+.2f} points" + ("; gap closed = (row − base)/(whole − base): "
-                         + ", ".join(f"{r} {(mean(r) - base) / span:+.2f}" for r in (*MAIN_POLICIES, "sdss-stream")
+                         + ", ".join(f"{r} {(mean(r) - base) / span:+.2f}" for r in (*MAIN_POLICIES, "sdss-stream", SHIPPED)
                                      if not math.isnan(mean(r))) if span > 0 else ""))
             if span > 0:
                 lines.append(f"- (sdss − best baseline)/(whole − base) = {(sdss - baselines[best]) / span:+.2f}")
@@ -117,7 +117,7 @@ def _gap_lines(dataset: str, stats: dict) -> list[str]:
             if not (math.isnan(base_l) or math.isnan(whole_l)) and base_l != whole_l:
                 lines.append("- gap closed on test loss = (base − row)/(base − whole): "
                              + ", ".join(f"{r} {(base_l - mean(r, 'loss')) / (base_l - whole_l):+.2f}"
-                                         for r in (*MAIN_POLICIES, "sdss-stream") if not math.isnan(mean(r, "loss"))))
+                                         for r in (*MAIN_POLICIES, "sdss-stream", SHIPPED) if not math.isnan(mean(r, "loss"))))
         if not (math.isnan(base) or math.isnan(whole)) and whole <= base:
             lines.append("- whole-stream training does not raise ROUGE-1 over the base model here, so the ROUGE-1 "
                          "gap is not a target any selection can close; see the answer-shape table below")
