@@ -163,7 +163,7 @@ def _markdown(cfg: TableConfig, out: Path, datasets: Sequence[str], stats: dict,
         "",
     ]
     for tier, title in (("main", "Main table"), ("ablation", "Ablations (sdss with one score's weight at 0) and the domain-share variant"),
-                        ("rule", "Combination rule: IDD's weight, with the shipped domain rule"),
+                        ("rule", "Combination rule: the scores' weights, with the shipped domain rule"),
                         ("synthesis", "Synthesis (sdss + k synthetic pairs per selected sample)")):
         rows = [r for r in ROWS.values() if r.tier == tier]
         if tier == "rule" and not any(_ran(stats, datasets, r.name) for r in rows):
