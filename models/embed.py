@@ -33,6 +33,7 @@ import numpy as np
 
 from models.calibration import CALIBRATION_SENTENCES
 from models.lm import installed_file
+from models.tokens import detach_state, encode_truncated
 
 if TYPE_CHECKING:
     import torch
@@ -198,7 +199,7 @@ class SentenceEmbedder:
         if not (path / "config.json").is_file():
             raise ValueError(f"EmbedConfig.minilm_path={str(path)!r} has no config.json; point it at a model directory")
         self.path = path
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.tokenizer = detach_state(AutoTokenizer.from_pretrained(path, local_files_only=True))
         self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
         self.dim: int = self.model.config.hidden_size
         self.name: str = f"minilm:{path.name if config.minilm_path else MINILM_PACKAGE}"
@@ -262,10 +263,12 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 
 
 def _token_ids(tokenizer, texts: list[str], max_tokens: int) -> list[list[int]]:
-    """Token ids per text, with the tokenizer's special tokens, truncated to ``max_tokens``."""
-    if not texts:
-        return []
-    return tokenizer(texts, truncation=True, max_length=max_tokens)["input_ids"]
+    """Token ids per text, with the tokenizer's special tokens, truncated to ``max_tokens``.
+
+    Through ``models.tokens``: the tokenizer is shared with the trainer thread's code paths
+    and must not have its truncation state switched per call.
+    """
+    return encode_truncated(tokenizer, texts, max_tokens)
 
 
 def _length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:

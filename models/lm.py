@@ -221,7 +221,10 @@ def _torch_dtype(dtype: Dtype):
 
 
 def _finish(model, tokenizer, dtype: Dtype):
-    """eval mode, dtype, pad token, left padding (for batched generation)."""
+    """eval mode, dtype, pad token, left padding (for batched generation), no stored truncation."""
+    from models.tokens import detach_state
+
+    detach_state(tokenizer)  # see models/tokens.py: later calls only read the tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
