@@ -308,10 +308,28 @@ def cmd_adapters(args: argparse.Namespace) -> int:
                   f"probe {_num(e.probe_loss_before)} -> {_num(e.probe_loss_after)}  general {_num(e.general_loss_base)} -> {_num(e.general_loss)}"
                   f"  {m.status_reason}")
         if user in pending:
-            r = pending[user]
-            print(f"  pending    window {r.get('window')} ({len(r.get('samples', []))} labeled samples): waiting or training "
-                  "now, or left by a stopped process, in which case the next `run` or `replay` trains it first")
+            print("  " + _pending_line(pending[user], settings.train.retry_attempts))
     return 0
+
+
+def _pending_line(request: dict, max_attempts: int) -> str:
+    """One journaled training run as `adapters list` shows it: waiting, failed and retried, or failed for good.
+
+    >>> _pending_line({"window": 3, "samples": [{}, {}]}, 3).split(":")[0]
+    'pending    window 3 (2 labeled samples)'
+    >>> _pending_line({"window": 3, "samples": [], "attempts": 3, "last_error": "RuntimeError: boom"}, 3).split(";")[0]
+    'failed     window 3 (0 labeled samples): failed 3 of 3 attempts, last: RuntimeError: boom'
+    """
+    head = f"window {request.get('window')} ({len(request.get('samples', []))} labeled samples)"
+    attempts = int(request.get("attempts", 0))
+    if attempts >= max_attempts:
+        return (f"failed     {head}: failed {attempts} of {max_attempts} attempts, last: {request.get('last_error')}; "
+                "not retried until the user's next window replaces it")
+    if attempts:
+        return (f"pending    {head}: failed {attempts} of {max_attempts} attempts, last: {request.get('last_error')}; "
+                "retried after a backoff, or first at the next `run` or `replay`")
+    return (f"pending    {head}: waiting or training now, or left by a stopped process, in which case the next "
+            "`run` or `replay` trains it first")
 
 
 def _model_for(settings: Settings, user: str | None, version: int | None):

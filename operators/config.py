@@ -142,6 +142,10 @@ class TrainSettings(_Section):
     probe_every: int = Field(8, ge=2, description="One in this many annotated samples is held out as the user's gate probe.")
     gate_tolerance: float = Field(0.0, ge=0, description="A candidate may be this much worse (probe loss) and still be promoted.")
     adapters_dir: Path | None = Field(None, description="Where adapters live; default <output.dir>/adapters.")
+    retry_attempts: int = Field(3, ge=1, description="Attempts of a failing training run (across restarts) before it "
+                                "stays in the pending-runs journal marked failed, until the user's next window replaces it.")
+    retry_backoff_seconds: float = Field(5.0, ge=0, description="Wait before the first retry of a failed training run; "
+                                         "doubles with each further attempt.")
 
     @model_validator(mode="after")
     def _some_window_closes(self) -> "TrainSettings":

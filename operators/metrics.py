@@ -78,7 +78,9 @@ SYNTHETIC_PAIRS = Counter("edgetune_synthetic_pairs_total", "Synthetic question-
 SYNTH_SECONDS = Histogram("edgetune_synth_seconds", "Seconds to synthesize pairs for one sample.", buckets=_SLOW_BUCKETS)
 TRAIN_REQUESTS = Counter("edgetune_train_requests_total", "Training windows closed, by what became of them (queued, "
                          "coalesced, skipped; resumed: left pending by an earlier process; not_journaled: could not be written to "
-                         "the pending-runs journal).", ["outcome"])
+                         "the pending-runs journal; retried: a failed run queued again after a backoff; failed_kept: a run that failed "
+                         "train.retry_attempts times, kept in the journal marked failed until the user's next window).",
+                         ["outcome"])
 TRAIN_WINDOWS = Counter("edgetune_train_windows_total", "Training windows closed, by what closed them "
                         "(events, event_time, end_of_input).", ["trigger"])
 TRAIN_RUNS = Counter("edgetune_train_runs_total", "Finished training runs by gate outcome (promoted, rejected, failed).", ["outcome"])

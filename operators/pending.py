@@ -5,13 +5,15 @@ process stops while the request waits in the trainer's queue or while it trains,
 recovery resumes the stream *after* that window, so without a journal the run is lost
 until the user's next window closes (800 events later by default, which can be days for
 a quiet user). The trainer therefore writes each request here before queueing it and
-deletes it once its run has ended, whatever the outcome; on start it runs what it finds.
+deletes it once its run has trained or been skipped; on start it runs what it finds.
 
 As in the trainer's queue, the newest request per user wins: a later request carries the
 user's later buffer, which supersedes the earlier one. Files are named
 ``<seq>-<user hash>.json`` so that the arrival order survives a restart and no user id
 ever reaches a file name. Each is written to a temp file, flushed and renamed, so a crash
-leaves a whole request or none. The files hold conversation text, like the buffer
+leaves a whole request or none. A run that fails stays here with its ``attempts`` and
+``last_error`` (``fail``), so the trainer can retry it a bounded number of times and
+``edgetune adapters list`` can show it. The files hold conversation text, like the buffer
 snapshots: keep the directory as private as the adapters it sits next to.
 
 >>> import tempfile
@@ -62,10 +64,33 @@ class PendingRuns:
         return key
 
     def done(self, key: str) -> None:
-        """The run of ``key`` has ended (trained, skipped or failed): forget it."""
-        if not _NAME.fullmatch(key):
-            raise ValueError(f"{key!r} is not a key returned by PendingRuns.put")
-        (self.root / key).unlink(missing_ok=True)
+        """The run of ``key`` has ended (trained or skipped), or was superseded: forget it."""
+        (self._path(key)).unlink(missing_ok=True)
+
+    def fail(self, key: str, reason: str) -> dict[str, Any] | None:
+        """The run of ``key`` failed: keep it, with ``attempts`` counted up and ``last_error`` set.
+
+        Returns the updated request, or None when the entry is gone (superseded meanwhile).
+        The count survives restarts, so a run that fails on its data is not retried forever.
+
+        >>> import tempfile
+        >>> journal = PendingRuns(tempfile.mkdtemp())
+        >>> key = journal.put({"user_id": "alice", "window": 1, "samples": []})
+        >>> journal.fail(key, "RuntimeError: out of memory")["attempts"]
+        1
+        >>> [(r["attempts"], r["last_error"]) for r in journal.pending()]
+        [(1, 'RuntimeError: out of memory')]
+        """
+        path = self._path(key)
+        with self._lock:
+            try:
+                request = json.loads(path.read_text())
+            except FileNotFoundError:
+                return None
+            request["attempts"] = int(request.get("attempts", 0)) + 1
+            request["last_error"] = str(reason)
+            _write_atomic(path, json.dumps(request, sort_keys=True))
+        return request
 
     def load(self) -> list[tuple[str, dict[str, Any]]]:
         """``(key, request)`` left by an earlier process, the newest per user, oldest first.
@@ -86,6 +111,11 @@ class PendingRuns:
         """The requests ``load`` would return, without changing anything on disk (for listings)."""
         with self._lock:
             return [request for _, request in self._scan()[0]]
+
+    def _path(self, key: str) -> Path:
+        if not _NAME.fullmatch(key):
+            raise ValueError(f"{key!r} is not a key returned by PendingRuns.put")
+        return self.root / key
 
     def _scan(self) -> tuple[list[tuple[str, dict[str, Any]]], list[Path], list[Path]]:
         newest: dict[str, tuple[int, Path, dict[str, Any]]] = {}

@@ -21,3 +21,16 @@ def test_list_shows_a_pending_run_even_for_a_user_without_versions_and_leaves_it
 def test_list_without_adapters_or_pending_runs_says_so(tmp_path, capsys):
     assert main(["adapters", "list", "--out", str(tmp_path)]) == 0
     assert "no adapters under" in capsys.readouterr().out
+
+
+def test_list_shows_a_run_that_failed_with_its_attempts_and_reason(tmp_path, capsys):
+    journal = PendingRuns(tmp_path / "adapters" / PENDING_DIR)
+    retrying = journal.put({"user_id": "amy", "window": 4, "samples": [{"event_id": "a"}]})
+    journal.fail(retrying, "RuntimeError: Already borrowed")
+    given_up = journal.put({"user_id": "bea", "window": 2, "samples": []})
+    for _ in range(3):
+        journal.fail(given_up, "ValueError: bad sample")
+    assert main(["adapters", "list", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "pending    window 4 (1 labeled samples): failed 1 of 3 attempts, last: RuntimeError: Already borrowed" in out
+    assert "failed     window 2 (0 labeled samples): failed 3 of 3 attempts, last: ValueError: bad sample" in out

@@ -152,11 +152,105 @@ def test_training_service_survives_a_failing_run():
             raise RuntimeError("boom")
         return req["user_id"]
 
-    service = TrainingService(run)
+    service = TrainingService(run, backoff_seconds=0)
     service.submit({"user_id": "bad"})
     service.submit({"user_id": "good"})
     service.close()
-    assert service.results == ["good"]
+    assert list(service.results) == ["good"]
+
+
+def test_training_service_keeps_only_the_last_results():
+    service = TrainingService(lambda req: req["window"], keep_results=3)
+    for window in range(10):
+        service.submit({"user_id": f"u{window}", "window": window})
+    service.close()
+    assert list(service.results) == [7, 8, 9]
+
+
+def requests(outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("edgetune_train_requests_total", {"outcome": outcome}) or 0.0
+
+
+class SteppingClock:
+    """A clock that moves 1,000 s per reading: every backoff is over by the next look, so no test waits."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1000.0
+        return self.now
+
+
+def test_a_failing_run_is_retried_with_backoff_then_kept_in_the_journal_marked_failed(tmp_path, caplog):
+    calls = []
+
+    def run(req):
+        calls.append(req["window"])
+        raise RuntimeError("out of memory")
+
+    retries, kept = requests("retried"), requests("failed_kept")
+    service = TrainingService(run, PendingRuns(tmp_path), max_attempts=3, backoff_seconds=10, clock=SteppingClock())
+    with caplog.at_level("ERROR", logger="flows.trainer"):
+        service.submit({"user_id": "ann", "window": 1, "samples": []})
+        service.close()
+    assert calls == [1, 1, 1]
+    tails = [r.getMessage().rsplit("; ", 1)[-1] for r in caplog.records if "failed (attempt" in r.getMessage()]
+    assert tails == ["retrying in 10.0 s", "retrying in 20.0 s", "no attempts left"]
+    (entry,) = PendingRuns(tmp_path).pending()
+    assert (entry["window"], entry["attempts"], entry["last_error"]) == (1, 3, "RuntimeError: out of memory")
+    assert requests("retried") - retries == 2
+    assert requests("failed_kept") - kept == 1
+    assert service.failed().keys() == {"ann"}
+
+
+def test_a_run_that_used_up_its_attempts_is_not_run_again_at_the_next_start_but_the_next_window_replaces_it(tmp_path):
+    journal = PendingRuns(tmp_path)
+    key = journal.put({"user_id": "ann", "window": 1, "samples": []})
+    for _ in range(3):
+        journal.fail(key, "RuntimeError: boom")
+    ran = []
+    service = TrainingService(lambda req: ran.append(req["window"]), PendingRuns(tmp_path), max_attempts=3)
+    service.drain()
+    assert ran == [] and service.failed() == {"ann": key}
+    assert [r["attempts"] for r in PendingRuns(tmp_path).pending()] == [3]  # still shown as failed
+    service.submit({"user_id": "ann", "window": 2, "samples": []})
+    service.close()
+    assert ran == [2] and service.failed() == {}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_that_failed_in_an_earlier_process_resumes_with_its_attempts_counted(tmp_path):
+    journal = PendingRuns(tmp_path)
+    journal.fail(journal.put({"user_id": "ann", "window": 1, "samples": []}), "RuntimeError: killed")
+    calls = []
+
+    def run(req):
+        calls.append(req["window"])
+        raise RuntimeError("still failing")
+
+    service = TrainingService(run, PendingRuns(tmp_path), max_attempts=2, backoff_seconds=0)
+    service.close()
+    assert calls == [1]  # one attempt left of two
+    assert [r["attempts"] for r in PendingRuns(tmp_path).pending()] == [2]
+
+
+def test_a_run_that_fails_once_and_then_trains_leaves_nothing_in_the_journal(tmp_path):
+    calls = []
+
+    def run(req):
+        calls.append(req["window"])
+        if len(calls) == 1:
+            raise RuntimeError("Already borrowed")
+        return "trained"
+
+    service = TrainingService(run, PendingRuns(tmp_path), backoff_seconds=0)
+    service.submit({"user_id": "ann", "window": 1, "samples": []})
+    service.close()
+    assert calls == [1, 1] and list(service.results) == ["trained"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_runs_that_were_waiting_or_training_when_the_process_stopped_run_at_the_next_start(tmp_path):
@@ -167,7 +261,7 @@ def test_runs_that_were_waiting_or_training_when_the_process_stopped_run_at_the_
         release.wait(10)
         raise RuntimeError("the process stopped")
 
-    first = TrainingService(stuck, PendingRuns(tmp_path))
+    first = TrainingService(stuck, PendingRuns(tmp_path), backoff_seconds=0)
     first.submit({"user_id": "ann", "window": 1})
     assert started.wait(10)
     for user, window in [("bob", 1), ("ann", 2), ("bob", 2)]:
@@ -182,18 +276,19 @@ def test_runs_that_were_waiting_or_training_when_the_process_stopped_run_at_the_
     first.close()
 
 
-def test_finished_and_failed_runs_leave_nothing_to_resume(tmp_path):
+def test_finished_runs_leave_nothing_to_resume_and_failed_ones_stay_marked_failed(tmp_path):
     def run(req):
         if req["user_id"] == "bad":
             raise RuntimeError("boom")
         return req["user_id"]
 
-    service = TrainingService(run, PendingRuns(tmp_path))
+    service = TrainingService(run, PendingRuns(tmp_path), backoff_seconds=0)
     for user in ("bad", "good"):
         service.submit({"user_id": user, "window": 1})
     service.close()
-    assert service.results == ["good"]
-    assert list(tmp_path.iterdir()) == []
+    assert list(service.results) == ["good"]
+    assert [(r["user_id"], r["attempts"], r["last_error"]) for r in PendingRuns(tmp_path).pending()] == [
+        ("bad", 3, "RuntimeError: boom")]
 
 
 def test_a_journal_that_cannot_be_written_does_not_stop_training(tmp_path):
@@ -202,4 +297,4 @@ def test_a_journal_that_cannot_be_written_does_not_stop_training(tmp_path):
     service = TrainingService(lambda req: req["window"], PendingRuns(blocker / "pending"))
     service.submit({"user_id": "ann", "window": 1})
     service.close()
-    assert service.results == [1]
+    assert list(service.results) == [1]
