@@ -373,7 +373,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for line in args.heldout.read_bytes().splitlines():
         if not line.strip():
             continue
-        ev = parse_event(line, max_chars=settings.max_chars)
+        ev = parse_event(line, max_chars=settings.max_chars, control_chars=settings.source.control_chars)
         if not isinstance(ev, Event) or ev.response is None:
             skipped[ev.reason if not isinstance(ev, Event) else "no_response"] += 1
         elif not args.user or ev.user_id in args.user:

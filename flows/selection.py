@@ -134,7 +134,7 @@ class SelectionOutputs:
 
 def select(raw: Stream, s: Settings, components: Components, progress: Callable[[], None] | None = None) -> SelectionOutputs:
     """Wire the selection steps onto a stream of ``(channel, payload)`` items, channel "event" or "annotation"."""
-    parsed = op.map("parse", raw, partial(parse_item, max_chars=s.max_chars))  # Event | Annotation | Rejected
+    parsed = op.map("parse", raw, partial(parse_item, max_chars=s.max_chars, control_chars=s.source.control_chars))  # Event | Annotation | Rejected
     checked = op.branch("validate", parsed, lambda p: not isinstance(p, Rejected))
     scored = op.flat_map_batch(
         "embed", checked.trues, partial(embed_and_score, embedder=components.embedder, scorer=components.scorer)

@@ -43,6 +43,9 @@ class SourceConfig(_Section):
     limit: int | None = Field(300, ge=1, description="Stop after this many records (None: whole source).")
     rate: float | None = Field(None, gt=0, description="Events per second; None replays as fast as possible.")
     heldout: float = Field(0.0, ge=0, lt=1, description="Fraction of labeled events kept out of the stream for `edgetune eval`.")
+    control_chars: Literal["reject", "strip"] = Field(
+        "reject", description="Control characters other than tab, newline and carriage return in an event's or "
+        "annotation's text: reject (dead-letter as control_chars) or strip them. Ids holding them are always rejected.")
 
 
 class KafkaConfig(_Section):

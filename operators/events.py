@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 REASONS = (
     "invalid_utf8",
@@ -37,12 +39,19 @@ REASONS = (
     "too_large",
     "bad_timestamp",
     "duplicate_event",
+    "control_chars",
 )
 """Every reason a payload can be dead-lettered for."""
 
 _EVENT_FIELDS = {"event_id": True, "user_id": True, "ts": True, "prompt": True, "response": False, "meta": False}
 _ANNOTATION_FIELDS = {"event_id": True, "user_id": True, "ts": True, "response": True}
 _MAX_ID_CHARS = 256
+
+ControlChars = Literal["reject", "strip"]
+# C0 controls but tab, newline and carriage return; DEL; C1 controls (Unicode category Cc).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# JSON may spell half a UTF-16 pair ("\ud800"): such a str cannot be written as UTF-8 anywhere.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -97,9 +106,22 @@ class Rejected:
 Parsed = Union[Event, Annotation, Rejected]
 
 
-def parse_event(raw: bytes | str | dict, *, max_chars: int = 20_000) -> Event | Rejected:
-    """Validate one conversation event; see the module docstring for the schema."""
-    checked = _object_with_timestamp(raw, _EVENT_FIELDS)
+def parse_event(raw: bytes | str | dict, *, max_chars: int = 20_000, control_chars: ControlChars = "reject") -> Event | Rejected:
+    r"""Validate one conversation event; see the module docstring for the schema.
+
+    Text (prompt, response, the strings in ``meta``) is NFC-normalized. Control characters
+    other than tab, newline and carriage return dead-letter the event as ``control_chars``,
+    or, with ``control_chars="strip"``, are removed; in ids they are always rejected (a
+    stripped id would be another event's). Lone UTF-16 surrogates are ``invalid_utf8``.
+
+    >>> parse_event('{"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "a\\u0000b"}').reason
+    'control_chars'
+    >>> parse_event('{"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "a\\u0000b"}', control_chars="strip").prompt
+    'ab'
+    >>> parse_event('{"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "cafe\\u0301"}').prompt == "caf\u00e9"
+    True
+    """
+    checked = _object_with_timestamp(raw, _EVENT_FIELDS, control_chars)
     if isinstance(checked, Rejected):
         return checked
     obj, ts = checked
@@ -114,13 +136,14 @@ def parse_event(raw: bytes | str | dict, *, max_chars: int = 20_000) -> Event | 
     return Event(obj["event_id"], obj["user_id"], ts, prompt, response, dict(meta))
 
 
-def parse_annotation(raw: bytes | str | dict, *, max_chars: int = 20_000) -> Annotation | Rejected:
-    """Validate one annotation.
+def parse_annotation(raw: bytes | str | dict, *, max_chars: int = 20_000,
+                     control_chars: ControlChars = "reject") -> Annotation | Rejected:
+    """Validate one annotation (text rules as in :func:`parse_event`).
 
     >>> parse_annotation('{"event_id": "e1", "user_id": "u1", "ts": "2024-01-01T00:00:00Z", "response": "ok"}')
     Annotation(event_id='e1', user_id='u1', ts_ms=1704067200000, response='ok')
     """
-    checked = _object_with_timestamp(raw, _ANNOTATION_FIELDS)
+    checked = _object_with_timestamp(raw, _ANNOTATION_FIELDS, control_chars)
     if isinstance(checked, Rejected):
         return checked
     obj, ts = checked
@@ -131,7 +154,8 @@ def parse_annotation(raw: bytes | str | dict, *, max_chars: int = 20_000) -> Ann
     return Annotation(obj["event_id"], obj["user_id"], ts, obj["response"])
 
 
-def parse_item(item: tuple[str, bytes | str | dict], *, max_chars: int = 20_000) -> Parsed:
+def parse_item(item: tuple[str, bytes | str | dict], *, max_chars: int = 20_000,
+               control_chars: ControlChars = "reject") -> Parsed:
     """Validate a ``(channel, payload)`` pair: channel ``"event"`` or ``"annotation"``.
 
     >>> parse_item(("annotation", {"event_id": "e1", "user_id": "u1", "ts": 3, "response": "yes"})).response
@@ -139,20 +163,26 @@ def parse_item(item: tuple[str, bytes | str | dict], *, max_chars: int = 20_000)
     """
     channel, raw = item
     if channel == "event":
-        return parse_event(raw, max_chars=max_chars)
+        return parse_event(raw, max_chars=max_chars, control_chars=control_chars)
     if channel == "annotation":
-        return parse_annotation(raw, max_chars=max_chars)
+        return parse_annotation(raw, max_chars=max_chars, control_chars=control_chars)
     raise ValueError(f"parse_item: channel must be 'event' or 'annotation', got {channel!r}")
 
 
-def _object_with_timestamp(raw: bytes | str | dict, spec: dict[str, bool]) -> tuple[dict, int] | Rejected:
-    """Decode, check the fields against ``spec`` and parse ``ts``: the checks events and annotations share."""
+def _object_with_timestamp(raw: bytes | str | dict, spec: dict[str, bool],
+                           control_chars: ControlChars) -> tuple[dict, int] | Rejected:
+    """Decode, check the fields against ``spec``, clean the text and parse ``ts``: what events and annotations share."""
+    if control_chars not in ("reject", "strip"):
+        raise ValueError(f"control_chars={control_chars!r} must be 'reject' or 'strip' (setting source.control_chars)")
     obj = _decode(raw)
     if isinstance(obj, Rejected):
         return obj
     bad = _check_fields(obj, spec, raw)
     if bad:
         return bad
+    obj = _clean_text(obj, raw, control_chars)
+    if isinstance(obj, Rejected):
+        return obj
     ts = _timestamp(obj["ts"])
     if ts is None:
         return _reject("bad_timestamp", f"ts must be RFC 3339 or epoch ms, got {obj['ts']!r}", raw, obj)
@@ -197,6 +227,70 @@ def _check_fields(obj: dict, spec: dict[str, bool], raw: Any) -> Rejected | None
             return _reject("wrong_type", f"{name} must be a string, got {type(obj[name]).__name__}", raw, obj)
     if "meta" in obj and not isinstance(obj["meta"], dict):
         return _reject("wrong_type", f"meta must be an object, got {type(obj['meta']).__name__}", raw, obj)
+    return None
+
+
+def _clean_text(obj: dict, raw: Any, control_chars: ControlChars) -> dict | Rejected:
+    r"""``obj`` with its text NFC-normalized and, under ``"strip"``, control characters removed; or why not.
+
+    >>> _clean_text({"user_id": "u", "event_id": "e\x1b", "prompt": "p"}, "", "strip").reason
+    'control_chars'
+    >>> _clean_text({"user_id": "u", "event_id": "e", "prompt": "x\x7fy", "meta": {"k": ["\x1b[1m"]}}, "", "strip")
+    {'user_id': 'u', 'event_id': 'e', 'prompt': 'xy', 'meta': {'k': ['[1m']}}
+    """
+    for name in ("event_id", "user_id"):
+        problem = _text_problem(obj[name])
+        if problem:  # ids are identities: never rewritten, so stripping cannot merge two events
+            reason, what = problem
+            return _reject(reason, f"{name} {what}", raw, obj)
+    cleaned = dict(obj)
+    for name in ("prompt", "response", "meta"):
+        if name not in obj or obj[name] is None:
+            continue
+        try:
+            cleaned[name] = _clean_value(obj[name], name, control_chars)
+        except _BadText as bad:
+            return _reject(bad.reason, bad.detail, raw, obj)
+    return cleaned
+
+
+class _BadText(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _clean_value(value: Any, where: str, control_chars: ControlChars) -> Any:
+    """Strings NFC-normalized (and stripped of control characters if asked), inside lists and dicts too."""
+    if isinstance(value, str):
+        problem = _text_problem(value)
+        if problem and (problem[0] != "control_chars" or control_chars == "reject"):
+            raise _BadText(problem[0], f"{where} {problem[1]}")
+        if problem:
+            value = _CONTROL.sub("", value)
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, list):
+        return [_clean_value(v, f"{where}[{i}]", control_chars) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {_clean_value(k, f"{where} key", control_chars): _clean_value(v, f"{where}.{k}", control_chars)
+                for k, v in value.items()}
+    return value
+
+
+def _text_problem(text: str) -> tuple[str, str] | None:
+    r"""``(reason, what)`` when ``text`` holds a lone surrogate or a control character, else None.
+
+    >>> _text_problem("tab\tnewline\ncr\r ok")
+    >>> _text_problem("bell\x07")
+    ('control_chars', 'holds control character U+0007 at offset 4 (tab, newline and carriage return are allowed)')
+    """
+    found = _SURROGATE.search(text)
+    if found:
+        return "invalid_utf8", f"holds a lone UTF-16 surrogate U+{ord(found.group()):04X} at offset {found.start()}"
+    found = _CONTROL.search(text)
+    if found:
+        return ("control_chars", f"holds control character U+{ord(found.group()):04X} at offset {found.start()} "
+                "(tab, newline and carriage return are allowed)")
     return None
 
 
