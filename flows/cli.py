@@ -304,9 +304,12 @@ def cmd_adapters(args: argparse.Namespace) -> int:
         print(f"{user}  (latest: {'v' + str(latest) if latest is not None else 'base model'})")
         for m in store.list(user):
             e = m.evaluation
+            integrity = store.integrity(user, m.version)
             print(f"  v{m.version:<4} {m.status:<11} {m.created_at}  real {m.n_real:>3} synth {m.n_synthetic:>3}  "
                   f"probe {_num(e.probe_loss_before)} -> {_num(e.probe_loss_after)}  general {_num(e.general_loss_base)} -> {_num(e.general_loss)}"
-                  f"  {m.status_reason}")
+                  f"  weights {integrity.split(':')[0]}  {m.status_reason}")
+            if integrity.startswith("REFUSED"):
+                print(f"         {integrity}")
         if user in pending:
             print("  " + _pending_line(pending[user], settings.train.retry_attempts))
     return 0

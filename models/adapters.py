@@ -4,7 +4,7 @@ Layout::
 
     <root>/<user dir>/v1/adapter_model.safetensors   # peft save_pretrained files
                         /adapter_config.json
-                        /manifest.json                 # Manifest, written before the rename
+                        /manifest.json                 # Manifest (with the sha256 of the weights), written before the rename
     <root>/<user dir>/v2/...
     <root>/<user dir>/latest                          # "2\\n"; absent ⇒ the base model
     <root>/<user dir>/.tmp-...                        # a save in progress (or a crashed one)
@@ -22,6 +22,15 @@ A new version starts as a ``"candidate"``. ``promote`` makes it the user's
 the abandoned one ``"rolled_back"``. Nothing is ever deleted: a manifest is the
 audit trail of what a user's model was trained on.
 
+Integrity: adapters are loaded only from safetensors (a directory holding a pickled
+``adapter_model.bin`` is refused: unpickling can run code), and the manifest records
+the sha256 of each weights file, checked by every load (``verify_adapter_files``). A
+version whose weights do not match is never used: loading it raises
+``AdapterIntegrityError``, also when it is the user's ``latest`` (refused, not
+skipped: serving an older version instead would hide the tampering; ``edgetune
+adapters rollback`` withdraws it). A manifest written before digests were recorded
+has none to check against: its version still loads, with a warning.
+
 >>> user_dir_name("alice"), user_dir_name("../../etc"), user_dir_name("Alice")
 ('alice', '______etc.74ccf3c5b4c19a81', 'alice.3bc51062973c458d')
 >>> promotion_gate(candidate_probe_loss=2.10, current_probe_loss=2.25)
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -49,6 +59,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 __all__ = [
+    "AdapterIntegrityError",
     "AdapterNotAppliedError",
     "AdapterStore",
     "Evaluation",
@@ -58,11 +69,18 @@ __all__ = [
     "promotion_gate",
     "training_data_digest",
     "user_dir_name",
+    "verify_adapter_files",
+    "weights_sha256",
 ]
+
+log = logging.getLogger(__name__)
 
 Status = Literal["candidate", "promoted", "rejected", "rolled_back"]
 
 MANIFEST = "manifest.json"
+WEIGHTS = "adapter_model.safetensors"  # what peft's save_pretrained(safe_serialization=True) writes
+# Pickle-based weight files: loading one can run arbitrary code, so they are never loaded.
+_PICKLED = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 LATEST = "latest"
 _TMP_PREFIX = ".tmp-"
 _VERSION_DIR = re.compile(r"v([1-9][0-9]*)")
@@ -92,8 +110,9 @@ class Evaluation:
 class Manifest:
     """Everything needed to trust, reproduce and audit one adapter version.
 
-    ``version``, ``created_at`` and ``status`` are set by ``AdapterStore.save``; the
-    caller fills the rest.
+    ``version``, ``created_at``, ``status`` and ``weights_sha256`` are set by
+    ``AdapterStore.save``; the caller fills the rest. ``weights_sha256`` is empty in
+    manifests written before it existed.
     """
 
     user_id: str
@@ -108,6 +127,7 @@ class Manifest:
     train_report: dict
     evaluation: Evaluation = field(default_factory=Evaluation)
     probe_ids: list[str] = field(default_factory=list)  # the user's gate probe: annotated, never trained on
+    weights_sha256: dict[str, str] = field(default_factory=dict)  # weights file name -> sha256 hex; set by save
     version: int = 0
     created_at: str = ""
     status: Status = "candidate"
@@ -129,6 +149,67 @@ class Manifest:
 
 class AdapterNotAppliedError(RuntimeError):
     """A loaded adapter leaves the model's logits unchanged (a silent no-op)."""
+
+
+class AdapterIntegrityError(ValueError):
+    """An adapter directory holds pickled weights, no safetensors, or weights its manifest does not vouch for."""
+
+
+def weights_sha256(directory: Path) -> dict[str, str]:
+    """``{file name: sha256 hex}`` of the safetensors weight files in ``directory``.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "adapter_model.safetensors").write_bytes(b"weights")
+    >>> weights_sha256(d) == {"adapter_model.safetensors": hashlib.sha256(b"weights").hexdigest()}
+    True
+    """
+    out = {}
+    for path in sorted(Path(directory).glob("*.safetensors")):
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        out[path.name] = digest.hexdigest()
+    return out
+
+
+def verify_adapter_files(path: Path) -> Manifest | None:
+    """Check an adapter directory before anything reads its weights; returns its manifest (None without one).
+
+    Refused (``AdapterIntegrityError``): any pickle-format weights file (``adapter_model.bin``
+    and the like), no ``adapter_model.safetensors``, or a weights file whose sha256 differs
+    from the manifest's (or that the manifest does not list). A manifest without digests
+    (written before they were recorded) or a directory without a manifest loads with a
+    warning: there is nothing to check against.
+    """
+    path = Path(path)
+    pickled = sorted({p.name for pattern in _PICKLED for p in path.glob(pattern)})
+    if pickled:
+        raise AdapterIntegrityError(
+            f"adapter {str(path)!r} holds pickle-format weights {pickled}; edgetune loads adapters only from "
+            f"safetensors ({WEIGHTS}), since unpickling can run code: delete the file(s), or retrain the version"
+        )
+    if not (path / WEIGHTS).is_file():
+        raise AdapterIntegrityError(f"adapter {str(path)!r} has no {WEIGHTS}; adapters load only from safetensors")
+    manifest = _read_manifest(path / MANIFEST) if (path / MANIFEST).is_file() else None
+    if manifest is None or not manifest.weights_sha256:
+        log.warning("adapter %s has no recorded weights digest (%s); loading it unverified", path,
+                    "no manifest" if manifest is None else "manifest written before digests were recorded")
+        return manifest
+    actual = weights_sha256(path)
+    if WEIGHTS not in manifest.weights_sha256:
+        raise AdapterIntegrityError(f"adapter {str(path)!r}: its manifest records no digest of {WEIGHTS}")
+    for name, digest in actual.items():
+        expected = manifest.weights_sha256.get(name)
+        if expected != digest:
+            what = "is not listed in its manifest" if expected is None else (
+                f"has sha256 {digest[:16]}…, its manifest records {expected[:16]}…")
+            raise AdapterIntegrityError(
+                f"adapter {str(path)!r}: {name} {what}; the weights were changed after training, so this version "
+                "is not used (`edgetune adapters rollback --user U` withdraws it if it is the latest)"
+            )
+    return manifest
 
 
 def user_dir_name(user_id: str) -> str:
@@ -245,11 +326,15 @@ class AdapterStore:
             tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=user_dir))
             try:
                 peft_model.save_pretrained(str(tmp), safe_serialization=True)
+                digests = weights_sha256(tmp)
+                if WEIGHTS not in digests:
+                    raise AdapterIntegrityError(f"save_pretrained wrote no {WEIGHTS} into {tmp}; cannot version it")
                 created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
                 while True:
                     version = max(self._version_numbers(user_dir), default=0) + 1
                     final = replace(
-                        manifest, version=version, created_at=created_at, status="candidate", status_reason=""
+                        manifest, version=version, created_at=created_at, status="candidate", status_reason="",
+                        weights_sha256=digests,
                     )
                     _write_json(tmp / MANIFEST, final.to_dict())
                     _fsync_tree(tmp)
@@ -327,6 +412,18 @@ class AdapterStore:
             raise ValueError(f"{pointer} holds {text!r}, not a complete version; fix or delete the file")
         return int(text)
 
+    def integrity(self, user: str, version: int) -> str:
+        """``"ok"``, ``"unverified"`` (no digest recorded) or why the version would be refused at load.
+
+        For listings; reads and hashes the weights (a few MB per version).
+        """
+        path = self.path(user, version)
+        try:
+            manifest = verify_adapter_files(path)
+        except AdapterIntegrityError as err:
+            return f"REFUSED: {err}"
+        return "ok" if manifest is not None and manifest.weights_sha256 else "unverified"
+
     def path(self, user: str, version: int) -> Path:
         """Directory of a complete version (what ``load_adapter`` takes)."""
         self._manifest(user, version)  # raises if absent or incomplete
@@ -399,7 +496,8 @@ class AdapterStore:
 def load_adapter(model: PreTrainedModel, path: Path, *, min_logit_change: float = 1e-6) -> PeftModel:
     """Wrap ``model`` with the adapter in ``path`` and check that it is really applied.
 
-    The check runs a fixed probe input with the adapter and again inside peft's
+    First the files are checked (``verify_adapter_files``: ``AdapterIntegrityError`` for
+    pickled weights, no safetensors, or weights that differ from the manifest). The check runs a fixed probe input with the adapter and again inside peft's
     ``disable_adapter()``; if no logit moves by more than ``min_logit_change``, the
     adapter is a silent no-op (wrong target module names, weights not loaded, or an
     untrained adapter whose B matrices are still zero) and
@@ -415,7 +513,8 @@ def load_adapter(model: PreTrainedModel, path: Path, *, min_logit_change: float 
         raise ValueError(
             f"load_adapter(path={str(path)!r}) holds no adapter_config.json; pass AdapterStore.path(user, v)"
         )
-    peft_model = PeftModel.from_pretrained(model, str(path))
+    verify_adapter_files(path)  # safetensors only, weights as the manifest recorded them
+    peft_model = PeftModel.from_pretrained(model, str(path))  # verified: it can only read the safetensors file
     peft_model.eval()
     vocab = peft_model.get_input_embeddings().num_embeddings
     # Fixed, tokenizer-independent probe: 16 ids spread over the vocabulary.

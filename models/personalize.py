@@ -153,7 +153,11 @@ class Personalizer:
             return mean_loss(self.model, self.tokenizer, pairs, self.config.train.max_seq_len)
         from peft import PeftModel
 
-        wrapped = PeftModel.from_pretrained(self.model, str(self.store.path(user, version)))
+        from models.adapters import verify_adapter_files
+
+        path = self.store.path(user, version)
+        verify_adapter_files(path)  # a tampered latest fails the run (kept in the journal), never trains on
+        wrapped = PeftModel.from_pretrained(self.model, str(path))
         try:
             return mean_loss(wrapped, self.tokenizer, pairs, self.config.train.max_seq_len)
         finally:

@@ -359,7 +359,10 @@ def _wrap(model, config: TrainConfig, init_adapter: Path | None):
         )
         return get_peft_model(model, lora)
 
+    from models.adapters import verify_adapter_files
+
     init_adapter = Path(init_adapter)
+    verify_adapter_files(init_adapter)  # safetensors only, weights as its manifest recorded them
     try:
         saved = PeftConfig.from_pretrained(str(init_adapter))
     except (OSError, ValueError) as err:

@@ -34,3 +34,28 @@ def test_list_shows_a_run_that_failed_with_its_attempts_and_reason(tmp_path, cap
     out = capsys.readouterr().out
     assert "pending    window 4 (1 labeled samples): failed 1 of 3 attempts, last: RuntimeError: Already borrowed" in out
     assert "failed     window 2 (0 labeled samples): failed 3 of 3 attempts, last: ValueError: bad sample" in out
+
+
+def test_a_latest_adapter_whose_weights_were_swapped_is_refused_by_generate_and_flagged_by_list(tmp_path, capsys):
+    from models.adapters import AdapterStore
+    from tests.models.test_adapters import _lora, _manifest
+
+    store = AdapterStore(tmp_path / "adapters")
+    first = store.save("alice", _lora(seed=1), _manifest("alice"))
+    second = store.save("alice", _lora(seed=2), _manifest("alice"))
+    store.promote("alice", first)
+    store.promote("alice", second)
+    weights = store.path("alice", second) / "adapter_model.safetensors"
+    weights.write_bytes((store.path("alice", first) / "adapter_model.safetensors").read_bytes())
+
+    args = ["--out", str(tmp_path), "--model", "tiny-random"]
+    assert main(["generate", "--user", "alice", "hi", "--max-new-tokens", "2", *args]) == 2
+    err = capsys.readouterr().err
+    assert "edgetune: error:" in err and "changed after training, so this version is not used" in err
+    assert main(["adapters", "list", *args]) == 0
+    out = capsys.readouterr().out
+    assert "weights ok" in out and "weights REFUSED" in out
+    # Rolling the tampered version back makes generate answer with the intact one again.
+    assert main(["adapters", "rollback", "--user", "alice", *args]) == 0
+    assert main(["generate", "--user", "alice", "hi", "--max-new-tokens", "2", *args]) == 0
+    assert f"[adapter v{first} of alice]" in capsys.readouterr().err

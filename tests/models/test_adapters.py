@@ -356,3 +356,79 @@ def test_train_save_load_round_trip(tmp_path):
     assert weights_digest(fresh) == store.list("alice")[0].base_weights_digest  # the base it was trained on
     loaded = load_adapter(fresh, store.path("alice", version))
     assert mean_loss(loaded, tokenizer, pairs, max_seq_len=config.max_seq_len) == pytest.approx(loss, rel=1e-6)
+
+
+# --- integrity: safetensors only, weights as the manifest recorded them -------------------
+
+
+def test_the_manifest_records_the_sha256_of_the_weights_file(tmp_path, adapter):
+    import hashlib
+
+    store = AdapterStore(tmp_path)
+    version = _save(store, "alice", adapter)
+    weights = store.path("alice", version) / "adapter_model.safetensors"
+    (manifest,) = store.list("alice")
+    assert manifest.weights_sha256 == {"adapter_model.safetensors": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    assert store.integrity("alice", version) == "ok"
+
+
+def test_a_swapped_weights_file_is_refused_and_the_model_is_left_unwrapped(tmp_path, adapter):
+    from models.adapters import AdapterIntegrityError
+
+    store = AdapterStore(tmp_path)
+    first, second = _save(store, "alice", adapter), _save(store, "alice", _lora(seed=2))
+    # Someone replaces v1's weights with other (valid, loadable) weights.
+    (store.path("alice", first) / "adapter_model.safetensors").write_bytes(
+        (store.path("alice", second) / "adapter_model.safetensors").read_bytes())
+    model, _ = tiny_llama(seed=0)
+    with pytest.raises(AdapterIntegrityError, match="changed after training"):
+        load_adapter(model, store.path("alice", first))
+    assert not hasattr(model, "peft_config")
+    assert store.integrity("alice", first).startswith("REFUSED")
+    assert store.integrity("alice", second) == "ok"
+    load_adapter(model, store.path("alice", second)).unload()  # the untouched version still loads
+
+
+def test_a_warm_start_from_a_swapped_adapter_is_refused(tmp_path, adapter):
+    from models.adapters import AdapterIntegrityError
+    from models.train import train_lora
+
+    store = AdapterStore(tmp_path)
+    version = _save(store, "alice", adapter)
+    weights = store.path("alice", version) / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x00\x00")
+    model, tokenizer = tiny_llama(seed=0)
+    with pytest.raises(AdapterIntegrityError, match="sha256"):
+        train_lora(model, tokenizer, [("q", "a")], TrainConfig(max_steps=1), init_adapter=store.path("alice", version))
+
+
+@pytest.mark.parametrize("keep_safetensors", [False, True])
+def test_a_pickled_adapter_model_bin_is_refused(tmp_path, adapter, keep_safetensors):
+    from peft import get_peft_model_state_dict
+
+    from models.adapters import AdapterIntegrityError
+
+    store = AdapterStore(tmp_path)
+    path = store.path("alice", _save(store, "alice", adapter))
+    torch.save(get_peft_model_state_dict(adapter), path / "adapter_model.bin")  # what an old or hostile writer leaves
+    if not keep_safetensors:
+        (path / "adapter_model.safetensors").unlink()
+    model, _ = tiny_llama(seed=0)
+    with pytest.raises(AdapterIntegrityError, match=r"pickle-format weights \['adapter_model.bin'\]"):
+        load_adapter(model, path)
+    assert not hasattr(model, "peft_config")
+
+
+def test_an_old_manifest_without_a_digest_still_loads_with_a_warning(tmp_path, adapter, caplog):
+    store = AdapterStore(tmp_path)
+    version = _save(store, "alice", adapter)
+    manifest_path = store.path("alice", version) / MANIFEST
+    data = json.loads(manifest_path.read_text())
+    del data["weights_sha256"]  # as written before digests were recorded
+    manifest_path.write_text(json.dumps(data))
+    assert store.list("alice")[0].weights_sha256 == {}
+    model, _ = tiny_llama(seed=0)
+    with caplog.at_level("WARNING", logger="models.adapters"):
+        load_adapter(model, store.path("alice", version)).unload()
+    assert any("loading it unverified" in r.getMessage() for r in caplog.records)
+    assert store.integrity("alice", version) == "unverified"
