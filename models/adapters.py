@@ -54,6 +54,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
+from operators.files import FILE_MODE, FOLDER_MODE, private_mkdir
+
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedModel
@@ -322,8 +324,8 @@ class AdapterStore:
             raise ValueError(f"manifest.user_id={manifest.user_id!r} does not match user={user!r}")
         user_dir = self._user_dir(user)
         with _lock_for(self._key()):
-            user_dir.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=user_dir))
+            private_mkdir(user_dir)  # adapters encode what the user said: 0700 folders, 0600 files
+            tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=user_dir))  # 0700
             try:
                 peft_model.save_pretrained(str(tmp), safe_serialization=True)
                 digests = weights_sha256(tmp)
@@ -337,8 +339,7 @@ class AdapterStore:
                         weights_sha256=digests,
                     )
                     _write_json(tmp / MANIFEST, final.to_dict())
-                    _fsync_tree(tmp)
-                    tmp.chmod(0o755)  # mkdtemp makes it owner-only
+                    _fsync_tree(tmp)  # also narrows every file to 0600 (save_pretrained follows the umask)
                     try:
                         # Atomic: the version appears complete or not at all. Fails if
                         # another process took this number first; then take the next one.
@@ -565,7 +566,7 @@ def _write_text(path: Path, text: str, atomic: bool = False) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         if atomic:
-            os.chmod(path, 0o644)
+            os.chmod(path, FILE_MODE)
             os.replace(path, target)
     finally:
         if atomic and path.exists():
@@ -573,11 +574,14 @@ def _write_text(path: Path, text: str, atomic: bool = False) -> None:
 
 
 def _fsync_tree(directory: Path) -> None:
-    """Flush every file in ``directory`` to disk before it is renamed into view."""
+    """Make every file in ``directory`` private (0600, folders 0700) and flush it to disk before the rename."""
     for entry in directory.rglob("*"):
         if entry.is_file():
+            os.chmod(entry, FILE_MODE)
             with open(entry, "rb") as handle:
                 os.fsync(handle.fileno())
+        elif entry.is_dir():
+            os.chmod(entry, FOLDER_MODE)
     _fsync_dir(directory)
 
 

@@ -11,10 +11,10 @@ As in the trainer's queue, the newest request per user wins: a later request car
 user's later buffer, which supersedes the earlier one. Files are named
 ``<seq>-<user hash>.json`` so that the arrival order survives a restart and no user id
 ever reaches a file name. Each is written to a temp file, flushed and renamed, so a crash
-leaves a whole request or none. A run that fails stays here with its ``attempts`` and
+leaves a whole request or none. The files hold conversation text, so they are 0600 in a
+0700 folder (``operators.files``). A run that fails stays here with its ``attempts`` and
 ``last_error`` (``fail``), so the trainer can retry it a bounded number of times and
-``edgetune adapters list`` can show it. The files hold conversation text, like the buffer
-snapshots: keep the directory as private as the adapters it sits next to.
+``edgetune adapters list`` can show it.
 
 >>> import tempfile
 >>> journal = PendingRuns(tempfile.mkdtemp())
@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+from operators.files import atomic_write, private_mkdir
 
 _NAME = re.compile(r"(\d{12})-([0-9a-f]{16})\.json")
 
@@ -55,12 +55,12 @@ class PendingRuns:
             raise ValueError(f"a training request needs a non-empty string user_id, got {user!r}")
         text = json.dumps(request, sort_keys=True)  # fails here, not at restart, if it is not JSON data
         with self._lock:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_mkdir(self.root)  # the requests hold the samples' text: 0700, files 0600
             if self._seq is None:
                 self._seq = max((seq for seq, _ in self._entries()), default=0) + 1
             key = f"{self._seq:012d}-{_user_hash(user)}.json"
             self._seq += 1
-            _write_atomic(self.root / key, text)
+            atomic_write(self.root / key, text.encode())
         return key
 
     def done(self, key: str) -> None:
@@ -89,7 +89,7 @@ class PendingRuns:
                 return None
             request["attempts"] = int(request.get("attempts", 0)) + 1
             request["last_error"] = str(reason)
-            _write_atomic(path, json.dumps(request, sort_keys=True))
+            atomic_write(path, json.dumps(request, sort_keys=True).encode())
         return request
 
     def load(self) -> list[tuple[str, dict[str, Any]]]:
@@ -146,16 +146,3 @@ class PendingRuns:
 
 def _user_hash(user: str) -> str:
     return hashlib.sha256(user.encode()).hexdigest()[:16]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -432,3 +432,19 @@ def test_an_old_manifest_without_a_digest_still_loads_with_a_warning(tmp_path, a
         load_adapter(model, store.path("alice", version)).unload()
     assert any("loading it unverified" in r.getMessage() for r in caplog.records)
     assert store.integrity("alice", version) == "unverified"
+
+
+def test_every_file_of_the_store_is_private_whatever_the_umask(tmp_path, adapter):
+    import os
+    import stat
+
+    old = os.umask(0)
+    try:
+        store = AdapterStore(tmp_path / "adapters")
+        store.promote("alice", _save(store, "alice", adapter))
+        store.reject("alice", _save(store, "alice", adapter), "worse")
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*")}
+    assert {p: m for p, m in modes.items() if m != (0o700 if (tmp_path / p).is_dir() else 0o600)} == {}
+    assert "adapters/alice/latest" in modes and "adapters/alice/v2/adapter_model.safetensors" in modes

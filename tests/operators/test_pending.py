@@ -65,3 +65,17 @@ def test_bad_requests_and_keys_are_refused_when_written_not_at_restart(tmp_path)
 
 def test_a_missing_directory_is_an_empty_journal(tmp_path):
     assert PendingRuns(tmp_path / "absent").load() == []
+
+
+def test_the_journal_is_private_whatever_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0)
+    try:
+        journal = PendingRuns(tmp_path / "pending")
+        journal.fail(journal.put(req("ann", 1)), "RuntimeError: boom")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "pending").stat().st_mode) == 0o700
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "pending").iterdir()] == [0o600]
