@@ -115,7 +115,7 @@ class SelectLogic(StatefulLogic):
                 params.update(dup_threshold=b.dup_threshold, weights=b.weights, domain_quota=b.domain_quota)
             window_ms = round(t.window_seconds * 1000) if t.enabled and t.window_seconds else 0
             self.state = UserState(user, make_policy(b.policy, **params), t.window_events if t.enabled else 0, window_ms,
-                                   self.settings.annotation.max_early)
+                                   self.settings.annotation.max_early, b.dedup_window)
             metrics.USERS.inc()
         return self.state
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from operators.events import Annotation
 from operators.policies import BufferPolicy, POLICIES
+from operators.recent import RecentIds
 from operators.scoring import ScoredEvent
 
 
@@ -81,6 +82,11 @@ class UserState:
       close nothing; an event older than the open window (late) is still offered
       but opens nothing.
 
+    Duplicate guard: an event id repeated within the user's last ``dedup_window`` event
+    ids, or while its event is still in the buffer, is dead-lettered as
+    ``duplicate_event``; an older repeat is offered again like a new event. The memory
+    this takes is bounded by ``dedup_window`` ids, whatever the stream's length.
+
     An answer can arrive before its event: the two come from separate Kafka topics
     read independently, and after a restart from a checkpoint both are re-read.
     Up to ``max_early`` such answers wait (status ``early``) and attach the moment
@@ -89,14 +95,15 @@ class UserState:
     """
 
     def __init__(self, user_id: str, policy: BufferPolicy, window_events: int = 0, window_ms: int = 0,
-                 max_early: int = 256):
+                 max_early: int = 256, dedup_window: int = 4096):
         self.user_id = user_id
         self.policy = policy
         self.window_events = window_events
         self.window_ms = window_ms
         self.max_early = max_early
+        self.dedup_window = dedup_window
         self.early: dict[str, Annotation] = {}  # answers whose event has not arrived, oldest first
-        self.seen: set[str] = set()
+        self.seen = RecentIds(dedup_window)  # the last dedup_window event ids: bounded, see operators/recent.py
         self.texts: dict[str, BufferedText] = {}
         self.n_events = 0
         self.n_windows = 0
@@ -105,7 +112,7 @@ class UserState:
 
     def on_event(self, se: ScoredEvent) -> list[Output]:
         event = se.event
-        if event.event_id in self.seen:
+        if event.event_id in self.seen or event.event_id in self.texts:
             return [Output("dead_letter", {
                 "reason": "duplicate_event",
                 "detail": f"event_id {event.event_id!r} was already seen for user {self.user_id!r}",
@@ -114,7 +121,7 @@ class UserState:
                 "user_id": self.user_id,
                 "event_id": event.event_id,
             })]
-        self.seen.add(event.event_id)
+        self.seen.add(event.event_id)  # the oldest id leaves once dedup_window are held
         closed = self._advance_event_time(event.ts_ms)
         seq = self.n_events
         self.n_events += 1
@@ -244,7 +251,7 @@ class UserState:
             "user_id": self.user_id,
             "policy_name": self.policy.name,
             "policy": self.policy.snapshot(),
-            "seen": sorted(self.seen),
+            "seen": self.seen.snapshot(),
             "texts": {k: asdict(v) for k, v in self.texts.items()},
             "n_events": self.n_events,
             "n_windows": self.n_windows,
@@ -253,6 +260,7 @@ class UserState:
             "window_ms": self.window_ms,
             "window_end_ms": self.window_end_ms,
             "max_early": self.max_early,
+            "dedup_window": self.dedup_window,
             "early": [asdict(a) for a in self.early.values()],
         }
 
@@ -263,7 +271,9 @@ class UserState:
         state.window_end_ms = snap.get("window_end_ms")
         state.max_early = snap.get("max_early", state.max_early)
         state.early = {a["event_id"]: Annotation(**a) for a in snap.get("early", [])}
-        state.seen = set(snap["seen"])
+        # Older snapshots hold every id ever seen as a sorted list: the last dedup_window of them are kept.
+        state.dedup_window = snap.get("dedup_window", state.dedup_window)
+        state.seen = RecentIds.from_snapshot(snap["seen"], state.dedup_window)
         state.texts = {k: BufferedText(**v) for k, v in snap["texts"].items()}
         state.n_events = snap["n_events"]
         state.n_windows = snap["n_windows"]

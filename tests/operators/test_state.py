@@ -139,3 +139,66 @@ def test_without_a_stash_an_answer_before_its_event_is_an_unknown_event():
     state = UserState("u", make_policy("fifo", capacity=2), max_early=0)
     assert kinds(state.on_annotation(Annotation("e0", "u", 50, "early"))) == [("annotation", "unknown_event")]
     assert kinds(state.on_event(unlabeled("e0", 100, 0)))[-1] == ("annotation_request", "")
+
+
+# --- the duplicate guard: bounded, with a stated guarantee ------------------------------------
+
+
+def outcomes(state: UserState, ids: list[str]) -> list[str]:
+    """What became of each arriving event id: its decision outcome, or the dead-letter reason."""
+    out = []
+    for i, event_id in enumerate(ids):
+        first = state.on_event(scored(event_id, i))[0]
+        out.append(first.payload["outcome"] if first.kind == "decision" else first.payload["reason"])
+    return out
+
+
+def test_a_repeat_within_the_last_n_event_ids_is_caught_and_an_older_one_is_not():
+    # fifo of 1 keeps only the newest event, so the guard alone decides about e0.
+    state = UserState("u", make_policy("fifo", capacity=1), dedup_window=3)
+    # e0 e1 e2: e0 is among the last 3 ids, so its repeat is caught.
+    assert outcomes(state, ["e0", "e1", "e2", "e0"]) == ["admitted", "replaced", "replaced", "duplicate_event"]
+    # e3 pushes e0 out of the last 3 (e1 e2 e3): e0 is offered again, as a new event.
+    assert outcomes(state, ["e3", "e0"]) == ["replaced", "replaced"]
+    assert len(state.seen) == 3
+
+
+def test_a_repeat_of_an_event_still_in_the_buffer_is_caught_however_old():
+    state = UserState("u", make_policy("fifo", capacity=4), dedup_window=1)
+    assert outcomes(state, ["e0", "e1", "e2", "e0", "e1"]) == [
+        "admitted", "admitted", "admitted", "duplicate_event", "duplicate_event"]
+
+
+def test_the_guard_and_its_snapshot_stay_the_same_size_however_long_the_stream():
+    state = UserState("u", make_policy("fifo", capacity=2), dedup_window=8)
+    sizes = []
+    for n in range(200):
+        state.on_event(scored(f"e{n}", n))
+        if n + 1 in (20, 200):
+            sizes.append(len(state.snapshot()["seen"]["ids"]))
+    assert sizes == [8, 8]
+    assert state.snapshot()["seen"]["ids"] == [f"e{n}" for n in range(192, 200)]  # the newest 8, oldest first
+
+
+def test_the_guard_survives_a_snapshot_in_order():
+    state = UserState("u", make_policy("fifo", capacity=1), dedup_window=2)
+    outcomes(state, ["a", "b"])
+    restored = UserState.from_snapshot(state.snapshot())
+    # "a" and "b" are still the last two ids: a repeat is caught; then "c" pushes "a" (the oldest) out.
+    assert outcomes(restored, ["a", "c", "a"]) == ["duplicate_event", "replaced", "replaced"]
+
+
+def test_a_snapshot_with_the_old_unbounded_id_set_restores_its_newest_ids():
+    state = UserState("u", make_policy("fifo", capacity=1), dedup_window=3)
+    outcomes(state, ["e1", "e2"])
+    snap = state.snapshot()
+    snap["seen"] = ["e1", "e2"]  # the format before the bound: every id, sorted
+    del snap["dedup_window"]
+    restored = UserState.from_snapshot(snap)
+    assert restored.dedup_window == 4096 and outcomes(restored, ["e1"]) == ["duplicate_event"]
+
+
+def test_the_window_is_a_setting():
+    assert load_settings().buffer.dedup_window == 4096
+    with pytest.raises(ValidationError, match="buffer.dedup_window"):
+        load_settings(**{"buffer.dedup_window": 0})
