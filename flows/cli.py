@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="Summarise an output folder (decision log, dead letters, buffers).")
     p.add_argument("out", type=Path, nargs="?", default=Path("edgetune-out"))
+    p.add_argument("--user", action="append", help="Only this user (repeatable); default: every user, a page at a time.")
+    p.add_argument("--page", type=int, default=1, help="Which page of users to show (from 1).")
+    p.add_argument("--page-size", type=int, default=20, help="Users per page.")
+    p.add_argument("--examples", type=int, default=3, help="Kept examples shown per user (0: none).")
 
     p = sub.add_parser("adapters", help="List a user's adapter versions or roll the latest back.")
     p.add_argument("action", choices=["list", "rollback"])
@@ -217,33 +221,76 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(out: Path) -> None:
-    from flows.sinks import read_decisions, read_jsonl
+def print_summary(out: Path, users: Sequence[str] | None = None, page: int = 1, page_size: int = 20,
+                  examples: int = 3) -> None:
+    """What an output folder holds, counted as the files are (see ``flows/outputs.py``), for every user.
 
-    rows = read_decisions(out / "decisions").to_pylist()
-    dead_path = out / "dead_letters.jsonl"
-    dead = read_jsonl(dead_path) if dead_path.exists() else []
-    print(f"\nedgetune: {len(rows)} events decided, {len(dead)} dead letters  (output: {out})")
-    if not rows:
+    Users are listed ``page_size`` at a time (``page`` from 1), or only ``users``. Each user's
+    kept examples are labelled with the lexicon domain the scorer assigned them, which is
+    not the event's own ``meta.domain``.
+    """
+    from flows.outputs import read_decision_rows, read_jsonl_file
+
+    if page < 1 or page_size < 1:
+        raise ValueError(f"summary --page={page} --page-size={page_size}: both must be >= 1")
+    decisions = read_decision_rows(out / "decisions")
+    rows = decisions.rows
+    dead = read_jsonl_file(out / "dead_letters.jsonl")
+    copies = f" ({decisions.n_rows} decision rows in the files)" if decisions.n_rows != len(rows) else ""
+    repeats = f" ({dead.distinct} distinct lines)" if dead.distinct != len(dead.records) else ""
+    print(f"\nedgetune: {len(rows)} events decided{copies}, {len(dead.records)} dead letters{repeats}  (output: {out})")
+    if dead.torn or dead.bad:
+        print(f"  dead letters: {dead.torn} torn last line(s) (a write cut short by a stop) and {dead.bad} unreadable "
+              "line(s), not counted above")
+    if decisions.unreadable:
+        print(f"  decisions: {len(decisions.unreadable)} unreadable part(s), not counted above: "
+              + ", ".join(p.name for p in decisions.unreadable))
+    if dead.records:
+        print("dead letters: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(d.get("reason") for d in dead.records).items())))
+    snapshots = _snapshots(out)
+    if not rows and not snapshots:
         return
-    print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(r["outcome"] for r in rows).items())))
-    if dead:
-        print("dead letters: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(d["reason"] for d in dead).items())))
-    n = len(rows)
-    for name in ("embed_seconds", "score_seconds", "select_seconds"):
-        print(f"  mean {name:<15} {sum(r[name] for r in rows) / n * 1000:9.3f} ms/event")
-    print(f"\n{'user':<16}{'events':>8}{'buffer':>8}{'replaced':>10}{'dupes':>7}  top domains in buffer")
-    for user, snap in sorted(_snapshots(out).items()):
-        urows = [r for r in rows if r["user_id"] == user]
-        outc = Counter(r["outcome"] for r in urows)
-        doms = Counter(s["domain"] for s in snap["samples"]).most_common(3)
-        print(f"{user:<16}{len(urows):>8}{len(snap['samples']):>8}{outc['replaced']:>10}{outc['duplicate']:>7}  "
+    if rows:
+        print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(r["outcome"] for r in rows).items())))
+        n = len(rows)
+        for name in ("embed_seconds", "score_seconds", "select_seconds"):
+            print(f"  mean {name:<15} {sum(r[name] for r in rows) / n * 1000:9.3f} ms/event")
+    by_user: dict[str, list[dict]] = {}
+    for r in rows:
+        by_user.setdefault(r["user_id"], []).append(r)
+    everyone = sorted(set(by_user) | set(snapshots))
+    if users:
+        missing = [u for u in users if u not in everyone]
+        if missing:
+            print(f"no decisions or buffer for user(s) {', '.join(missing)} in {out}")
+        shown = [u for u in everyone if u in set(users)]
+        print(f"\nusers: {len(shown)} of {len(everyone)} (--user)")
+    else:
+        first = (page - 1) * page_size
+        shown = everyone[first:first + page_size]
+        more = f"; next: --page {page + 1}" if first + page_size < len(everyone) else ""
+        span = f"{first + 1}-{first + len(shown)}" if shown else "none"
+        print(f"\nusers: {len(everyone)} (showing {span}, {page_size} per page{more})")
+    if not shown:
+        return
+    print(f"{'user':<16}{'events':>8}{'buffer':>8}{'replaced':>10}{'dupes':>7}  top lexicon domains in buffer")
+    for user in shown:
+        outc = Counter(r["outcome"] for r in by_user.get(user, []))
+        samples = snapshots.get(user, {}).get("samples", [])
+        doms = Counter(s["domain"] for s in samples).most_common(3)
+        print(f"{user:<16}{len(by_user.get(user, [])):>8}{len(samples):>8}{outc['replaced']:>10}{outc['duplicate']:>7}  "
               + ", ".join(f"{d} {c}" for d, c in doms))
-    for user, snap in sorted(_snapshots(out).items())[:2]:
-        print(f"\nexamples kept for {user} (highest EOE first):")
-        for s in sorted(snap["samples"], key=lambda s: -s["eoe"])[:3]:
-            text = " ".join(s["prompt"].split())
-            print(f"  [{s['domain']}] {text[:100]}{'…' if len(text) > 100 else ''}")
+    if examples > 0 and any(snapshots.get(u, {}).get("samples") for u in shown):
+        print(f"\nkept examples, highest EOE first; [lexicon domain: …] is the domain whose word list the scorer "
+              "matched, not the event's own meta.domain")
+    for user in shown if examples > 0 else []:
+        samples = snapshots.get(user, {}).get("samples", [])
+        if not samples:
+            continue
+        print(f"examples kept for {user}:")
+        for sample in sorted(samples, key=lambda x: -x["eoe"])[:examples]:
+            text = " ".join(sample["prompt"].split())
+            print(f"  [lexicon domain: {sample['domain']}] {text[:100]}{'…' if len(text) > 100 else ''}")
 
 
 def print_adapters(root: Path) -> None:
@@ -442,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("replay", "run"):
             return cmd_stream(args)
         if args.command == "summary":
-            print_summary(args.out)
+            print_summary(args.out, args.user, args.page, args.page_size, args.examples)
             return 0
         if args.command == "adapters":
             return cmd_adapters(args)
