@@ -294,10 +294,16 @@ def print_summary(out: Path, users: Sequence[str] | None = None, page: int = 1, 
 
 
 def print_adapters(root: Path) -> None:
+    from flows.trainer import PENDING_DIR
     from models.adapters import AdapterStore
+    from operators.pending import PendingRuns
 
     store = AdapterStore(root)
     users = store.users()
+    failed = [r for r in PendingRuns(root / PENDING_DIR).pending() if r.get("attempts")]
+    for r in failed:
+        print(f"\ntraining for user {r['user_id']}, window {r.get('window')} failed {r['attempts']} time(s), last: "
+              f"{r.get('last_error')}; kept in {root / PENDING_DIR} (see `edgetune adapters list`)")
     if not users:
         print("\nno adapters trained (no window closed with labeled samples)")
         return

@@ -59,3 +59,14 @@ def test_a_latest_adapter_whose_weights_were_swapped_is_refused_by_generate_and_
     assert main(["adapters", "rollback", "--user", "alice", *args]) == 0
     assert main(["generate", "--user", "alice", "hi", "--max-new-tokens", "2", *args]) == 0
     assert f"[adapter v{first} of alice]" in capsys.readouterr().err
+
+
+def test_the_summary_after_a_run_names_a_failed_training_run(tmp_path, capsys):
+    from flows.cli import print_adapters
+
+    journal = PendingRuns(tmp_path / PENDING_DIR)
+    journal.fail(journal.put({"user_id": "amy", "window": 4, "samples": []}), "RuntimeError: out of memory")
+    print_adapters(tmp_path)
+    out = capsys.readouterr().out
+    assert "training for user amy, window 4 failed 1 time(s), last: RuntimeError: out of memory" in out
+    assert "no adapters trained" in out
