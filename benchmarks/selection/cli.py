@@ -1,0 +1,126 @@
+"""The selection table's command line.
+
+Steps: ``streams`` (build the users), ``features`` (per-event features, resumable chunks),
+``run`` (the pending cells, resumable; several processes may share the list), ``report``
+(paired.csv, table.md, forest.png), ``all`` (the three in turn). ``--smoke`` runs the same code
+on a tiny random model and a few short streams, into a temporary folder unless ``--out`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "selection"
+DATASETS = ("chitchat", "sharegpt")
+log = logging.getLogger("selection")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.selection", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("step", choices=("streams", "features", "run", "report", "all"))
+    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated (default: %(default)s)")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="the table's users or the validation users, for choosing a rule (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results/selection)")
+    p.add_argument("--only", default=None, help="run only cells whose row is in this +-separated list")
+    p.add_argument("--smoke", action="store_true", help="tiny model, short streams: checks the code, not the method")
+    return p
+
+
+def configs(smoke: bool):
+    from benchmarks.selection.features import FeatureConfig
+    from benchmarks.selection.plan import TableConfig
+    from benchmarks.selection.streams import StreamSpec
+
+    if not smoke:
+        return StreamSpec(), FeatureConfig(), TableConfig()
+    return (StreamSpec(users=2, validation_users=1, length=60, heldout=0.5, test_per_user=4, max_conversations=300,
+                       sharegpt_topics=4),
+            FeatureConfig(chunk=16, embed_tokens=32, ifd_tokens=64),
+            TableConfig(model="tiny-random", window=30, capacity=4, max_seq_len=64, max_prompt_tokens=64,
+                        synth_tokens_per_pair=16, train_chunk=40))
+
+
+def generation_tokens(users: list[dict], tokenizer) -> int:
+    """The rule for the generation length, fixed before any cell: the median length (SmolLM2 tokens)
+    of the validation users' test references, clipped to [32, 128] (128 bounds the cost), so a
+    typical answer can reach a typical reference's length and recall means something."""
+    lengths = [len(tokenizer.encode(t["response"], add_special_tokens=False))
+               for u in users if u["split"] == "validation" for t in u["test"]]
+    return int(min(128, max(32, statistics.median(lengths)))) if lengths else 64
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from benchmarks.policy_table.bookkeeping import set_command_args
+    from benchmarks.selection.features import distinct_pairs, ensure_features, load_features
+    from benchmarks.selection.plan import plan_cells
+    from benchmarks.selection.streams import build
+
+    set_command_args(["python", "-m", "benchmarks.selection", *(argv if argv is not None else __import__("sys").argv[1:])])
+    spec, fcfg, cfg = configs(args.smoke)
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    out = args.out
+    if out is None:
+        if args.smoke:
+            import tempfile
+
+            out = Path(tempfile.mkdtemp(prefix="selection-smoke-"))
+        else:
+            out = RESULTS
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    for d in datasets:
+        if d not in DATASETS:
+            raise SystemExit(f"--datasets: {d!r} is not one of {list(DATASETS)}")
+    lm_box: list = []
+
+    def lm():
+        if not lm_box:
+            from benchmarks.policy_table.model import load_model
+
+            lm_box.append(load_model(cfg.model))
+        return lm_box[0]
+
+    users = {d: build(d, spec, out / "streams") for d in datasets}
+    folder = {d: out / "features" / f"{d}-{spec.digest()}-{fcfg.key()}" / args.split for d in datasets}
+    chosen = {d: [u for u in users[d] if u["split"] == args.split] for d in datasets}
+    if args.step in ("features", "all"):
+        for d in datasets:
+            pairs = distinct_pairs(chosen[d])
+            log.info("%s: %d distinct pairs for the %s users", d, len(pairs), args.split)
+            ensure_features(lm(), pairs, folder[d], fcfg)
+    if args.step in ("run", "all"):
+        from benchmarks.selection.cells import run
+
+        loaded: dict[str, tuple] = {}
+
+        def load(dataset: str):
+            if dataset not in loaded:
+                feats = load_features(folder[dataset], distinct_pairs(chosen[dataset]), fcfg)
+                gen = generation_tokens(users[dataset], lm().tokenizer)
+                log.info("%s: generation length %d tokens (median validation reference, clipped to [32, 128])", dataset, gen)
+                loaded[dataset] = ({u["user"]: u for u in chosen[dataset]}, feats, gen, lm())
+            return loaded[dataset]
+
+        cells = plan_cells(datasets, {d: [u["user"] for u in chosen[d]] for d in datasets})
+        if args.only:
+            keep = set(args.only.split("+"))
+            cells = [c for c in cells if c.row in keep]
+        cells_out = out if args.split == "test" else out / "validation"
+        run(cells, cells_out, cfg, load)
+    if args.step in ("report", "all"):
+        from benchmarks.selection.report import write_report
+
+        stats = {d: json.loads((out / "streams" / f"{d}.json").read_text())["stats"] for d in datasets}
+        write_report(out if args.split == "test" else out / "validation", cfg, stats)
+        log.info("report written to %s", out)
+    return 0
