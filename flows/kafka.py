@@ -24,7 +24,6 @@ Wiring, one step a line:
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -37,6 +36,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
+
+from flows.deadletters import json_line
 
 __all__ = [
     "KafkaRecord",
@@ -51,6 +52,8 @@ __all__ = [
 # Kafka's own rule for topic names (legal characters, at most 249 of them).
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
+# Record batch header and per-record framing, more than kafka-python adds to one record.
+_RECORD_OVERHEAD = 128
 
 Key = Union[str, bytes, None]
 Value = Union[bytes, str, dict]
@@ -122,11 +125,19 @@ class KafkaSourceConfig:
     """End a partition once it has seen no new record for this long. `None`
     reads forever. Meant for bounded replays and tests: the broker's end
     offsets are not used to detect the end (Tansu reports them wrongly)."""
+    max_message_bytes: int = 1_048_576
+    """The consumer's per-partition fetch size (`max_partition_fetch_bytes`),
+    so one fetch holds at least one message of the size the stream accepts.
+    Larger messages are still delivered (brokers return a first record batch
+    whatever its size), to be dead-lettered as too_large downstream."""
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
         object.__setattr__(self, "brokers", _check_brokers(owner, self.brokers))
         _check_topic(owner, self.topic)
+        if not _is_count(self.max_message_bytes, minimum=1024):
+            msg = f"{owner}.max_message_bytes={self.max_message_bytes!r} must be an int >= 1024; e.g. 1048576"
+            raise ValueError(msg)
         if self.starting not in ("earliest", "latest"):
             msg = f"{owner}.starting={self.starting!r}; expected 'earliest' or 'latest'"
             raise ValueError(msg)
@@ -158,11 +169,17 @@ class KafkaSinkConfig:
     """Bootstrap servers, "host:port" each. A list is accepted and kept as a tuple."""
     topic: str
     """Topic to write; create it first (see `ensure_topics`)."""
+    max_request_bytes: int = 1_048_576
+    """The producer's `max_request_size`. A record whose key and value are
+    larger is refused before it is sent, with an error naming the step."""
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
         object.__setattr__(self, "brokers", _check_brokers(owner, self.brokers))
         _check_topic(owner, self.topic)
+        if not _is_count(self.max_request_bytes, minimum=1024):
+            msg = f"{owner}.max_request_bytes={self.max_request_bytes!r} must be an int >= 1024; e.g. 1048576"
+            raise ValueError(msg)
 
 
 def _positive_number(x: Any) -> bool:
@@ -194,12 +211,15 @@ class KafkaRecord:
 
 def _consumer(brokers: tuple[str, ...], client_id: str, **extra: Any) -> KafkaConsumer:
     # group_id=None: no consumer group, so nothing is committed to the
-    # broker; positions live in Bytewax snapshots instead.
+    # broker; positions live in Bytewax snapshots instead. A missing topic is
+    # an error to report, never one for the client to create with the
+    # broker's default partition count.
     return KafkaConsumer(
         bootstrap_servers=list(brokers),
         client_id=client_id,
         group_id=None,
         enable_auto_commit=False,
+        allow_auto_create_topics=False,
         **extra,
     )
 
@@ -217,6 +237,7 @@ class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, int]):
             config.brokers,
             client_id=f"edgetune-{step_id}-{partition}",
             max_poll_records=config.batch_size,
+            max_partition_fetch_bytes=config.max_message_bytes,
             # An offset that fell out of the log (retention, a broker that
             # lost its data) is an error, not a silent skip or re-read.
             auto_offset_reset="none",
@@ -357,7 +378,7 @@ def _encode(step_id: str, item: Any) -> tuple[Optional[bytes], bytes]:
         )
         raise TypeError(msg)
     if isinstance(value, dict):
-        value = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        value = json_line(value, sort_keys=False).encode("utf-8")
     elif isinstance(value, str):
         value = value.encode("utf-8")
     elif not isinstance(value, bytes):
@@ -373,16 +394,29 @@ class _KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
     def __init__(self, step_id: str, config: KafkaSinkConfig, worker_index: int) -> None:
         self._step_id = step_id
         self._topic = config.topic
+        self._max_bytes = config.max_request_bytes
         self._producer = KafkaProducer(
             bootstrap_servers=list(config.brokers),
             client_id=f"edgetune-{step_id}-{worker_index}",
             acks="all",
+            max_request_size=config.max_request_bytes,
+            allow_auto_create_topics=False,
         )
 
     def write_batch(self, items: list[SinkItem]) -> None:
         pending = []
         for item in items:
             key, value = _encode(self._step_id, item)
+            # The producer would fail the send with MessageSizeTooLargeError; say which step
+            # and limit instead. edgetune's own records are bounded (see operators.config).
+            size = len(value) + len(key or b"") + _RECORD_OVERHEAD
+            if size > self._max_bytes:
+                msg = (
+                    f"step {self._step_id!r}: a record of {size} bytes (with overhead) exceeds "
+                    f"max_request_bytes={self._max_bytes} for topic {self._topic!r}; bound the "
+                    "record upstream or raise max_request_bytes (and the broker's message.max.bytes)"
+                )
+                raise ValueError(msg)
             pending.append(self._producer.send(self._topic, key=key, value=value))
         # Block until the broker has every record of the batch; Bytewax
         # only moves on (and snapshots upstream) after we return.

@@ -31,7 +31,8 @@ def build_flow(
     brokers = tuple(b.strip() for b in k.brokers.split(",") if b.strip())
 
     def consume(step_id: str, topic: str, channel: str):
-        cfg = KafkaSourceConfig(brokers=brokers, topic=topic, starting=k.starting, idle_stop_s=k.idle_stop_s)
+        cfg = KafkaSourceConfig(brokers=brokers, topic=topic, starting=k.starting, idle_stop_s=k.idle_stop_s,
+                                max_message_bytes=settings.max_message_bytes)
         records = op.input(step_id, flow, KafkaSource(cfg))  # KafkaRecord
         return op.map(f"{step_id}_tag", records, lambda r: (channel, r.value))  # (channel, bytes)
 
@@ -41,9 +42,11 @@ def build_flow(
     selection = select(op.merge("merge", events, answers), settings, components, progress)
     write_outputs(selection, settings, trainer_sink)
     dead = op.map("dead_key", selection.dead_letters, lambda d: (d.get("user_id"), d))  # (key, dict)
-    op.output("dead_letter_topic", dead, KafkaSink(KafkaSinkConfig(brokers=brokers, topic=k.dead_letter_topic)))
+    # Dead letters and requests are bounded by the settings (see operators.config), so they fit this request size.
+    limit = settings.max_message_bytes
+    op.output("dead_letter_topic", dead, KafkaSink(KafkaSinkConfig(brokers=brokers, topic=k.dead_letter_topic, max_request_bytes=limit)))
     asks = op.map("ask_key", selection.annotation_requests, lambda r: (r["user_id"], r))  # (key, dict)
-    op.output("ask_topic", asks, KafkaSink(KafkaSinkConfig(brokers=brokers, topic=k.requests_topic)))
+    op.output("ask_topic", asks, KafkaSink(KafkaSinkConfig(brokers=brokers, topic=k.requests_topic, max_request_bytes=limit)))
     return flow
 
 

@@ -21,10 +21,11 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulLogic
 
+from flows.deadletters import bound_dead_letter, parse_bounded
 from flows.sinks import DecisionLogSink, JsonlSink, SnapshotSink
 from operators import metrics
 from operators.config import Settings, load_settings
-from operators.events import Annotation, Event, Rejected, parse_item
+from operators.events import Annotation, Event, Rejected
 from operators.lexicons import load_lexicons
 from operators.policies import make_policy
 from operators.scoring import ScoredEvent, Scorer
@@ -134,7 +135,8 @@ class SelectionOutputs:
 
 def select(raw: Stream, s: Settings, components: Components, progress: Callable[[], None] | None = None) -> SelectionOutputs:
     """Wire the selection steps onto a stream of ``(channel, payload)`` items, channel "event" or "annotation"."""
-    parsed = op.map("parse", raw, partial(parse_item, max_chars=s.max_chars, control_chars=s.source.control_chars))  # Event | Annotation | Rejected
+    parsed = op.map("parse", raw, partial(parse_bounded, max_bytes=s.max_message_bytes, max_chars=s.max_chars,
+                                          control_chars=s.source.control_chars))  # Event | Annotation | Rejected
     checked = op.branch("validate", parsed, lambda p: not isinstance(p, Rejected))
     scored = op.flat_map_batch(
         "embed", checked.trues, partial(embed_and_score, embedder=components.embedder, scorer=components.scorer)
@@ -147,7 +149,7 @@ def select(raw: Stream, s: Settings, components: Components, progress: Callable[
     requests = _payloads("requests", outputs, "annotation_request")
     answers = _payloads("answers", outputs, "annotation")
     invalid = op.map("describe", checked.falses, Rejected.to_dict)  # dict
-    dead = op.merge("dead", invalid, duplicates)  # dict
+    dead = op.map("bound", op.merge("dead", invalid, duplicates), partial(bound_dead_letter, excerpt_bytes=s.dead_letter_excerpt_bytes))  # dict, a few KiB at most
     op.inspect("count_decisions", decisions, lambda _step, row: _counted(metrics.record_decision, row, progress))
     op.inspect("count_dead", dead, lambda _step, d: _counted(lambda x: metrics.record_dead_letter(x["reason"]), d, progress))
     op.inspect("count_requests", requests, lambda _step, _r: metrics.ANNOTATION_REQUESTS.inc())
@@ -174,7 +176,7 @@ def _counted(record: Callable[[Any], None], item: Any, progress: Callable[[], No
 def write_outputs(selection: SelectionOutputs, settings: Settings, trainer_sink: Any | None = None) -> None:
     """The file outputs both flows share; ``trainer_sink`` receives training requests when training is on."""
     out = settings.output.dir
-    op.output("log", op.key_on("log_key", selection.decisions, lambda _: "decisions"), DecisionLogSink(out / "decisions"))
+    op.output("log", op.key_on("log_key", selection.decisions, lambda _: "decisions"), DecisionLogSink(out / "decisions", settings.output.flush_rows, settings.output.flush_seconds))
     op.output("dead_letter", selection.dead_letters, JsonlSink(out / "dead_letters.jsonl"))
     op.output("snapshot", selection.snapshots, SnapshotSink(out / "buffers"))
     op.output("ask", selection.annotation_requests, JsonlSink(out / "annotation_requests.jsonl"))

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import tempfile
-import uuid
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
+
+from flows.deadletters import json_line
+from operators.files import FILE_MODE, atomic_write, open_private_append, private_mkdir
+
+log = logging.getLogger(__name__)
 
 DECISION_SCHEMA = pa.schema([
     ("user_id", pa.string()),
@@ -44,54 +52,137 @@ DECISION_SCHEMA = pa.schema([
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` (0600, in a 0700 folder) so readers see the old file or the new one, never half."""
+    private_mkdir(path.parent)
+    atomic_write(path, text.encode("utf-8"))
 
 
-class _DecisionPart(StatefulSinkPartition[dict, list]):
-    def __init__(self, folder: Path, flush_rows: int, pending: list | None):
-        self._folder = folder
+_PART = re.compile(r"part-(\d{8})\.parquet")
+
+
+class _DecisionPart(StatefulSinkPartition[dict, dict]):
+    """Buffers rows and writes them as numbered part files; its snapshot is ``{"pending", "next_part"}``.
+
+    Numbered parts make the log exactly-once on disk across a crash: a part
+    numbered at or above the snapshot's ``next_part`` was written after that
+    checkpoint, so its rows are either in the snapshot's ``pending`` or will be
+    emitted again by the resumed run. Such parts are deleted when the partition
+    is rebuilt from the snapshot, and the rows are written once more.
+    """
+
+    def __init__(self, folder: Path, flush_rows: int, flush_seconds: float | None, resume: dict | list | None):
+        self._folder = private_mkdir(folder)
         self._flush_rows = flush_rows
-        self._pending: list[dict] = list(pending or [])
+        self._flush_seconds = flush_seconds
+        self._lock = threading.Lock()
+        existing = _numbered_parts(folder)
+        if isinstance(resume, dict):
+            self._pending: list[dict] = list(resume["pending"])
+            self._next_part = int(resume["next_part"])
+            stale = [p for n, p in existing if n >= self._next_part]
+            for path in stale:
+                path.unlink(missing_ok=True)
+            if stale:
+                log.info("decision log: removed %d part files written after the last checkpoint; "
+                         "their rows are written again", len(stale))
+        else:  # a fresh run, or a snapshot from before numbered parts (a plain list of rows)
+            self._pending = list(resume or [])
+            self._next_part = max((n for n, _ in existing), default=-1) + 1
+        self._oldest: float | None = time.monotonic() if self._pending else None
+        self._closed = threading.Event()
+        self._timer: threading.Thread | None = None
+        if flush_seconds is not None:
+            self._timer = threading.Thread(target=self._flush_when_due, name="edgetune-decision-flush", daemon=True)
+            self._timer.start()
 
     def write_batch(self, values: list[dict]) -> None:
-        self._pending.extend(values)
-        if len(self._pending) >= self._flush_rows:
-            self._flush()
+        with self._lock:
+            if values and self._oldest is None:
+                self._oldest = time.monotonic()
+            self._pending.extend(values)
+            if len(self._pending) >= self._flush_rows or self._due():
+                self._flush()
 
-    def snapshot(self) -> list:
+    def snapshot(self) -> dict:
         # Rows not yet on disk travel with the checkpoint, so a resumed run writes them.
-        return list(self._pending)
+        with self._lock:
+            return {"pending": list(self._pending), "next_part": self._next_part}
 
     def close(self) -> None:
-        self._flush()
+        self._closed.set()
+        if self._timer is not None:
+            self._timer.join()
+        with self._lock:
+            self._flush()
+
+    def _due(self) -> bool:
+        return (self._flush_seconds is not None and self._oldest is not None
+                and time.monotonic() - self._oldest >= self._flush_seconds)
+
+    def _flush_when_due(self) -> None:
+        # Between batches nothing calls the sink: this thread keeps disk at most flush_seconds behind.
+        step = min(1.0, self._flush_seconds / 2)
+        while not self._closed.wait(step):
+            with self._lock:
+                if self._due():
+                    self._flush()
 
     def _flush(self) -> None:
         if not self._pending:
             return
-        self._folder.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pylist(self._pending, schema=DECISION_SCHEMA)
-        final = self._folder / f"part-{uuid.uuid4().hex}.parquet"
-        tmp = self._folder / f".{final.name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, final)
+        table = _decision_table(self._pending)
+        final = self._folder / f"part-{self._next_part:08d}.parquet"
+        fd, tmp = tempfile.mkstemp(dir=self._folder, prefix=f".{final.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, FILE_MODE)
+            with os.fdopen(fd, "wb") as fh:
+                pq.write_table(table, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._next_part += 1
         self._pending = []
+        self._oldest = None
 
 
-class DecisionLogSink(FixedPartitionedSink[dict, list]):
-    """Appends decision rows to ``folder`` as Parquet part files.
+def _decision_table(rows: list[dict]) -> pa.Table:
+    try:
+        return pa.Table.from_pylist(rows, schema=DECISION_SCHEMA)
+    except UnicodeEncodeError:
+        # A lone surrogate (a JSON escape such as "\\udc80" in an id) does not encode as UTF-8:
+        # spell it out rather than lose the batch.
+        return pa.Table.from_pylist([{k: _utf8_safe(v) for k, v in r.items()} for r in rows], schema=DECISION_SCHEMA)
+
+
+def _utf8_safe(value: Any) -> Any:
+    return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
+
+
+def _numbered_parts(folder: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in folder.glob("part-*.parquet"):
+        match = _PART.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+class DecisionLogSink(FixedPartitionedSink[dict, dict]):
+    """Appends decision rows to ``folder`` as Parquet part files (0600, folder 0700).
 
     Items are ``(key, row)``; all rows go to one partition, flushed every
-    ``flush_rows`` rows and at the end of the run.
+    ``flush_rows`` rows, at least every ``flush_seconds`` (None: only by rows),
+    and at the end of the run. Exactly once on disk across crashes when run
+    with a recovery store (see ``_DecisionPart``).
     """
 
-    def __init__(self, folder: str | Path, flush_rows: int = 2000):
+    def __init__(self, folder: str | Path, flush_rows: int = 2000, flush_seconds: float | None = None):
         self.folder = Path(folder)
         self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
 
     def list_parts(self) -> list[str]:
         return ["decisions"]
@@ -99,8 +190,8 @@ class DecisionLogSink(FixedPartitionedSink[dict, list]):
     def part_fn(self, item_key: str) -> int:
         return 0
 
-    def build_part(self, step_id: str, for_part: str, resume_state: list | None) -> _DecisionPart:
-        return _DecisionPart(self.folder, self.flush_rows, resume_state)
+    def build_part(self, step_id: str, for_part: str, resume_state: dict | list | None) -> _DecisionPart:
+        return _DecisionPart(self.folder, self.flush_rows, self.flush_seconds, resume_state)
 
 
 def read_decisions(folder: str | Path) -> pa.Table:
@@ -117,12 +208,12 @@ def read_decisions(folder: str | Path) -> pa.Table:
 
 class _JsonlPart(StatelessSinkPartition[dict]):
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "a", encoding="utf-8")
+        private_mkdir(path.parent)
+        self._fh = open_private_append(path)
 
     def write_batch(self, items: list[dict]) -> None:
         for item in items:
-            self._fh.write(json.dumps(item, ensure_ascii=False, sort_keys=True) + "\n")
+            self._fh.write((json_line(item) + "\n").encode("utf-8"))
         self._fh.flush()
 
     def close(self) -> None:
@@ -130,7 +221,10 @@ class _JsonlPart(StatelessSinkPartition[dict]):
 
 
 class JsonlSink(DynamicSink[dict]):
-    """Appends dicts as JSON lines (one file per worker: ``<stem>.w<N>.jsonl`` beyond worker 0)."""
+    """Appends dicts as JSON lines, 0600 (one file per worker: ``<stem>.w<N>.jsonl`` beyond worker 0).
+
+    Lines are compact JSON (``flows.deadletters.json_line``): any text a user sent encodes.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -152,12 +246,17 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 class _SnapshotPart(StatelessSinkPartition[dict]):
     def __init__(self, folder: Path):
-        self._folder = folder
+        self._folder = private_mkdir(folder)
 
     def write_batch(self, items: list[dict]) -> None:
         for item in items:
             name = _safe_name(item["user_id"])
-            atomic_write_text(self._folder / f"{name}.json", json.dumps(item, ensure_ascii=False, indent=1))
+            text = json.dumps(item, ensure_ascii=False, indent=1)
+            try:
+                data = text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate from a JSON escape: write escapes instead
+                data = json.dumps(item, indent=1).encode("ascii")
+            atomic_write(self._folder / f"{name}.json", data)
 
     def close(self) -> None:
         pass

@@ -101,6 +101,10 @@ class BufferConfig(_Section):
 
 class OutputConfig(_Section):
     dir: Path = Field(Path("edgetune-out"), description="Decision log, buffer snapshots and dead letters go here.")
+    flush_rows: int = Field(2000, ge=1, description="The decision log writes a Parquet part every this many rows.")
+    flush_seconds: float | None = Field(
+        10.0, gt=0, description="Disk is at most this many seconds behind the stream: the decision log is flushed and "
+        "changed buffers are snapshotted at least this often; None: only by rows and at the end.")
 
 
 class AnnotationConfig(_Section):
@@ -174,6 +178,12 @@ class Settings(BaseSettings):
 
     seed: int = 0
     max_chars: int = Field(20_000, ge=1, description="Events with more prompt+response characters are dead-lettered.")
+    max_message_bytes: int = Field(
+        1_048_576, ge=1024, description="Payloads (Kafka messages, JSONL lines) larger than this are dead-lettered as "
+        "too_large before parsing; also the Kafka consumer's per-partition fetch size and the producers' request size.")
+    dead_letter_excerpt_bytes: int = Field(
+        4096, ge=0, le=65_536, description="A dead letter keeps at most this many bytes of the payload, with its size "
+        "and sha256.")
     workers: int = Field(1, ge=1)
     source: SourceConfig = SourceConfig()
     kafka: KafkaConfig = KafkaConfig()
@@ -190,6 +200,18 @@ class Settings(BaseSettings):
     @property
     def adapters_dir(self) -> Path:
         return self.train.adapters_dir or self.output.dir / "adapters"
+
+    @model_validator(mode="after")
+    def _message_sizes(self) -> "Settings":
+        # What edgetune writes to Kafka must fit the producers' request size (max_message_bytes): an
+        # annotation request carries one prompt of up to max_chars characters, a dead letter an excerpt of
+        # dead_letter_excerpt_bytes plus ~10 KiB of cut fields; JSON escapes can grow text 6-fold.
+        need = max(6 * self.max_chars + 4096, 6 * self.dead_letter_excerpt_bytes + 16_384)
+        if self.max_message_bytes < need:
+            raise ValueError(f"max_message_bytes={self.max_message_bytes} is too small for max_chars={self.max_chars} "
+                             f"and dead_letter_excerpt_bytes={self.dead_letter_excerpt_bytes}: a record edgetune writes "
+                             f"can take {need} bytes; set max_message_bytes >= {need} or lower the other two")
+        return self
 
     @model_validator(mode="after")
     def _source(self) -> "Settings":
