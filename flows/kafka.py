@@ -24,6 +24,8 @@ Wiring, one step a line:
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -35,9 +37,12 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, OffsetOutOfRangeError
 
 from flows.deadletters import json_line
+from operators import metrics
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "KafkaRecord",
@@ -45,6 +50,7 @@ __all__ = [
     "KafkaSinkConfig",
     "KafkaSource",
     "KafkaSourceConfig",
+    "OffsetLossError",
     "SinkItem",
     "ensure_topics",
 ]
@@ -52,6 +58,8 @@ __all__ = [
 # Kafka's own rule for topic names (legal characters, at most 249 of them).
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
+# How long a resumed partition waits for the record before its saved offset.
+_PROBE_TIMEOUT_S = 10.0
 # Record batch header and per-record framing, more than kafka-python adds to one record.
 _RECORD_OVERHEAD = 128
 
@@ -125,6 +133,15 @@ class KafkaSourceConfig:
     """End a partition once it has seen no new record for this long. `None`
     reads forever. Meant for bounded replays and tests: the broker's end
     offsets are not used to detect the end (Tansu reports them wrongly)."""
+    on_offset_loss: Literal["fail", "earliest"] = "fail"
+    """What a partition does when its saved position no longer exists: the
+    offset is beyond the log's end, the record before it is not the one read
+    there (the topic was deleted and created again, or the broker lost its
+    log), or the topic's partition count changed. "fail" stops the run with
+    an error naming topic, partition and offsets; "earliest" re-reads the
+    partition from its start (events already decided come back as
+    duplicate_event dead letters). Either way it is counted in
+    edgetune_kafka_offset_loss_total and logged: never a silent skip."""
     max_message_bytes: int = 1_048_576
     """The consumer's per-partition fetch size (`max_partition_fetch_bytes`),
     so one fetch holds at least one message of the size the stream accepts.
@@ -137,6 +154,9 @@ class KafkaSourceConfig:
         _check_topic(owner, self.topic)
         if not _is_count(self.max_message_bytes, minimum=1024):
             msg = f"{owner}.max_message_bytes={self.max_message_bytes!r} must be an int >= 1024; e.g. 1048576"
+            raise ValueError(msg)
+        if self.on_offset_loss not in ("fail", "earliest"):
+            msg = f"{owner}.on_offset_loss={self.on_offset_loss!r}; expected 'fail' or 'earliest'"
             raise ValueError(msg)
         if self.starting not in ("earliest", "latest"):
             msg = f"{owner}.starting={self.starting!r}; expected 'earliest' or 'latest'"
@@ -224,15 +244,38 @@ def _consumer(brokers: tuple[str, ...], client_id: str, **extra: Any) -> KafkaCo
     )
 
 
-class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, int]):
-    """Reads one Kafka partition; its snapshot is the next offset to read."""
+class OffsetLossError(RuntimeError):
+    """A saved Kafka position that no longer exists on the broker (see `KafkaSourceConfig.on_offset_loss`)."""
+
+
+def _fingerprint(record: Any) -> str:
+    """A short digest of one record, to recognise it at the same offset after a restart."""
+    h = hashlib.sha256()
+    for part in (record.key or b"", record.value or b"", str(record.timestamp).encode()):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()[:16]
+
+
+class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, dict]):
+    """Reads one Kafka partition; its snapshot is the next offset to read and what was read before it.
+
+    The snapshot is ``{"offset", "last", "partitions"}``: the next offset, a
+    fingerprint of the record just before it, and the topic's partition count.
+    On resume the record before the offset is fetched again and compared, so a
+    log that was lost or recreated is noticed even when the new log is longer
+    than the saved offset. This does not use the broker's end offsets, which
+    Tansu reports wrongly (it counts record batches): it fetches the record.
+    """
 
     def __init__(
-        self, step_id: str, config: KafkaSourceConfig, partition: int, resume_offset: Optional[int]
+        self, step_id: str, config: KafkaSourceConfig, partition: int, resume: Optional[dict], partitions: int
     ) -> None:
         self._step_id = step_id
         self._config = config
         self._tp = TopicPartition(config.topic, partition)
+        self._partitions = partitions
+        self._last: Optional[str] = None
         self._consumer = _consumer(
             config.brokers,
             client_id=f"edgetune-{step_id}-{partition}",
@@ -243,9 +286,14 @@ class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, int]):
             auto_offset_reset="none",
         )
         self._consumer.assign([self._tp])
-        if resume_offset is not None:
-            self._consumer.seek(self._tp, resume_offset)
-            self._next_offset = resume_offset
+        if resume is not None:
+            self._next_offset = resume["offset"]
+            self._last = resume.get("last")
+            problem = self._check_resume(resume)
+            if problem is None:
+                self._consumer.seek(self._tp, self._next_offset)
+            else:
+                self._offset_lost(*problem)
         else:
             if config.starting == "earliest":
                 self._consumer.seek_to_beginning(self._tp)
@@ -256,6 +304,51 @@ class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, int]):
             self._next_offset = self._resolve_position()
         self._last_record_at = time.monotonic()
         self._next_awake: Optional[datetime] = None
+
+    def _check_resume(self, resume: dict) -> Optional[tuple[str, str]]:
+        """None when the saved position is still there, else (kind, what was found)."""
+        saved_parts = resume.get("partitions")
+        if saved_parts is not None and saved_parts != self._partitions:
+            return "partitions_changed", f"the topic had {saved_parts} partitions and has {self._partitions} now"
+        offset = self._next_offset
+        if offset == 0:
+            return None
+        self._consumer.seek(self._tp, offset - 1)
+        deadline = time.monotonic() + _PROBE_TIMEOUT_S
+        found = None
+        while found is None and time.monotonic() < deadline:
+            try:
+                polled = self._consumer.poll(timeout_ms=500, max_records=1)
+            except OffsetOutOfRangeError:
+                return "beyond_end", "the broker answered that the offset is out of range"
+            records = polled.get(self._tp, [])
+            found = records[0] if records else None
+        if found is None:
+            return "beyond_end", f"no record at offset {offset - 1} within {_PROBE_TIMEOUT_S:.0f} s"
+        if found.offset != offset - 1:
+            return None  # compacted away: the log is the same, a record was removed by compaction
+        if self._last is not None and _fingerprint(found) != self._last:
+            return "recreated", f"the record at offset {offset - 1} is not the one read there before"
+        return None
+
+    def _offset_lost(self, kind: str, found: str) -> None:
+        action = self._config.on_offset_loss
+        metrics.KAFKA_OFFSET_LOSS.labels(kind=kind, action=action).inc()
+        where = f"{self._where()}: saved offset {self._next_offset}: {found} ({kind})"
+        if action == "fail":
+            msg = (
+                f"{where}. The broker lost or recreated the topic's log since the last run, so "
+                "resuming would skip or misread events. To re-read the partition from its start, set "
+                "kafka.on_offset_loss=earliest (EDGETUNE_KAFKA__ON_OFFSET_LOSS=earliest); to start over, "
+                "remove the recovery directory; if the partition count changed on purpose, recreate the "
+                "recovery directory too."
+            )
+            self._consumer.close()
+            raise OffsetLossError(msg)
+        log.warning("%s; on_offset_loss=earliest: re-reading the partition from its start", where)
+        self._consumer.seek_to_beginning(self._tp)
+        self._last = None
+        self._next_offset = self._resolve_position()
 
     def _where(self) -> str:
         return f"step {self._step_id!r}, topic {self._tp.topic!r} partition {self._tp.partition}"
@@ -288,6 +381,7 @@ class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, int]):
         self._last_record_at = now
         self._next_awake = None  # more may be buffered: ask again at once
         self._next_offset = raw[-1].offset + 1
+        self._last = _fingerprint(raw[-1])
         return [
             KafkaRecord(
                 topic=r.topic,
@@ -303,18 +397,21 @@ class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, int]):
     def next_awake(self) -> Optional[datetime]:
         return self._next_awake
 
-    def snapshot(self) -> int:
-        return self._next_offset
+    def snapshot(self) -> dict:
+        return {"offset": self._next_offset, "last": self._last, "partitions": self._partitions}
 
     def close(self) -> None:
         self._consumer.close()
 
 
-class KafkaSource(FixedPartitionedSource[KafkaRecord, int]):
+class KafkaSource(FixedPartitionedSource[KafkaRecord, dict]):
     """Read one topic; every Kafka partition is a Bytewax partition.
 
-    Emits `KafkaRecord`s. Resume state is a plain int per partition (the
-    next offset), stored by Bytewax recovery; nothing is committed to Kafka.
+    Emits `KafkaRecord`s. Resume state is a small dict per partition (the
+    next offset, a fingerprint of the record before it and the partition
+    count; a plain int offset from older stores is accepted), stored by
+    Bytewax recovery; nothing is committed to Kafka. A saved position the
+    broker no longer has is handled by `KafkaSourceConfig.on_offset_loss`.
     Partition keys are "<topic>-<partition>", so a recovery store written for
     one topic is never applied to another.
     """
@@ -322,13 +419,17 @@ class KafkaSource(FixedPartitionedSource[KafkaRecord, int]):
     def __init__(self, config: KafkaSourceConfig) -> None:
         self.config = config
 
-    def list_parts(self) -> list[str]:
+    def _partitions(self) -> tuple[set[int], set[str]]:
         consumer = _consumer(self.config.brokers, client_id="edgetune-list-parts")
         try:
             partitions = consumer.partitions_for_topic(self.config.topic)
             known = set() if partitions else consumer.topics()
         finally:
             consumer.close()
+        return set(partitions or ()), known
+
+    def list_parts(self) -> list[str]:
+        partitions, known = self._partitions()
         if not partitions:
             msg = (
                 f"KafkaSource: topic {self.config.topic!r} does not exist on "
@@ -339,7 +440,7 @@ class KafkaSource(FixedPartitionedSource[KafkaRecord, int]):
         return [f"{self.config.topic}-{p}" for p in sorted(partitions)]
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: Optional[int]
+        self, step_id: str, for_part: str, resume_state: Union[dict, int, None]
     ) -> _KafkaSourcePartition:
         topic, _, partition = for_part.rpartition("-")
         if topic != self.config.topic or not partition.isdigit():
@@ -348,13 +449,18 @@ class KafkaSource(FixedPartitionedSource[KafkaRecord, int]):
                 f"'{self.config.topic}-<n>'. Is the recovery store from another topic?"
             )
             raise ValueError(msg)
-        if resume_state is not None and not _is_count(resume_state, minimum=0):
+        if _is_count(resume_state, minimum=0):  # written before fingerprints: an offset alone
+            resume_state = {"offset": resume_state}
+        if resume_state is not None and not (
+            isinstance(resume_state, dict) and _is_count(resume_state.get("offset"), minimum=0)
+        ):
             msg = (
-                f"step {step_id!r}: resume state for {for_part!r} is {resume_state!r}; "
-                "expected a non-negative int offset. Is the recovery store from another source?"
+                f"step {step_id!r}: resume state for {for_part!r} is {resume_state!r:.200}; "
+                "expected {'offset': int >= 0, ...}. Is the recovery store from another source?"
             )
             raise ValueError(msg)
-        return _KafkaSourcePartition(step_id, self.config, int(partition), resume_state)
+        partitions, _ = self._partitions()
+        return _KafkaSourcePartition(step_id, self.config, int(partition), resume_state, len(partitions))
 
 
 # --- sink -----------------------------------------------------------------

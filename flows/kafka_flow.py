@@ -32,7 +32,7 @@ def build_flow(
 
     def consume(step_id: str, topic: str, channel: str):
         cfg = KafkaSourceConfig(brokers=brokers, topic=topic, starting=k.starting, idle_stop_s=k.idle_stop_s,
-                                max_message_bytes=settings.max_message_bytes)
+                                max_message_bytes=settings.max_message_bytes, on_offset_loss=k.on_offset_loss)
         records = op.input(step_id, flow, KafkaSource(cfg))  # KafkaRecord
         return op.map(f"{step_id}_tag", records, lambda r: (channel, r.value))  # (channel, bytes)
 

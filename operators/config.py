@@ -56,6 +56,9 @@ class KafkaConfig(_Section):
     requests_topic: str = "edgetune.annotation-requests"
     starting: Literal["earliest", "latest"] = "earliest"
     idle_stop_s: float | None = Field(None, gt=0, description="End the run after this long without new messages.")
+    on_offset_loss: Literal["fail", "earliest"] = Field(
+        "fail", description="When a saved offset is gone (broker lost or recreated the topic, partition count changed): "
+        "fail stops the run with an error; earliest re-reads the partition from its start. Counted either way.")
 
 
 class ModelSettings(_Section):

@@ -32,6 +32,14 @@ SCORE_SECONDS = Histogram("edgetune_score_seconds", "Seconds to compute EOE and 
 SELECT_SECONDS = Histogram("edgetune_select_seconds", "Seconds for IDD plus the buffer decision of one event.", buckets=_FAST_BUCKETS)
 
 
+KAFKA_OFFSET_LOSS = Counter(
+    "edgetune_kafka_offset_loss_total",
+    "Resumed Kafka partitions whose saved position was gone (kind: beyond_end, recreated, partitions_changed), "
+    "by what the source did (action: fail, earliest).",
+    ["kind", "action"],
+)
+
+
 def record_decision(row: dict[str, Any]) -> None:
     """Count one decision-log row."""
     EVENTS.labels(outcome=row["outcome"]).inc()

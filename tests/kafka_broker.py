@@ -150,6 +150,18 @@ class TansuBroker:
         finally:
             consumer.close()
 
+    def restart(self) -> None:
+        """Stop the broker by PID and start it again on the same port.
+
+        Storage is in memory, so everything is lost: topics, records, offsets,
+        as after a crash of a broker without durable storage.
+        """
+        port, binary = self.port, self.binary or tansu_binary()
+        if port is None or binary is None:
+            raise RuntimeError("TansuBroker.restart() needs a started broker")
+        self.stop()
+        self._launch(binary, port)
+
     def log_tail(self, chars: int = 2000) -> str:
         if self._log is None:
             return ""

@@ -104,6 +104,7 @@ def _sick_tick() -> None:
     metrics.TRAIN_SAMPLES.observe(40)
     metrics.TRAIN_QUEUE.set(2)
     metrics.ADAPTER_VERSIONS.inc()
+    metrics.KAFKA_OFFSET_LOSS.labels(kind="recreated", action="earliest").inc()  # a broker lost its log
 
 
 def _run_workload(stop: threading.Event) -> None:

