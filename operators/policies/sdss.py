@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from operators.moments import RunningMoments
 from operators.policies.base import BufferPolicy
 from operators.sample import Candidate
 
@@ -95,10 +96,7 @@ class SDSS(BufferPolicy):
             raise ValueError(f"dup_threshold must be in (0, 1] (a cosine similarity), got {dup_threshold!r}; e.g. 0.95")
         self.weights = weights
         self.dup_threshold = float(dup_threshold)
-        # Welford running moments of (EOE, DSS, IDD) over non-duplicate offers.
-        self._n = 0
-        self._mean = np.zeros(3)
-        self._m2 = np.zeros(3)
+        self._moments = RunningMoments(3)  # of (EOE, DSS, IDD) over non-duplicate offers
 
     def _choose(self, c: Candidate) -> tuple[str, str | None, float]:
         if c.max_sim >= self.dup_threshold:
@@ -117,15 +115,10 @@ class SDSS(BufferPolicy):
             raise ValueError(
                 f"candidate {c.event_id!r} has a non-finite score (eoe, dss, idd) = {tuple(x)}; score it first"
             )
-        self._n += 1
-        delta = x - self._mean
-        self._mean += delta / self._n
-        self._m2 += delta * (x - self._mean)
+        self._moments.update(x)
 
     def _score(self, eoe: float, dss: float, idd: float) -> float:
-        std = np.sqrt(self._m2 / max(self._n, 1))
-        x = np.array([eoe, dss, idd]) - self._mean
-        z = np.divide(x, std, out=np.zeros(3), where=std > 0)  # no spread yet: every sample ties
+        z = self._moments.z([eoe, dss, idd])  # no spread yet: every sample ties
         return float(sum(w * zk for w, zk in zip(self.weights, z)))
 
     def _victim_domain(self, domain: str) -> str:
@@ -160,10 +153,8 @@ class SDSS(BufferPolicy):
         return 1.0 - sim_sum / (n - 1)
 
     def _state(self) -> dict[str, Any]:
-        return {"n": self._n, "mean": self._mean.tolist(), "m2": self._m2.tolist(), "offered": dict(self._offered)}
+        return {**self._moments.state(), "offered": dict(self._offered)}
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self._n = int(state["n"])
-        self._mean = np.array(state["mean"], dtype=np.float64)
-        self._m2 = np.array(state["m2"], dtype=np.float64)
+        self._moments.load(state)
         self._offered = dict(state.get("offered", {}))
