@@ -17,10 +17,12 @@ class Candidate:
 
     ``embedding`` is L2-normalised float32; ``idd`` and ``max_sim`` are filled
     by the policy at offer time because they depend on what the buffer holds.
+    ``ifd`` and ``uncertainty`` are optional features computed elsewhere with the LM,
+    read only by the ``ifd`` and ``uds`` policies; nan when not computed.
 
     >>> c = Candidate("e1", 0, np.array([1.0, 0.0], dtype=np.float32), eoe=0.5, dss=0.1, domain="medicine")
-    >>> c.domain, math.isnan(c.idd)
-    ('medicine', True)
+    >>> c.domain, math.isnan(c.idd), math.isnan(c.ifd)
+    ('medicine', True, True)
     """
 
     event_id: str
@@ -31,6 +33,8 @@ class Candidate:
     domain: str = GENERAL_DOMAIN
     idd: float = field(default=math.nan)
     max_sim: float = field(default=math.nan)
+    ifd: float = field(default=math.nan)  # loss(answer | prompt) / loss(answer), see policies/ifd.py
+    uncertainty: float = field(default=math.nan)  # prompt-logit nuclear norm per token, see policies/uds.py
 
 
 OUTCOMES = ("admitted", "replaced", "rejected", "duplicate")

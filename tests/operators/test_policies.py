@@ -24,13 +24,22 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def stream(seed: int, n: int, domains=("law", "medicine", "cooking")) -> list[Candidate]:
-    """Fresh, diverse candidates; the same seed gives equal (not shared) candidates."""
+    """Fresh, diverse candidates; the same seed gives equal (not shared) candidates.
+
+    Every candidate carries every feature a policy reads: IFD in (0, 1), all admissible for
+    the ``ifd`` policy, and a positive uncertainty for ``uds``. They come from their own
+    generator, so the older fields are the same as before these features existed.
+    """
     rng = np.random.default_rng(seed)
     vecs = unit(rng.normal(size=(n, DIM)))
-    return [
+    candidates = [
         Candidate(f"e{i}", i, vecs[i], eoe=float(rng.random()), dss=float(rng.random()), domain=str(domain))
         for i, domain in enumerate(rng.choice(domains, size=n))
     ]
+    features = np.random.default_rng([seed, 1])
+    for c, ifd, uncertainty in zip(candidates, features.uniform(0.05, 0.95, n), features.gamma(4.0, 0.5, n)):
+        c.ifd, c.uncertainty = float(ifd), float(uncertainty)
+    return candidates
 
 
 def trace(policy: BufferPolicy, candidates) -> list[str]:
@@ -58,8 +67,8 @@ def test_offer_fills_idd_and_max_sim_and_mutates_nothing_else(name):
         policy.offer(c)
         assert c.embedding is embedding and np.array_equal(c.embedding, before.embedding)
         assert c.embedding.dtype == np.float32
-        assert (c.event_id, c.seq, c.eoe, c.dss, c.domain) == (
-            before.event_id, before.seq, before.eoe, before.dss, before.domain,
+        assert (c.event_id, c.seq, c.eoe, c.dss, c.domain, c.ifd, c.uncertainty) == (
+            before.event_id, before.seq, before.eoe, before.dss, before.domain, before.ifd, before.uncertainty,
         )
         assert math.isfinite(c.idd) and not math.isnan(c.max_sim)
     assert policy.params()["capacity"] == 4  # constructor arguments untouched
@@ -75,8 +84,11 @@ def test_first_capacity_offers_fill_the_buffer(name):
 
 
 pool = unit(np.random.default_rng(5).normal(size=(6, 4)))  # few vectors: exact repeats happen
+few = st.sampled_from([0.2, 0.5, 0.9])  # few values: ties happen
+ifds = st.one_of(few, st.floats(0, 1.5), st.just(math.nan))  # >= 1 and nan are refused by ifd
 ops = st.lists(
-    st.tuples(st.integers(0, 5), st.integers(0, 2), st.floats(0, 1), st.floats(0, 1), st.booleans()),
+    st.tuples(st.integers(0, 5), st.integers(0, 2), st.floats(0, 1), st.floats(0, 1), st.booleans(),
+              ifds, st.one_of(few, st.floats(0, 10))),
     max_size=30,
 )
 
@@ -86,13 +98,14 @@ ops = st.lists(
 @given(capacity=st.integers(1, 5), ops=ops, seed=st.integers(0, 3))
 def test_decisions_are_consistent_and_never_over_capacity(name, capacity, ops, seed):
     policy = make_policy(name, capacity=capacity, seed=seed)
-    for i, (v, dom, eoe, dss, delete) in enumerate(ops):
+    for i, (v, dom, eoe, dss, delete, ifd, uncertainty) in enumerate(ops):
         if delete and len(policy):
             victim = policy.samples()[v % len(policy)].event_id
             assert policy.remove(victim) and victim not in policy
             continue
         before = [s.event_id for s in policy.samples()]
-        d = policy.offer(Candidate(f"e{i}", i, pool[v], eoe=eoe, dss=dss, domain="abc"[dom]))
+        d = policy.offer(Candidate(f"e{i}", i, pool[v], eoe=eoe, dss=dss, domain="abc"[dom],
+                                   ifd=ifd, uncertainty=uncertainty))
         after = [s.event_id for s in policy.samples()]
         assert d.outcome in OUTCOMES and d.event_id == f"e{i}"
         assert len(policy) <= capacity
@@ -376,3 +389,15 @@ def test_sdss_stream_quota_survives_a_snapshot():
 def test_sdss_bad_params_name_the_parameter(params, match):
     with pytest.raises(ValueError, match=match):
         SDSS(**params)
+
+
+def test_snapshot_from_before_the_ifd_and_uncertainty_fields_restores():
+    original = SDSS(capacity=4)
+    trace(original, stream(16, 20))
+    snap = pickle.loads(pickle.dumps(original.snapshot()))
+    for fields in snap["samples"]:
+        del fields["ifd"], fields["uncertainty"]  # what an older release wrote
+    restored = BufferPolicy.from_snapshot(snap)
+    assert all(math.isnan(s.ifd) and math.isnan(s.uncertainty) for s in restored.samples())
+    assert trace(restored, stream(16, 40)[20:]) == trace(original, stream(16, 40)[20:])
+
