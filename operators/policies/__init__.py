@@ -1,7 +1,7 @@
 """Buffer policies: which of a user's conversations to keep, one offer at a time.
 
 >>> sorted(POLICIES)
-['fifo', 'kcenter', 'random', 'reservoir', 'sdss']
+['fifo', 'ifd', 'kcenter', 'random', 'reservoir', 'sdss']
 >>> make_policy("fifo", capacity=8)
 FIFO(capacity=8, seed=0)
 """
@@ -12,14 +12,17 @@ from typing import Any
 
 from operators.policies.base import BufferPolicy
 from operators.policies.fifo import FIFO
+from operators.policies.ifd import IFD
 from operators.policies.kcenter import KCenter
 from operators.policies.random import RandomReplacement
 from operators.policies.reservoir import Reservoir
 from operators.policies.sdss import SDSS
 
 POLICIES: dict[str, type[BufferPolicy]] = {
-    cls.name: cls for cls in (SDSS, RandomReplacement, FIFO, Reservoir, KCenter)
+    cls.name: cls for cls in (SDSS, RandomReplacement, FIFO, Reservoir, KCenter, IFD)
 }
+"""Every policy by name. ``ifd`` reads a feature (``Candidate.ifd``) that the benchmark computes and the
+product's stream does not yet, so operators/config.py does not offer it."""
 
 
 def make_policy(name: str, **params: Any) -> BufferPolicy:
@@ -29,4 +32,4 @@ def make_policy(name: str, **params: Any) -> BufferPolicy:
     return POLICIES[name](**params)
 
 
-__all__ = ["POLICIES", "BufferPolicy", "FIFO", "KCenter", "RandomReplacement", "Reservoir", "SDSS", "make_policy"]
+__all__ = ["POLICIES", "BufferPolicy", "FIFO", "IFD", "KCenter", "RandomReplacement", "Reservoir", "SDSS", "make_policy"]

@@ -180,7 +180,7 @@ def test_bad_capacity_names_the_parameter(name):
 
 
 def test_unknown_policy_lists_the_valid_names():
-    with pytest.raises(ValueError, match="fifo.*kcenter.*random.*reservoir.*sdss"):
+    with pytest.raises(ValueError, match="fifo.*ifd.*kcenter.*random.*reservoir.*sdss"):
         make_policy("lru")
 
 
@@ -401,3 +401,42 @@ def test_snapshot_from_before_the_ifd_and_uncertainty_fields_restores():
     assert all(math.isnan(s.ifd) and math.isnan(s.uncertainty) for s in restored.samples())
     assert trace(restored, stream(16, 40)[20:]) == trace(original, stream(16, 40)[20:])
 
+# -- ifd -------------------------------------------------------------------------------
+
+
+def test_ifd_buffer_is_the_top_admissible_at_every_prefix():
+    # Naive batch recomputation: the `capacity` highest IFDs among the offers below max_ifd.
+    candidates = stream(17, 300)
+    for c, ifd in zip(candidates, np.random.default_rng(17).uniform(0.2, 1.3, 300)):  # about 1 in 3 misaligned
+        c.ifd = float(ifd)
+    candidates[7].ifd = math.nan
+    policy = make_policy("ifd", capacity=10)
+    for k, c in enumerate(candidates, start=1):
+        policy.offer(c)
+        admissible = [x for x in candidates[:k] if x.ifd < 1.0]
+        expected = sorted(admissible, key=lambda x: -x.ifd)[:10]
+        assert {s.event_id for s in policy.samples()} == {x.event_id for x in expected}
+    assert policy.counts()["rejected"] > 100
+
+
+def test_ifd_ties_keep_the_incumbent_and_evict_the_older():
+    e = np.eye(4, dtype=np.float32)
+    policy = make_policy("ifd", capacity=2)
+    for i, ifd in enumerate([0.5, 0.5]):
+        policy.offer(Candidate(f"e{i}", i, e[i], eoe=0.0, dss=0.0, ifd=ifd))
+    assert policy.offer(Candidate("tie", 2, e[2], eoe=0.0, dss=0.0, ifd=0.5)).outcome == "rejected"
+    d = policy.offer(Candidate("up", 3, e[3], eoe=0.0, dss=0.0, ifd=0.6))
+    assert (d.outcome, d.evicted) == ("replaced", "e0")
+
+
+def test_ifd_without_a_cut_keeps_misaligned_pairs_but_never_unscored_ones():
+    policy = make_policy("ifd", capacity=3, max_ifd=math.inf)
+    for i, ifd in enumerate([1.4, 2.0, math.nan, 0.3]):
+        policy.offer(Candidate(f"e{i}", i, unit(np.arange(i + 1.0, i + 3.0)), eoe=0.0, dss=0.0, ifd=ifd))
+    assert [s.event_id for s in policy.samples()] == ["e0", "e1", "e3"]
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, "1.0", True])
+def test_ifd_bad_max_ifd_names_the_parameter(bad):
+    with pytest.raises(ValueError, match="max_ifd"):
+        make_policy("ifd", max_ifd=bad)
