@@ -1,7 +1,7 @@
 """Buffer policies: which of a user's conversations to keep, one offer at a time.
 
 >>> sorted(POLICIES)
-['fifo', 'ifd', 'kcenter', 'random', 'reservoir', 'sdss']
+['fifo', 'ifd', 'kcenter', 'random', 'reservoir', 'sdss', 'uds']
 >>> make_policy("fifo", capacity=8)
 FIFO(capacity=8, seed=0)
 """
@@ -17,12 +17,13 @@ from operators.policies.kcenter import KCenter
 from operators.policies.random import RandomReplacement
 from operators.policies.reservoir import Reservoir
 from operators.policies.sdss import SDSS
+from operators.policies.uds import UDS
 
 POLICIES: dict[str, type[BufferPolicy]] = {
-    cls.name: cls for cls in (SDSS, RandomReplacement, FIFO, Reservoir, KCenter, IFD)
+    cls.name: cls for cls in (SDSS, RandomReplacement, FIFO, Reservoir, KCenter, IFD, UDS)
 }
-"""Every policy by name. ``ifd`` reads a feature (``Candidate.ifd``) that the benchmark computes and the
-product's stream does not yet, so operators/config.py does not offer it."""
+"""Every policy by name. ``ifd`` and ``uds`` read features (``Candidate.ifd``, ``.uncertainty``) that the
+benchmark computes and the product's stream does not yet, so operators/config.py does not offer them."""
 
 
 def make_policy(name: str, **params: Any) -> BufferPolicy:
@@ -32,4 +33,6 @@ def make_policy(name: str, **params: Any) -> BufferPolicy:
     return POLICIES[name](**params)
 
 
-__all__ = ["POLICIES", "BufferPolicy", "FIFO", "IFD", "KCenter", "RandomReplacement", "Reservoir", "SDSS", "make_policy"]
+__all__ = [
+    "POLICIES", "BufferPolicy", "FIFO", "IFD", "KCenter", "RandomReplacement", "Reservoir", "SDSS", "UDS", "make_policy",
+]

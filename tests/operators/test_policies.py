@@ -180,7 +180,7 @@ def test_bad_capacity_names_the_parameter(name):
 
 
 def test_unknown_policy_lists_the_valid_names():
-    with pytest.raises(ValueError, match="fifo.*ifd.*kcenter.*random.*reservoir.*sdss"):
+    with pytest.raises(ValueError, match="fifo.*ifd.*kcenter.*random.*reservoir.*sdss.*uds"):
         make_policy("lru")
 
 
@@ -401,6 +401,7 @@ def test_snapshot_from_before_the_ifd_and_uncertainty_fields_restores():
     assert all(math.isnan(s.ifd) and math.isnan(s.uncertainty) for s in restored.samples())
     assert trace(restored, stream(16, 40)[20:]) == trace(original, stream(16, 40)[20:])
 
+
 # -- ifd -------------------------------------------------------------------------------
 
 
@@ -440,3 +441,66 @@ def test_ifd_without_a_cut_keeps_misaligned_pairs_but_never_unscored_ones():
 def test_ifd_bad_max_ifd_names_the_parameter(bad):
     with pytest.raises(ValueError, match="max_ifd"):
         make_policy("ifd", max_ifd=bad)
+
+
+# -- uds -------------------------------------------------------------------------------
+
+
+def test_uds_scores_and_decisions_match_a_batch_recomputation_at_every_prefix():
+    candidates = stream(18, 200)
+    policy = make_policy("uds", capacity=8, diversity_weight=0.7)
+    seen: list[tuple[float, float]] = []  # (uncertainty, diversity) of every offer so far
+    frozen: dict[str, float] = {}  # what the test expects each buffered sample's score to be
+    for k, c in enumerate(candidates):
+        if k % 50 == 49:  # a user deletes a buffered sample now and then
+            gone = policy.samples()[0].event_id
+            policy.remove(gone)
+            del frozen[gone]
+        buffered = [s.embedding for s in policy.samples()]
+        diversity = 1.0 - float(np.max(np.stack(buffered) @ c.embedding)) if buffered else 1.0
+        seen.append((c.uncertainty, diversity))
+        x = np.array(seen)
+        std = x.std(axis=0)
+        z = np.where(std > 0, (x[-1] - x.mean(axis=0)) / np.where(std > 0, std, 1.0), 0.0)
+        expected = z[0] + 0.7 * z[1]
+        d = policy.offer(c)
+        assert d.score == pytest.approx(expected, abs=1e-6)
+        if len(frozen) < 8:
+            assert d.outcome == "admitted"
+        else:
+            victim = min(frozen, key=frozen.__getitem__)
+            replaced = expected > frozen[victim] + 1e-9
+            assert (d.outcome, d.evicted) == (("replaced", victim) if replaced else ("rejected", None))
+            if replaced:
+                del frozen[victim]
+        if d.admitted:
+            frozen[d.event_id] = d.score
+        assert set(policy.snapshot()["state"]["scores"]) == set(frozen) == {s.event_id for s in policy.samples()}
+
+
+def test_uds_diversity_keeps_a_burst_of_near_copies_out_and_uncertainty_alone_does_not():
+    rng = np.random.default_rng(19)
+    base = unit(rng.normal(size=DIM))
+    diverse = stream(20, 40)
+    burst = [Candidate(f"r{i}", 40 + i, unit(base + 0.02 * rng.normal(size=DIM)), eoe=0.5, dss=0.2,
+                       uncertainty=float(u)) for i, u in enumerate(rng.gamma(4.0, 0.5, 400))]
+    copies = {}
+    for weight in (1.0, 0.0):
+        policy = make_policy("uds", capacity=8, diversity_weight=weight)
+        trace(policy, copy.deepcopy(diverse[:20] + burst[:200] + diverse[20:] + burst[200:]))
+        copies[weight] = sum(s.event_id.startswith("r") for s in policy.samples())
+    assert copies[1.0] <= 2 and copies[0.0] >= 6  # measured: 1 and 8
+
+
+def test_uds_refuses_a_candidate_without_uncertainty():
+    policy = make_policy("uds", capacity=2)
+    c = stream(21, 1)[0]
+    c.uncertainty = math.nan
+    with pytest.raises(ValueError, match="uncertainty"):
+        policy.offer(c)
+
+
+@pytest.mark.parametrize("bad", [-0.1, math.nan, math.inf, "1", True])
+def test_uds_bad_diversity_weight_names_the_parameter(bad):
+    with pytest.raises(ValueError, match="diversity_weight"):
+        make_policy("uds", diversity_weight=bad)
