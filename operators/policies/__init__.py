@@ -34,5 +34,6 @@ def make_policy(name: str, **params: Any) -> BufferPolicy:
 
 
 __all__ = [
-    "POLICIES", "BufferPolicy", "FIFO", "IFD", "KCenter", "RandomReplacement", "Reservoir", "SDSS", "UDS", "make_policy",
+    "POLICIES", "BufferPolicy", "FIFO", "IFD", "KCenter", "RandomReplacement", "Reservoir", "SDSS", "UDS",
+    "make_policy",
 ]
