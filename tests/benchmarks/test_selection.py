@@ -1,0 +1,69 @@
+"""The selection table's code, end to end on a tiny model (the method itself is measured by the
+benchmark, not here)."""
+
+import csv
+import json
+
+import pytest
+
+from benchmarks.selection import cli
+from benchmarks.selection.streams import StreamSpec, build, held_out_turn, is_low_value, stream_stats
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("selection")
+    assert cli.main(["all", "--smoke", "--datasets", "chitchat", "--out", str(out)]) == 0
+    return out
+
+
+def test_streams_hold_the_promised_structure(smoke):
+    saved = json.loads((smoke / "streams" / "chitchat.json").read_text())
+    users = saved["users"]
+    assert [u["split"] for u in users] == ["test", "test", "validation"]
+    for u in users:
+        ids = [e["event_id"] for e in u["stream"]]
+        assert len(ids) == 60 and len(set(ids)) == 60  # unique per user, as the validator demands
+        assert sorted(u["iid_order"]) == sorted(ids)  # the control is the same events, reordered
+        streamed = {e["conversation"] for e in u["stream"] if e["kind"] == "turn"}
+        assert not streamed & {t["conversation"] for t in u["test"]}  # no test context was streamed
+    convs = [{e["conversation"] for e in u["stream"] if e["kind"] == "turn"} for u in users]
+    assert not convs[0] & convs[1]  # users never share a conversation
+
+
+def test_every_planned_row_ran_and_pairs_on_the_same_prompts(smoke):
+    cells = list((smoke / "cells").glob("chitchat/*/*/*.json"))
+    rows = {(p.parent.parent.name, p.parent.name) for p in cells}
+    assert ("both", "base") in rows and ("realistic", "sdss") in rows and ("iid", "uds") in rows
+    with (smoke / "paired.csv").open() as handle:
+        paired = list(csv.DictReader(handle))
+    sdss = [r for r in paired if r["policy"] == "sdss" and r["baseline"] == "reservoir" and r["stream"] == "realistic"]
+    assert {r["metric"] for r in sdss} == {"rouge1", "answer_loss"}
+    for r in sdss:
+        assert float(r["lo"]) <= float(r["diff"]) <= float(r["hi"])
+        assert int(r["n_users"]) == 2
+    assert (smoke / "table.md").read_text().startswith("# Selection on realistic user streams")
+
+
+def test_a_second_run_is_a_no_op_and_another_spec_is_refused(smoke, caplog):
+    before = {p: p.stat().st_mtime_ns for p in (smoke / "cells").rglob("*.json")}
+    assert cli.main(["run", "--smoke", "--datasets", "chitchat", "--out", str(smoke)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (smoke / "cells").rglob("*.json")} == before
+    with pytest.raises(ValueError, match="built with spec"):
+        build("chitchat", StreamSpec(length=61, max_conversations=300), smoke / "streams")
+
+
+def test_low_value_and_held_out_rules():
+    assert is_low_value("thank you so much!") and is_low_value("ok") and not is_low_value("How do tides work?")
+    turns = [{"prompt": "hello there", "turn": 0}, {"prompt": "what did you do this weekend at the lake", "turn": 2}]
+    assert held_out_turn("sharegpt", turns) is None  # only an opening turn is context-free there
+    assert held_out_turn("chitchat", turns)["turn"] == 2
+
+
+def test_stream_statistics_are_measured_not_configured():
+    events = [{"kind": "turn", "topic": t, "prompt": p, "conversation": c}
+              for t, p, c in [("a", "why is the sky blue today", "c1"), ("a", "and at night time too", "c1"),
+                              ("b", "thanks", "c2"), ("a", "why is the sky blue today", "c3")]]
+    stats = stream_stats({"user": "u", "stream": events, "test": []})
+    assert stats["mean_topic_run"] == pytest.approx((2 + 1 + 1) / 3, abs=0.005)  # runs a,a | b | a (stats round to 0.01)
+    assert stats["low_value_share"] == 0.25 and stats["exact_duplicate_prompt_share"] == 0.25
