@@ -80,6 +80,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
 
+_STOP_EPILOG = ("SIGINT or SIGTERM stops cleanly: the batch in flight is finished, the decision log and buffer "
+                "snapshots are written, queued training stays journaled, the summary is printed. Exit codes: 0 the "
+                "input ended; 3 stopped by a signal (run the same command with the same --recovery-dir to continue); "
+                "2 bad configuration; 1 an error. A second signal ends the process at once.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgetune", description="On-device LLM personalization as a stream: select, annotate, synthesize, fine-tune.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
@@ -90,12 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     _source_args(p)
     _kafka_args(p)
 
-    p = sub.add_parser("replay", help="Replay a file or bundled dataset through the selection stream.")
+    p = sub.add_parser("replay", help="Replay a file or bundled dataset through the selection stream.",
+                       epilog=_STOP_EPILOG)
     _common(p)
     _source_args(p)
     _run_args(p)
 
-    p = sub.add_parser("run", help="Consume events from Kafka through the selection stream.")
+    p = sub.add_parser("run", help="Consume events from Kafka through the selection stream.", epilog=_STOP_EPILOG)
     _common(p)
     _kafka_args(p)
     _run_args(p)
@@ -160,11 +167,16 @@ def _execute(flow: Any, settings: Settings, args: argparse.Namespace) -> None:
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.run import cli_main
 
+    from operators.files import FILE_MODE, private_mkdir
+
     recovery = None
     if args.recovery_dir is not None:
+        # The recovery store holds every user's state, prompts and responses included: private.
+        private_mkdir(args.recovery_dir)
         if not any(args.recovery_dir.glob("*.sqlite3")):
-            args.recovery_dir.mkdir(parents=True, exist_ok=True)
             init_db_dir(args.recovery_dir, 1)
+        for db in args.recovery_dir.glob("*.sqlite3*"):
+            db.chmod(FILE_MODE)
         recovery = RecoveryConfig(str(args.recovery_dir))
     epoch = timedelta(seconds=args.epoch_seconds)
     cli_main(flow, workers_per_process=settings.workers, epoch_interval=epoch, recovery_config=recovery)
@@ -180,10 +192,15 @@ def _progress_bar(settings: Settings, args: argparse.Namespace, total: int | Non
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
+    """Run the replay or Kafka stream; 0 at the end of input, ``flows.stop.EXIT_STOPPED`` (3) after SIGINT/SIGTERM."""
+    from flows import stop
     from flows.selection import build_components
     from operators import metrics
+    from operators.files import private_mkdir
 
+    stop.install_handlers()
     settings = settings_from_args(args)
+    private_mkdir(settings.output.dir)
     metrics.serve(settings.metrics.port, settings.metrics.addr)
     log.info("loading model %s (embedder %s)", settings.model.lm, settings.embed.kind)
     components = build_components(settings)
@@ -218,6 +235,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
     print_summary(settings.output.dir)
     if trainer is not None:
         print_adapters(settings.adapters_dir)
+    if stop.stopping():
+        print(f"\nedgetune: stopped by a signal after flushing; exit code {stop.EXIT_STOPPED}. "
+              "Run the same command (same --recovery-dir) to continue.")
+        return stop.EXIT_STOPPED
     return 0
 
 

@@ -40,6 +40,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError, OffsetOutOfRangeError
 
 from flows.deadletters import json_line
+from flows.stop import stopping
 from operators import metrics
 
 log = logging.getLogger(__name__)
@@ -365,6 +366,8 @@ class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, dict]):
         return position
 
     def next_batch(self) -> list[KafkaRecord]:
+        if stopping():  # SIGINT/SIGTERM: end the partition; its snapshot keeps the position
+            raise StopIteration
         try:
             polled = self._consumer.poll(timeout_ms=0, max_records=self._config.batch_size)
         except KafkaError as exc:

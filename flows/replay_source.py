@@ -27,6 +27,7 @@ from typing import Any, Optional, TypeVar
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from flows.replay import RateLimiter, replay_events
+from flows.stop import stopping
 
 __all__ = ["ReplaySource", "replay_source"]
 
@@ -101,6 +102,8 @@ class _ReplayPartition(StatefulSourcePartition[X, int]):
         self._limiter = limiter
 
     def next_batch(self) -> list[X]:
+        if stopping():  # SIGINT/SIGTERM: end here; the snapshot holds how many records went out
+            raise StopIteration()
         room = min(self._batch_size, self._limiter.available())
         if room == 0:
             return []

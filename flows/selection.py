@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 import zlib
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
@@ -23,6 +24,7 @@ from bytewax.operators import StatefulLogic
 
 from flows.deadletters import bound_dead_letter, parse_bounded
 from flows.sinks import DecisionLogSink, JsonlSink, SnapshotSink
+from flows.stop import stopping
 from operators import metrics
 from operators.config import Settings, load_settings
 from operators.events import Annotation, Event, Rejected
@@ -95,16 +97,33 @@ class SelectLogic(StatefulLogic):
     def __init__(self, settings: Settings, resume: dict | None):
         self.settings = settings
         self.state = UserState.from_snapshot(resume) if resume is not None else None
+        self._snapshot_due: datetime | None = None  # a changed buffer is written by then (output.flush_seconds)
 
     def on_item(self, value: ScoredEvent | Annotation) -> tuple[list[Output], bool]:
+        self._changed()
         if isinstance(value, Annotation):
             return self._state(value.user_id).on_annotation(value), StatefulLogic.RETAIN
         return self._state(value.event.user_id).on_event(value), StatefulLogic.RETAIN
 
+    def notify_at(self) -> datetime | None:
+        return self._snapshot_due
+
+    def on_notify(self) -> tuple[list[Output], bool]:
+        # A live stream has no end of input: write the user's buffer at least every flush_seconds.
+        self._snapshot_due = None
+        return [Output("snapshot", self.state.buffer_view())], StatefulLogic.RETAIN
+
+    def _changed(self) -> None:
+        seconds = self.settings.output.flush_seconds
+        if seconds is not None and self._snapshot_due is None:
+            self._snapshot_due = datetime.now(timezone.utc) + timedelta(seconds=seconds)
+
     def on_eof(self) -> tuple[list[Output], bool]:
         out = [Output("snapshot", self.state.buffer_view())]
         t = self.settings.train
-        if t.enabled and t.train_on_eof and self.state.n_events > self.state.last_window_events:
+        # A stop (SIGINT/SIGTERM) is not the end of the input: no window closes, so a restart
+        # goes on exactly as an uninterrupted run would.
+        if t.enabled and t.train_on_eof and not stopping() and self.state.n_events > self.state.last_window_events:
             out.append(self.state.close_window("end_of_input"))
         return out, StatefulLogic.RETAIN
 
