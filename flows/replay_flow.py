@@ -12,10 +12,12 @@ from typing import Any, Callable, Iterator
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from flows.deadletters import json_line
 from flows.replay import replay_events
 from flows.replay_source import ReplaySource
 from flows.selection import Components, build_components, flow_from_environment, select, write_outputs
 from operators.config import Settings
+from operators.files import atomic_write, private_mkdir
 from operators.heldout import is_heldout
 from operators.oracle import tag_events, with_oracle_answers
 
@@ -36,15 +38,14 @@ def write_heldout(settings: Settings) -> int:
     """Write the replay's held-out events to ``<out>/heldout.jsonl``; returns how many."""
     fraction = settings.source.heldout
     path = settings.output.dir / "heldout.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with open(path, "w", encoding="utf-8") as fh:
-        for rec in replay_records(settings):
-            if is_heldout(rec, fraction):
-                obj = rec if isinstance(rec, dict) else json.loads(rec)
-                fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
-                n += 1
-    return n
+    private_mkdir(path.parent)
+    lines = []
+    for rec in replay_records(settings):
+        if is_heldout(rec, fraction):
+            obj = rec if isinstance(rec, dict) else json.loads(rec)
+            lines.append(json_line(obj, sort_keys=False) + "\n")
+    atomic_write(path, "".join(lines).encode("utf-8"))  # 0600: held-out prompts and answers are user text
+    return len(lines)
 
 
 def replay_items(settings: Settings) -> Iterator[tuple[str, Any]]:
