@@ -159,6 +159,9 @@ ROWS: tuple[Row, ...] = (
         Panel("Dead-letter share", share("edgetune_dead_letters_total", "edgetune_events_total"), unit="percentunit",
               kind="stat", width=4, red_above=0.05, description="Over the dashboard range; the alert fires above 5%."),
         Panel("Users with state", gauge("edgetune_users", legend="users"), kind="stat", width=4),
+        Panel("Kafka positions lost (range)", total("edgetune_kafka_offset_loss_total", by="kind"), kind="bargauge",
+              description="Resumed partitions whose saved offset the broker no longer had (kind); alert "
+                          "EdgetuneKafkaOffsetLost. With kafka.on_offset_loss=fail the run stopped."),
     )),
     Row("Selection", (
         Panel("Buffered samples by policy", gauge("edgetune_buffer_samples", by="policy")),
