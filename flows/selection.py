@@ -11,6 +11,7 @@ nothing here decides anything about a sample.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import zlib
 from datetime import datetime, timedelta, timezone
@@ -207,10 +208,26 @@ def flow_from_environment(build_flow: Callable[..., Any]) -> Any:
     """``build_flow`` under the settings of ``EDGETUNE_CONFIG`` / ``EDGETUNE_*``, trainer included.
 
     Used by ``python -m bytewax.run flows.<name>:flow``, which builds the flow
-    (and loads the model) only when it asks for the ``flow`` attribute.
+    (and loads the model) only when it asks for the ``flow`` attribute. As the CLI
+    does, it logs at INFO (unless logging was configured already), serves the
+    Prometheus exporter on ``metrics.port`` (``EDGETUNE_METRICS__PORT``; 0: none)
+    and stops cleanly on SIGINT/SIGTERM. With ``-w N`` the workers are threads of one
+    process and share its one exporter; with several processes (``-i/-a``) give
+    each its own port (a different ``EDGETUNE_METRICS__PORT`` per process) and
+    scrape every one.
     """
+    import logging
+
+    from flows import stop
     from flows.trainer import trainer_for
 
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if threading.current_thread() is threading.main_thread():
+        stop.install_handlers()
     settings = load_settings(os.environ.get("EDGETUNE_CONFIG"))
+    metrics.serve(settings.metrics.port, settings.metrics.addr)
+    logging.getLogger("edgetune").info("building the flow: model %s, metrics port %s", settings.model.lm,
+                                       settings.metrics.port)
     components = build_components(settings)
     return build_flow(settings, components, trainer_sink=trainer_for(settings, components))
