@@ -54,7 +54,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-from operators.files import FILE_MODE, FOLDER_MODE, private_mkdir
+from operators.files import FILE_MODE, FOLDER_MODE, fsync_folder, private_mkdir
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -348,7 +348,7 @@ class AdapterStore:
                         if (user_dir / f"v{version}").exists():
                             continue
                         raise
-                    _fsync_dir(user_dir)
+                    fsync_folder(user_dir)
                     return version
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -491,7 +491,7 @@ class AdapterStore:
             pointer.unlink(missing_ok=True)  # absent pointer = base model
         else:
             _write_text(pointer, f"{version}\n", atomic=True)
-        _fsync_dir(user_dir)
+        fsync_folder(user_dir)
 
 
 def load_adapter(model: PreTrainedModel, path: Path, *, min_logit_change: float = 1e-6) -> PeftModel:
@@ -582,12 +582,5 @@ def _fsync_tree(directory: Path) -> None:
                 os.fsync(handle.fileno())
         elif entry.is_dir():
             os.chmod(entry, FOLDER_MODE)
-    _fsync_dir(directory)
+    fsync_folder(directory)
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -83,7 +83,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = T
             pass
         raise
     if durable:
-        _fsync_folder(path.parent)
+        fsync_folder(path.parent)
 
 
 def open_private_append(path: str | os.PathLike[str]) -> BinaryIO:
@@ -97,7 +97,8 @@ def open_private_append(path: str | os.PathLike[str]) -> BinaryIO:
         raise
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename or a new file in it) to disk."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
