@@ -91,16 +91,22 @@ def prompt_pass(model: Any, tokenizer: Any, prompts: Sequence[str], cfg: Feature
     return vectors, [len(r) for r in ids], uncertainty
 
 
-def compute_chunk(lm: Any, pairs: Sequence[tuple[str, str]], cfg: FeatureConfig) -> dict[str, np.ndarray]:
+def scoring_context(lm: Any, cfg: FeatureConfig) -> tuple[Any, np.ndarray]:
+    """The product's scorer and the embedder's calibration mean, made once per run (not per chunk)."""
     from models.embed import EmbedConfig, make_embedder
-    from models.train import example_losses
-    from operators.events import Event
     from operators.lexicons import load_lexicons
     from operators.scoring import Scorer
 
     embedder = make_embedder(EmbedConfig(kind="lm", max_tokens=cfg.embed_tokens, center=True), lm.model, lm.tokenizer)
-    center = embedder._calibration_mean()
-    scorer = Scorer(load_lexicons())
+    return Scorer(load_lexicons()), embedder._calibration_mean()
+
+
+def compute_chunk(lm: Any, pairs: Sequence[tuple[str, str]], cfg: FeatureConfig,
+                  context: tuple[Any, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    from models.train import example_losses
+    from operators.events import Event
+
+    scorer, center = context or scoring_context(lm, cfg)
     t0 = time.perf_counter()
     raw, n_tokens, uncertainty = prompt_pass(lm.model, lm.tokenizer, [p for p, _ in pairs], cfg)
     t1 = time.perf_counter()
@@ -126,12 +132,14 @@ def ensure_features(lm: Any, pairs: Sequence[tuple[str, str]], folder: Path, cfg
 
     folder.mkdir(parents=True, exist_ok=True)
     starts = range(0, len(pairs), cfg.chunk)
+    context = None
     for k, start in enumerate(starts):
         part = folder / f"{start:06d}.npz"
         if part.is_file():
             continue
         chunk = pairs[start : start + cfg.chunk]
-        arrays = compute_chunk(lm, chunk, cfg)
+        context = context or scoring_context(lm, cfg)
+        arrays = compute_chunk(lm, chunk, cfg, context)
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         _atomic_write(part, buffer.getvalue())
