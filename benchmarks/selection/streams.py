@@ -217,6 +217,7 @@ def build_users(dataset: str, spec: StreamSpec, conversations: list[dict[str, An
     low_cursor = 0
 
     users = []
+    row_of = {owner: j for j, owner in enumerate(prompt_owner)}  # (conversation, turn) -> its MiniLM row
     n_all = spec.users + spec.validation_users
     # Favourite topics of different users overlap as little as the topic count allows.
     order = list(rng.permutation(len(topics)))
@@ -229,7 +230,6 @@ def build_users(dataset: str, spec: StreamSpec, conversations: list[dict[str, An
         pool: list[dict[str, Any]] = []  # held-out conversations' candidate test turns
         asked: list[tuple[int, int]] = []  # (conversation, turn) of this user's streamed prompts
         asked_rows: list[int] = []  # their rows in prompt_vectors, where they have one
-        row_of = {owner: j for j, owner in enumerate(prompt_owner)}
         n_sessions = 0
 
         def emit(event: dict[str, Any]) -> None:
