@@ -47,6 +47,12 @@ def decisions(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in read_decisions(out / "decisions").to_pylist()]
 
 
+def users_decided(out: Path) -> set[str]:
+    if not list((out / "decisions").glob("part-*.parquet")):
+        return set()
+    return {r["user_id"] for r in decisions(out)}
+
+
 def buffers(out: Path) -> dict[str, list[str]]:
     return {p.stem: [s["event_id"] for s in json.loads(p.read_text())["samples"]] for p in (out / "buffers").glob("*.json")}
 
@@ -68,9 +74,10 @@ def test_a_signal_stops_cleanly_and_a_restart_matches_an_uninterrupted_run(unint
     proc = subprocess.Popen(command(events, out, recovery, "--rate", "8"), cwd=REPO, env=environment(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # Wait until the stream has decided something, so the stop comes mid-run.
+        # Wait until the stream has decided something for both users, so the stop comes mid-run and each
+        # user has a buffer to snapshot.
         deadline = time.monotonic() + 300
-        while not list((out / "decisions").glob("part-*.parquet")) and time.monotonic() < deadline:
+        while users_decided(out) != {"ann", "ben"} and time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             time.sleep(0.2)
         proc.send_signal(sig)
@@ -83,7 +90,7 @@ def test_a_signal_stops_cleanly_and_a_restart_matches_an_uninterrupted_run(unint
     assert "events decided" in stdout and "stopped by a signal" in stdout
     stopped = decisions(out)
     assert 0 < len(stopped) < 80  # stopped partway
-    assert set(buffers(out)) == {"ann", "ben"}  # snapshots written at the stop
+    assert set(buffers(out)) == {r["user_id"] for r in stopped} == {"ann", "ben"}  # snapshots written at the stop
 
     again = subprocess.run(command(events, out, recovery), cwd=REPO, env=environment(),
                            capture_output=True, text=True, timeout=600)
