@@ -443,6 +443,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from flows.selection import load_model
     from models.train import example_losses
     from operators.events import Event, parse_event
+    from operators.files import atomic_write
 
     settings = settings_from_args(args)
     pairs: dict[str, list[tuple[str, str]]] = {}
@@ -503,7 +504,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
           "(ROUGE-1: higher is better; answer loss, nats/token of the reference answer: lower is better) with a "
           "bootstrap 95% interval over prompts; a difference is measurable only if its interval excludes 0.")
     if args.report:
-        args.report.write_text(json.dumps(results, indent=1))
+        atomic_write(args.report, json.dumps(results, indent=1).encode())  # 0600: predictions are user text
     return 0
 
 

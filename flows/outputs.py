@@ -1,10 +1,14 @@
-r"""Reading an output folder back as it is on disk, for ``edgetune summary``.
+r"""Reading an output folder back as it is on disk: ``edgetune summary``, tests, tools.
 
-The sinks append JSON lines and Parquet parts while the stream runs, so a process
-that is killed can leave the last line of a JSONL file cut short, or a Parquet part
-unreadable. These readers count what is there — every line, also lines identical to
-an earlier one (two bad inputs can make the same dead letter) — and report what they
-could not read instead of failing or dropping it silently.
+The sinks append JSON lines while the stream runs, so a process that is killed can
+leave the last line of a JSONL file cut short (the sink ends or removes it before it
+appends again; see ``flows.sinks``). Decision parts are written atomically, but a
+part copied or edited by hand can still be unreadable. These readers count what is
+there — every line, also lines identical to an earlier one (two bad inputs can make
+the same dead letter) — and report what they could not read instead of dropping it
+silently: :func:`read_jsonl_file` and :func:`read_decision_rows` count it (for a
+summary), :func:`read_jsonl` skips a torn last line with a warning and raises on any
+other bad line.
 
 >>> import tempfile
 >>> folder = Path(tempfile.mkdtemp())
@@ -17,11 +21,15 @@ could not read instead of failing or dropping it silently.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JsonlRead", "DecisionsRead", "read_jsonl_file", "read_decision_rows"]
+__all__ = ["JsonlRead", "DecisionsRead", "read_jsonl", "read_jsonl_file", "read_decision_rows"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +41,7 @@ class JsonlRead:
         distinct: how many different lines they are.
         torn: files whose last line was cut short (no newline, not JSON): a write a stop interrupted.
         bad: other lines that are not a JSON object.
+        bad_at: ``(file, line number from 1)`` of each of those.
         files: the files read.
     """
 
@@ -40,6 +49,7 @@ class JsonlRead:
     distinct: int = 0
     torn: int = 0
     bad: int = 0
+    bad_at: list[tuple[Path, int]] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
 
@@ -83,11 +93,51 @@ def read_jsonl_file(path: Path) -> JsonlRead:
                     out.torn += 1
                 else:
                     out.bad += 1
+                    out.bad_at.append((p, i + 1))
                 continue
             out.records.append(record)
             lines.add(line)
     out.distinct = len(lines)
     return out
+
+
+def read_jsonl(path: str | Path, *, key: Callable[[dict[str, Any]], Hashable] | None = None) -> list[dict[str, Any]]:
+    """The records of a JSONL output and its worker files, in file order.
+
+    A torn last line (a write a stop cut short) is skipped with a warning; any other
+    line that is not a JSON object raises ``ValueError`` naming the file and line.
+
+    Identical lines are all kept. Dropping them (as this function once did) hides
+    distinct records: a producer that re-sends an event twice makes two identical
+    ``duplicate_event`` dead letters. ``key`` gives the idempotency key of an output
+    a resumed run can re-emit: only the first record of each key is kept (annotation
+    requests: ``lambda r: (r["user_id"], r["event_id"])``). Dead letters have no key,
+    so one re-emitted after a crash is read twice.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "asks.jsonl"
+    >>> _ = path.write_text('{"user_id": "a", "event_id": "1"}\\n{"user_id": "a", "event_id": "1"}\\n{"user_')
+    >>> len(read_jsonl(path)), len(read_jsonl(path, key=lambda r: (r["user_id"], r["event_id"])))
+    (2, 1)
+    >>> _ = path.write_text('{"user_id": "a"}\\nnot json\\n{"user_id": "b"}\\n')
+    >>> read_jsonl(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: .../asks.jsonl line 2 is not a JSON object (only a torn last line is skipped); fix or remove the line
+    """
+    read = read_jsonl_file(Path(path))
+    if read.bad_at:
+        where, line = read.bad_at[0]
+        more = f" (and {read.bad - 1} more)" if read.bad > 1 else ""
+        raise ValueError(f"{where} line {line} is not a JSON object{more} (only a torn last line is skipped); "
+                         "fix or remove the line")
+    if read.torn:
+        log.warning("%s: skipped %d torn last line(s), written when a stop cut a write short", path, read.torn)
+    if key is None:
+        return read.records
+    first: dict[Hashable, dict[str, Any]] = {}
+    for record in read.records:
+        first.setdefault(key(record), record)
+    return list(first.values())
 
 
 def read_decision_rows(folder: Path) -> DecisionsRead:

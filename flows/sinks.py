@@ -1,8 +1,13 @@
 """File sinks of the selection stream: decision log (Parquet), dead letters (JSONL), buffer snapshots (JSON).
 
-Bytewax output is at-least-once, so every sink is idempotent by key: decision
-rows by ``(user_id, event_id)`` (readers keep the last copy), snapshots by
-user (each write replaces the file), dead letters by their line content.
+Bytewax output is at-least-once, so a resumed run can emit an item again:
+decision rows are keyed by ``(user_id, event_id)`` (readers keep the last copy),
+snapshots by user (each write replaces the file), annotation requests by
+``(user_id, event_id)`` (``read_jsonl(key=...)``). Dead letters have no key, so
+a re-emitted one appears twice (see ``flows.outputs.read_jsonl``).
+
+Whole files (parts, snapshots) go through ``operators.files.atomic_write``; the
+JSONL logs are appended, see that module for why they are not fsynced.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,7 +27,10 @@ import pyarrow.parquet as pq
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from flows.deadletters import json_line
-from operators.files import FILE_MODE, atomic_write, open_private_append, private_mkdir
+from flows.outputs import read_jsonl  # the readers live in flows/outputs.py; re-exported next to its sink
+from operators.files import atomic_write, open_private_append, private_mkdir, user_file_name
+
+__all__ = ["DECISION_SCHEMA", "DecisionLogSink", "JsonlSink", "SnapshotSink", "read_decisions", "read_jsonl"]
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +56,6 @@ DECISION_SCHEMA = pa.schema([
     ("score_seconds", pa.float64()),
     ("select_seconds", pa.float64()),
 ])
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` (0600, in a 0700 folder) so readers see the old file or the new one, never half."""
-    private_mkdir(path.parent)
-    atomic_write(path, text.encode("utf-8"))
 
 
 _PART = re.compile(r"part-(\d{8})\.parquet")
@@ -131,18 +132,7 @@ class _DecisionPart(StatefulSinkPartition[dict, dict]):
         if not self._pending:
             return
         table = _decision_table(self._pending)
-        final = self._folder / f"part-{self._next_part:08d}.parquet"
-        fd, tmp = tempfile.mkstemp(dir=self._folder, prefix=f".{final.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, FILE_MODE)
-            with os.fdopen(fd, "wb") as fh:
-                pq.write_table(table, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self._folder / f"part-{self._next_part:08d}.parquet", lambda fh: pq.write_table(table, fh))
         self._next_part += 1
         self._pending = []
         self._oldest = None
@@ -209,6 +199,7 @@ def read_decisions(folder: str | Path) -> pa.Table:
 class _JsonlPart(StatelessSinkPartition[dict]):
     def __init__(self, path: Path):
         private_mkdir(path.parent)
+        _end_torn_line(path)
         self._fh = open_private_append(path)
 
     def write_batch(self, items: list[dict]) -> None:
@@ -234,14 +225,44 @@ class JsonlSink(DynamicSink[dict]):
         return _JsonlPart(path)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Lines of a JSONL output, duplicates (from at-least-once replays) removed, order kept."""
-    seen: dict[str, dict] = {}
-    for p in sorted(Path(path).parent.glob(Path(path).stem + "*.jsonl")):
-        for line in p.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                seen.setdefault(line, json.loads(line))
-    return list(seen.values())
+def _end_torn_line(path: Path) -> None:
+    """Before appending to ``path``: if a stop cut its last line short, end that line, so it stays the last.
+
+    A last line without its newline that is a whole JSON object gets the newline;
+    any other unterminated tail is cut off (logged) — appended to, it would turn into
+    a bad line in the middle of the file. With a recovery store its record is emitted
+    again after the last checkpoint.
+    """
+    try:
+        fh = open(path, "r+b")
+    except FileNotFoundError:
+        return
+    with fh:
+        size = fh.seek(0, os.SEEK_END)
+        start = size
+        while start > 0:  # find where the last line starts, a block at a time from the end
+            step = min(start, 1 << 16)
+            fh.seek(start - step)
+            block = fh.read(step)
+            if start == size and block.endswith(b"\n"):
+                return  # the file ends with a whole line
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                start = start - step + cut + 1
+                break
+            start -= step
+        fh.seek(start)
+        tail = fh.read()
+        try:
+            whole = isinstance(json.loads(tail), dict)
+        except ValueError:
+            whole = False
+        if whole:
+            fh.write(b"\n")
+        else:
+            fh.truncate(start)
+            log.warning("%s: removed a torn last line (%d bytes, a write cut short by a stop) before appending",
+                        path, len(tail))
 
 
 class _SnapshotPart(StatelessSinkPartition[dict]):
@@ -250,20 +271,35 @@ class _SnapshotPart(StatelessSinkPartition[dict]):
 
     def write_batch(self, items: list[dict]) -> None:
         for item in items:
-            name = _safe_name(item["user_id"])
+            user = item["user_id"]
             text = json.dumps(item, ensure_ascii=False, indent=1)
             try:
                 data = text.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate from a JSON escape: write escapes instead
                 data = json.dumps(item, indent=1).encode("ascii")
-            atomic_write(self._folder / f"{name}.json", data)
+            path = self._folder / f"{user_file_name(user)}.json"
+            atomic_write(path, data)
+            self._remove_old_name(user, path)
+
+    def _remove_old_name(self, user: str, path: Path) -> None:
+        # Output folders written before user_file_name named snapshots by _old_snapshot_name;
+        # once the user's snapshot is written under the new name, the old file is stale.
+        old = self._folder / f"{_old_snapshot_name(user)}.json"
+        if old.name == path.name or not old.is_file():
+            return
+        try:
+            owner = json.loads(old.read_bytes()).get("user_id")
+        except (OSError, ValueError, AttributeError):
+            return
+        if owner == user:  # on a case-insensitive disk "Alice.json" may be alice's own file: keep that
+            old.unlink(missing_ok=True)
 
     def close(self) -> None:
         pass
 
 
 class SnapshotSink(DynamicSink[dict]):
-    """Writes each user's buffer view to ``folder/<user>.json``, replacing the previous one."""
+    """Writes each user's buffer view to ``folder/<user_file_name(user)>.json``, replacing the previous one."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -272,9 +308,9 @@ class SnapshotSink(DynamicSink[dict]):
         return _SnapshotPart(self.folder)
 
 
-def _safe_name(user_id: str) -> str:
-    """A file name for a user id: keep it readable, but never a path."""
+def _old_snapshot_name(user_id: str) -> str:
+    """The snapshot name before ``user_file_name`` (it kept case: "Alice" and "alice" met on case-insensitive disks)."""
     keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in user_id).lstrip(".")
     if keep != user_id:  # two ids may clean to the same name: tell them apart
-        keep = f"{keep}-{hashlib.sha1(user_id.encode()).hexdigest()[:8]}"
+        keep = f"{keep}-{hashlib.sha1(user_id.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
     return keep

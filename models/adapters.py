@@ -9,12 +9,17 @@ Layout::
     <root>/<user dir>/latest                          # "2\\n"; absent ⇒ the base model
     <root>/<user dir>/.tmp-...                        # a save in progress (or a crashed one)
 
+``<user dir>`` is ``operators.files.user_file_name(user)``: the id itself when it is
+plain lower case, else a slug and a hash, so "Alice" and "alice" get different folders
+also on a case-insensitive disk. (Stores written before device names were hashed keep
+a plain ``con``/``nul``/… folder; it is still read, see ``AdapterStore._user_dir``.)
+
 A version is written completely into a ``.tmp-`` directory inside the user's folder,
 flushed to disk, and then renamed to ``v<N>`` — one atomic step, so a reader sees a
-whole version or none. Readers only look at ``v<N>`` directories that hold a
-``manifest.json``; temp directories left by a crash are ignored. Manifest updates
-(status) and the ``latest`` pointer are rewritten the same way (temp file +
-``os.replace``).
+whole version or none (``operators.files.atomic_folder`` / ``publish_folder``).
+Readers only look at ``v<N>`` directories that hold a ``manifest.json``; temp
+directories left by a crash are ignored. Manifest updates (status) and the ``latest``
+pointer are rewritten with ``operators.files.atomic_write``.
 
 A new version starts as a ``"candidate"``. ``promote`` makes it the user's
 ``latest``; ``reject`` keeps it on disk with the reason; ``rollback`` moves
@@ -31,8 +36,6 @@ skipped: serving an older version instead would hide the tampering; ``edgetune
 adapters rollback`` withdraws it). A manifest written before digests were recorded
 has none to check against: its version still loads, with a warning.
 
->>> user_dir_name("alice"), user_dir_name("../../etc"), user_dir_name("Alice")
-('alice', '______etc.74ccf3c5b4c19a81', 'alice.3bc51062973c458d')
 >>> promotion_gate(candidate_probe_loss=2.10, current_probe_loss=2.25)
 (True, 'candidate probe loss 2.1000 <= current 2.2500 + tolerance 0.0000')
 """
@@ -43,10 +46,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -54,7 +54,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-from operators.files import FILE_MODE, FOLDER_MODE, fsync_folder, private_mkdir
+from operators.files import atomic_folder, atomic_write, fsync_folder, private_mkdir, publish_folder, user_file_name
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -70,7 +70,6 @@ __all__ = [
     "load_adapter",
     "promotion_gate",
     "training_data_digest",
-    "user_dir_name",
     "verify_adapter_files",
     "weights_sha256",
 ]
@@ -86,7 +85,7 @@ _PICKLED = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 LATEST = "latest"
 _TMP_PREFIX = ".tmp-"
 _VERSION_DIR = re.compile(r"v([1-9][0-9]*)")
-_SAFE_USER = re.compile(r"[a-z0-9_-]{1,64}")
+_OLD_PLAIN = re.compile(r"[a-z0-9_-]{1,64}")  # ids the first layout used as folder names unchanged
 
 
 @dataclass
@@ -214,24 +213,6 @@ def verify_adapter_files(path: Path) -> Manifest | None:
     return manifest
 
 
-def user_dir_name(user_id: str) -> str:
-    """The folder name for ``user_id``: safe on any file system, distinct per id.
-
-    Ids made only of ``[a-z0-9_-]`` (at most 64) are used as they are. Any other id
-    becomes ``<slug>.<16 hex of its sha256>``: the slug keeps it readable, the hash
-    keeps distinct ids apart (also on case-insensitive file systems, where "Alice"
-    and "alice" would otherwise meet), and the ``.`` — never in a plain id — keeps
-    the two forms from ever colliding. No form can be ``.``, ``..``, contain a
-    separator, or start with ``.`` (reserved for temp dirs).
-    """
-    if not isinstance(user_id, str) or not user_id:
-        raise ValueError(f"user_id={user_id!r} must be a non-empty string")
-    if _SAFE_USER.fullmatch(user_id):
-        return user_id
-    slug = re.sub(r"[^a-z0-9_-]", "_", user_id.lower())[:40]
-    return f"{slug}.{hashlib.sha256(user_id.encode()).hexdigest()[:16]}"
-
-
 def training_data_digest(samples: Iterable[tuple[str, str]]) -> str:
     """sha256 (hex) over ``(sample_id, text)`` pairs sorted by id; order-independent.
 
@@ -325,8 +306,7 @@ class AdapterStore:
         user_dir = self._user_dir(user)
         with _lock_for(self._key()):
             private_mkdir(user_dir)  # adapters encode what the user said: 0700 folders, 0600 files
-            tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=user_dir))  # 0700
-            try:
+            with atomic_folder(user_dir, prefix=_TMP_PREFIX) as tmp:
                 peft_model.save_pretrained(str(tmp), safe_serialization=True)
                 digests = weights_sha256(tmp)
                 if WEIGHTS not in digests:
@@ -339,19 +319,13 @@ class AdapterStore:
                         weights_sha256=digests,
                     )
                     _write_json(tmp / MANIFEST, final.to_dict())
-                    _fsync_tree(tmp)  # also narrows every file to 0600 (save_pretrained follows the umask)
                     try:
-                        # Atomic: the version appears complete or not at all. Fails if
-                        # another process took this number first; then take the next one.
-                        os.rename(tmp, user_dir / f"v{version}")
-                    except OSError:
-                        if (user_dir / f"v{version}").exists():
-                            continue
-                        raise
-                    fsync_folder(user_dir)
+                        # The version appears complete or not at all. Fails if another
+                        # process took this number first; then take the next one.
+                        publish_folder(tmp, user_dir / f"v{version}")
+                    except FileExistsError:
+                        continue
                     return version
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
 
     def promote(self, user: str, version: int) -> None:
         """Make ``version`` the user's ``latest`` and mark it ``"promoted"``.
@@ -449,7 +423,12 @@ class AdapterStore:
         return self.root.resolve()
 
     def _user_dir(self, user: str) -> Path:
-        return self.root / user_dir_name(user)
+        folder = self.root / user_file_name(user)
+        # Stores written before Windows device names were hashed hold "con", "nul", … under their own
+        # name (every other id is named as it was): keep using such a folder where it exists.
+        if folder.name != user and _OLD_PLAIN.fullmatch(user) and not folder.exists() and (self.root / user).is_dir():
+            return self.root / user
+        return folder
 
     @staticmethod
     def _version_numbers(user_dir: Path, complete: bool = False) -> list[int]:
@@ -482,16 +461,16 @@ class AdapterStore:
         if status not in get_args(Status):
             raise ValueError(f"status={status!r} must be one of {get_args(Status)}")
         updated = replace(manifest, status=status, status_reason=reason)
-        _write_json(self._user_dir(user) / f"v{manifest.version}" / MANIFEST, updated.to_dict(), atomic=True)
+        _write_json(self._user_dir(user) / f"v{manifest.version}" / MANIFEST, updated.to_dict())
 
     def _set_latest(self, user: str, version: int | None) -> None:
         user_dir = self._user_dir(user)
         pointer = user_dir / LATEST
         if version is None:
             pointer.unlink(missing_ok=True)  # absent pointer = base model
+            fsync_folder(user_dir)
         else:
-            _write_text(pointer, f"{version}\n", atomic=True)
-        fsync_folder(user_dir)
+            atomic_write(pointer, f"{version}\n".encode())
 
 
 def load_adapter(model: PreTrainedModel, path: Path, *, min_logit_change: float = 1e-6) -> PeftModel:
@@ -549,38 +528,5 @@ def _read_manifest(path: Path) -> Manifest:
         raise ValueError(f"{path} is not a valid manifest: {err}") from err
 
 
-def _write_json(path: Path, data: dict, atomic: bool = False) -> None:
-    _write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", atomic=atomic)
-
-
-def _write_text(path: Path, text: str, atomic: bool = False) -> None:
-    """Write and fsync; with ``atomic``, via a temp file in the same dir + ``os.replace``."""
-    target = path
-    if atomic:
-        fd, name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
-        os.close(fd)
-        path = Path(name)
-    try:
-        with open(path, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if atomic:
-            os.chmod(path, FILE_MODE)
-            os.replace(path, target)
-    finally:
-        if atomic and path.exists():
-            path.unlink()
-
-
-def _fsync_tree(directory: Path) -> None:
-    """Make every file in ``directory`` private (0600, folders 0700) and flush it to disk before the rename."""
-    for entry in directory.rglob("*"):
-        if entry.is_file():
-            os.chmod(entry, FILE_MODE)
-            with open(entry, "rb") as handle:
-                os.fsync(handle.fileno())
-        elif entry.is_dir():
-            os.chmod(entry, FOLDER_MODE)
-    fsync_folder(directory)
-
+def _write_json(path: Path, data: dict) -> None:
+    atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())

@@ -9,12 +9,12 @@ deletes it once its run has trained or been skipped; on start it runs what it fi
 
 As in the trainer's queue, the newest request per user wins: a later request carries the
 user's later buffer, which supersedes the earlier one. Files are named
-``<seq>-<user hash>.json`` so that the arrival order survives a restart and no user id
-ever reaches a file name. Each is written to a temp file, flushed and renamed, so a crash
-leaves a whole request or none. The files hold conversation text, so they are 0600 in a
-0700 folder (``operators.files``). A run that fails stays here with its ``attempts`` and
-``last_error`` (``fail``), so the trainer can retry it a bounded number of times and
-``edgetune adapters list`` can show it.
+``<seq>-<user hash>.json`` (``operators.files.user_file_name(user, opaque=True)``) so
+that the arrival order survives a restart and no user id ever reaches a file name. Each
+is written with ``operators.files.atomic_write``, so a crash leaves a whole request or
+none. The files hold conversation text, so they are 0600 in a 0700 folder. A run that
+fails stays here with its ``attempts`` and ``last_error`` (``fail``), so the trainer can
+retry it a bounded number of times and ``edgetune adapters list`` can show it.
 
 >>> import tempfile
 >>> journal = PendingRuns(tempfile.mkdtemp())
@@ -28,14 +28,13 @@ leaves a whole request or none. The files hold conversation text, so they are 06
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
 from pathlib import Path
 from typing import Any
 
-from operators.files import atomic_write, private_mkdir
+from operators.files import atomic_write, private_mkdir, user_file_name
 
 _NAME = re.compile(r"(\d{12})-([0-9a-f]{16})\.json")
 
@@ -58,7 +57,7 @@ class PendingRuns:
             private_mkdir(self.root)  # the requests hold the samples' text: 0700, files 0600
             if self._seq is None:
                 self._seq = max((seq for seq, _ in self._entries()), default=0) + 1
-            key = f"{self._seq:012d}-{_user_hash(user)}.json"
+            key = f"{self._seq:012d}-{user_file_name(user, opaque=True)}.json"
             self._seq += 1
             atomic_write(self.root / key, text.encode())
         return key
@@ -142,7 +141,3 @@ class PendingRuns:
             if match:
                 found.append((int(match.group(1)), path))
         return sorted(found)
-
-
-def _user_hash(user: str) -> str:
-    return hashlib.sha256(user.encode()).hexdigest()[:16]
