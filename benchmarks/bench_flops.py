@@ -141,7 +141,7 @@ def main() -> int:
     flops = useful_flops(lengths, params, layers, width)
 
     # correctness of the benchmark's copy of the loop (untimed, tiny)
-    embedder = make_embedder(EmbedConfig(kind="lm"), model, tokenizer)
+    embedder = make_embedder(EmbedConfig(kind="lm", center=False), model, tokenizer)
     ref = embedder.embed(texts[:3]).vectors
     mine = forward(model, ids[:3], pad_id, 8, True, "inference_mode")
     np.testing.assert_allclose(mine, ref, rtol=1e-4, atol=1e-4)
@@ -217,7 +217,7 @@ def main() -> int:
         del p_texts
 
         # MiniLM (the option): 6 layers x 384, 256 word pieces at most
-        minilm = SentenceEmbedder(EmbedConfig(kind="minilm"), tokenizer)
+        minilm = SentenceEmbedder(EmbedConfig(kind="minilm", center=False), tokenizer)
         m_params = linear_params(minilm.model.encoder)
         m_layers, m_width = minilm.model.config.num_hidden_layers, minilm.model.config.hidden_size
         m_lengths = [len(r) for r in _token_ids(minilm.tokenizer, texts, minilm.max_length)]

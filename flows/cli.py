@@ -15,62 +15,21 @@ from typing import Any, Sequence
 
 import yaml
 
+from flows.summary import number, pending_line, print_adapters, print_summary
+from flows.options import COMMON, NONE, add_settings, overrides
 from operators.config import Settings, load_settings
 
 log = logging.getLogger("edgetune")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("configuration (overrides EDGETUNE_* variables and --config)")
-    g.add_argument("--config", type=Path, help="YAML file with settings (see `edgetune config`).")
-    g.add_argument("--seed", type=int, dest="seed")
-    g.add_argument("--policy", dest="buffer.policy", choices=["sdss", "random", "fifo", "reservoir", "kcenter"])
-    g.add_argument("--capacity", type=int, dest="buffer.capacity", help="Buffer samples per user (default 64).")
-    g.add_argument("--dup-threshold", type=float, dest="buffer.dup_threshold")
-    g.add_argument("--embedder", dest="embed.kind", choices=["lm", "minilm"])
-    g.add_argument("--max-tokens", type=int, dest="embed.max_tokens")
-    g.add_argument("--batch-size", type=int, dest="embed.batch_size")
-    g.add_argument("--model", dest="model.lm", help="'smollm2-135m-instruct' (default), 'tiny-random', or a local model dir.")
-    g.add_argument("--lexicons", type=Path, dest="scoring.lexicons", help="Folder of <domain>.txt word lists.")
-    g.add_argument("--out", type=Path, dest="output.dir", help="Output folder (default ./edgetune-out).")
-    g.add_argument("--metrics-port", type=int, dest="metrics.port", help="Prometheus port on 127.0.0.1; 0 disables.")
-    g.add_argument("--max-chars", type=int, dest="max_chars")
-    g.add_argument("--workers", type=int, dest="workers")
-    g.add_argument("--window", type=int, dest="train.window_events",
-                   help="Train a user's adapter every N of their events (800; 0: no count windows).")
-    g.add_argument("--window-seconds", type=float, dest="train.window_seconds",
-                   help="Also train at the end of each event-time tumbling window of this many seconds (user's own ts).")
-    g.add_argument("--no-train", action="store_false", dest="train.enabled", default=None, help="Select only; no LoRA training.")
-    g.add_argument("--synth-k", type=int, dest="synth.k", help="Synthetic pairs per annotated sample (default 0: off; see the README's policy table).")
-    g.add_argument("--torch-threads", type=int, dest="embed.torch_threads",
-                   help="torch intra-op threads for everything torch does (embedding, generation, training).")
-
-
-def _source_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("replay source")
-    g.add_argument("path", nargs="?", type=Path, help="File to replay; omit to use --dataset.")
-    g.add_argument("--dataset", dest="source.dataset", choices=["sharegpt", "chitchat"], help="Bundled offline dataset (default sharegpt).")
-    g.add_argument("--format", dest="source.format", choices=["auto", "jsonl", "json", "parquet"])
-    g.add_argument("--users", type=int, dest="source.users", help="Split records without user ids into this many users.")
-    g.add_argument("--split", dest="source.split", choices=["round_robin", "topic", "hash", "field"])
-    g.add_argument("--limit", type=int, dest="source.limit", help="Replay at most this many records.")
-    g.add_argument("--all", action="store_true", help="Replay the whole source (no limit).")
-    g.add_argument("--rate", type=float, dest="source.rate", help="Events per second (default: as fast as possible).")
-    g.add_argument("--heldout", type=float, dest="source.heldout", help="Fraction of labeled events kept out for `edgetune eval`.")
-    g.add_argument("--answers", dest="annotation.replay_answers", choices=["oracle", "keep"],
-                   help="oracle (default): withhold responses, the dataset's answer plays the user for buffered "
-                        "samples only; keep: events carry their responses.")
-
-
 def _kafka_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("kafka")
-    g.add_argument("--kafka", dest="kafka.brokers", metavar="BROKERS", help="Bootstrap servers, e.g. 127.0.0.1:9092.")
-    g.add_argument("--events-topic", dest="kafka.events_topic")
-    g.add_argument("--dead-letter-topic", dest="kafka.dead_letter_topic")
-    g.add_argument("--starting", dest="kafka.starting", choices=["earliest", "latest"])
-    g.add_argument("--idle-stop", type=float, dest="kafka.idle_stop_s", metavar="SECONDS", help="Stop after this long without new messages.")
+    g = p.add_argument_group("kafka administration")
     g.add_argument("--create-topics", action="store_true", help="Create the four edgetune topics if they are missing.")
     g.add_argument("--partitions", type=int, default=2, help="Partitions of topics made by --create-topics.")
+
+
+def _config_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML file with settings (see `edgetune config`).")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -90,20 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgetune", description="On-device LLM personalization as a stream: select, annotate, synthesize, fine-tune.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
     sub = parser.add_subparsers(dest="command", required=True)
+    # Every settings flag is generated from the settings tree (flows/options.py).
 
     p = sub.add_parser("config", help="Print the effective configuration as YAML.")
-    _common(p)
-    _source_args(p)
-    _kafka_args(p)
+    _config_file(p)
+    add_settings(p, (*COMMON, "source", "kafka", "generate"))
+    p.add_argument("--all", action="store_true", help="Replay the whole source (same as --limit none).")
 
     p = sub.add_parser("replay", help="Replay a file or bundled dataset through the selection stream.",
                        epilog=_STOP_EPILOG)
-    _common(p)
-    _source_args(p)
+    _config_file(p)
+    add_settings(p, (*COMMON, "source"))
+    p.add_argument("--all", action="store_true", help="Replay the whole source (same as --limit none).")
     _run_args(p)
 
     p = sub.add_parser("run", help="Consume events from Kafka through the selection stream.", epilog=_STOP_EPILOG)
-    _common(p)
+    _config_file(p)
+    add_settings(p, (*COMMON, "kafka"))
     _kafka_args(p)
     _run_args(p)
 
@@ -117,50 +79,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("adapters", help="List a user's adapter versions or roll the latest back.")
     p.add_argument("action", choices=["list", "rollback"])
     p.add_argument("--user", help="User id (list: all users when omitted; rollback: required).")
-    _common(p)
+    _config_file(p)
+    add_settings(p, COMMON)
 
     p = sub.add_parser("generate", help="Answer a prompt with a user's latest adapter (the base model if none).")
     p.add_argument("prompt")
     p.add_argument("--user", help="User whose latest adapter answers; omit for the base model.")
     p.add_argument("--version", type=int, help="A specific adapter version instead of the latest.")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    _no_repeat(p)
-    _common(p)
+    _config_file(p)
+    add_settings(p, (*COMMON, "generate"))
 
     p = sub.add_parser("eval", help="ROUGE-1 of the base model and each adapter version on users' held-out prompts.")
     p.add_argument("heldout", type=Path, help="JSONL of held-out events with user_id, prompt and reference response.")
     p.add_argument("--user", action="append", help="Only these users (repeatable).")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="128: ShareGPT's long references gain ~25 %% ROUGE-1 over 64.")
-    _no_repeat(p)
     p.add_argument("--limit", type=int, help="At most this many prompts per user.")
     p.add_argument("--versions", choices=("all", "latest"), default="all",
                    help="Adapter versions to score against base: all (default) or only each user's latest, which "
                         "is what `edgetune generate` answers with (a long replay writes one version per window).")
     p.add_argument("--report", type=Path, help="Write the results as JSON here too.")
-    _common(p)
+    _config_file(p)
+    add_settings(p, (*COMMON, "generate"))
     return parser
 
 
-def _no_repeat(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-repeat-ngram-size", type=int, default=3, metavar="N",
-                   help="Greedy decoding never repeats an N-gram (0: plain greedy, which often loops on one line "
-                        "with this small model); see benchmarks/results/train_strength.")
-
-
-_NOT_SETTINGS = {"command", "config", "verbose", "path", "all", "recovery_dir", "epoch_seconds", "no_progress", "out",
-                 "create_topics", "partitions", "action", "user", "prompt", "version", "max_new_tokens", "heldout",
-                 "no_repeat_ngram_size",
-                 "limit", "report", "versions"}
-
-
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
-    if getattr(args, "path", None) is not None:
-        overrides["source.path"] = args.path
-    settings = load_settings(args.config, **overrides)
-    if getattr(args, "all", False):  # None overrides are ignored, so "no limit" is set here
-        settings = settings.model_copy(update={"source": settings.source.model_copy(update={"limit": None})})
-    return settings
+    given = overrides(args)
+    if getattr(args, "all", False):
+        given["source.limit"] = NONE
+    return load_settings(getattr(args, "config", None), to_none=tuple(k for k, v in given.items() if v is NONE),
+                         **{k: v for k, v in given.items() if v is not NONE})
 
 
 def _execute(flow: Any, settings: Settings, args: argparse.Namespace) -> None:
@@ -242,113 +189,6 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(out: Path, users: Sequence[str] | None = None, page: int = 1, page_size: int = 20,
-                  examples: int = 3) -> None:
-    """What an output folder holds, counted as the files are (see ``flows/outputs.py``), for every user.
-
-    Users are listed ``page_size`` at a time (``page`` from 1), or only ``users``. Each user's
-    kept examples are labelled with the lexicon domain the scorer assigned them, which is
-    not the event's own ``meta.domain``.
-    """
-    from flows.outputs import read_decision_rows, read_jsonl_file
-
-    if page < 1 or page_size < 1:
-        raise ValueError(f"summary --page={page} --page-size={page_size}: both must be >= 1")
-    decisions = read_decision_rows(out / "decisions")
-    rows = decisions.rows
-    dead = read_jsonl_file(out / "dead_letters.jsonl")
-    copies = f" ({decisions.n_rows} decision rows in the files)" if decisions.n_rows != len(rows) else ""
-    repeats = f" ({dead.distinct} distinct lines)" if dead.distinct != len(dead.records) else ""
-    print(f"\nedgetune: {len(rows)} events decided{copies}, {len(dead.records)} dead letters{repeats}  (output: {out})")
-    if dead.torn or dead.bad:
-        print(f"  dead letters: {dead.torn} torn last line(s) (a write cut short by a stop) and {dead.bad} unreadable "
-              "line(s), not counted above")
-    if decisions.unreadable:
-        print(f"  decisions: {len(decisions.unreadable)} unreadable part(s), not counted above: "
-              + ", ".join(p.name for p in decisions.unreadable))
-    if dead.records:
-        print("dead letters: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(d.get("reason") for d in dead.records).items())))
-    snapshots = _snapshots(out)
-    if not rows and not snapshots:
-        return
-    if rows:
-        print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(r["outcome"] for r in rows).items())))
-        n = len(rows)
-        for name in ("embed_seconds", "score_seconds", "select_seconds"):
-            print(f"  mean {name:<15} {sum(r[name] for r in rows) / n * 1000:9.3f} ms/event")
-    by_user: dict[str, list[dict]] = {}
-    for r in rows:
-        by_user.setdefault(r["user_id"], []).append(r)
-    everyone = sorted(set(by_user) | set(snapshots))
-    if users:
-        missing = [u for u in users if u not in everyone]
-        if missing:
-            print(f"no decisions or buffer for user(s) {', '.join(missing)} in {out}")
-        shown = [u for u in everyone if u in set(users)]
-        print(f"\nusers: {len(shown)} of {len(everyone)} (--user)")
-    else:
-        first = (page - 1) * page_size
-        shown = everyone[first:first + page_size]
-        more = f"; next: --page {page + 1}" if first + page_size < len(everyone) else ""
-        span = f"{first + 1}-{first + len(shown)}" if shown else "none"
-        print(f"\nusers: {len(everyone)} (showing {span}, {page_size} per page{more})")
-    if not shown:
-        return
-    print(f"{'user':<16}{'events':>8}{'buffer':>8}{'replaced':>10}{'dupes':>7}  top lexicon domains in buffer")
-    for user in shown:
-        outc = Counter(r["outcome"] for r in by_user.get(user, []))
-        samples = snapshots.get(user, {}).get("samples", [])
-        doms = Counter(s["domain"] for s in samples).most_common(3)
-        print(f"{user:<16}{len(by_user.get(user, [])):>8}{len(samples):>8}{outc['replaced']:>10}{outc['duplicate']:>7}  "
-              + ", ".join(f"{d} {c}" for d, c in doms))
-    if examples > 0 and any(snapshots.get(u, {}).get("samples") for u in shown):
-        print(f"\nkept examples, highest EOE first; [lexicon domain: …] is the domain whose word list the scorer "
-              "matched, not the event's own meta.domain")
-    for user in shown if examples > 0 else []:
-        samples = snapshots.get(user, {}).get("samples", [])
-        if not samples:
-            continue
-        print(f"examples kept for {user}:")
-        for sample in sorted(samples, key=lambda x: -x["eoe"])[:examples]:
-            text = " ".join(sample["prompt"].split())
-            print(f"  [lexicon domain: {sample['domain']}] {text[:100]}{'…' if len(text) > 100 else ''}")
-
-
-def print_adapters(root: Path) -> None:
-    from flows.trainer import PENDING_DIR
-    from models.adapters import AdapterStore
-    from operators.pending import PendingRuns
-
-    store = AdapterStore(root)
-    users = store.users()
-    failed = [r for r in PendingRuns(root / PENDING_DIR).pending() if r.get("attempts")]
-    for r in failed:
-        print(f"\ntraining for user {r['user_id']}, window {r.get('window')} failed {r['attempts']} time(s), last: "
-              f"{r.get('last_error')}; kept in {root / PENDING_DIR} (see `edgetune adapters list`)")
-    if not users:
-        print("\nno adapters trained (no window closed with labeled samples)")
-        return
-    print(f"\nadapters ({root}):")
-    print(f"{'user':<16}{'version':>8}  {'status':<11}{'real':>5}{'synth':>6}{'probe before':>14}{'after':>8}{'general base':>14}{'after':>8}")
-    for user in users:
-        for m in store.list(user):
-            e = m.evaluation
-            print(f"{user:<16}{'v' + str(m.version):>8}  {m.status:<11}{m.n_real:>5}{m.n_synthetic:>6}"
-                  f"{_num(e.probe_loss_before):>14}{_num(e.probe_loss_after):>8}{_num(e.general_loss_base):>14}{_num(e.general_loss):>8}")
-
-
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
-
-
-def _snapshots(out: Path) -> dict[str, dict]:
-    snaps = {}
-    for p in sorted((out / "buffers").glob("*.json")):
-        snap = json.loads(p.read_text(encoding="utf-8"))
-        snaps[snap["user_id"]] = snap
-    return snaps
-
-
 def cmd_config(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     print(yaml.safe_dump(json.loads(settings.model_dump_json()), sort_keys=False), end="")
@@ -380,38 +220,18 @@ def cmd_adapters(args: argparse.Namespace) -> int:
             e = m.evaluation
             integrity = store.integrity(user, m.version)
             print(f"  v{m.version:<4} {m.status:<11} {m.created_at}  real {m.n_real:>3} synth {m.n_synthetic:>3}  "
-                  f"probe {_num(e.probe_loss_before)} -> {_num(e.probe_loss_after)}  general {_num(e.general_loss_base)} -> {_num(e.general_loss)}"
+                  f"probe {number(e.probe_loss_before)} -> {number(e.probe_loss_after)}  general {number(e.general_loss_base)} -> {number(e.general_loss)}"
                   f"  weights {integrity.split(':')[0]}  {m.status_reason}")
             if integrity.startswith("REFUSED"):
                 print(f"         {integrity}")
         if user in pending:
-            print("  " + _pending_line(pending[user], settings.train.retry_attempts))
+            print("  " + pending_line(pending[user], settings.train.retry_attempts))
     return 0
-
-
-def _pending_line(request: dict, max_attempts: int) -> str:
-    """One journaled training run as `adapters list` shows it: waiting, failed and retried, or failed for good.
-
-    >>> _pending_line({"window": 3, "samples": [{}, {}]}, 3).split(":")[0]
-    'pending    window 3 (2 labeled samples)'
-    >>> _pending_line({"window": 3, "samples": [], "attempts": 3, "last_error": "RuntimeError: boom"}, 3).split(";")[0]
-    'failed     window 3 (0 labeled samples): failed 3 of 3 attempts, last: RuntimeError: boom'
-    """
-    head = f"window {request.get('window')} ({len(request.get('samples', []))} labeled samples)"
-    attempts = int(request.get("attempts", 0))
-    if attempts >= max_attempts:
-        return (f"failed     {head}: failed {attempts} of {max_attempts} attempts, last: {request.get('last_error')}; "
-                "not retried until the user's next window replaces it")
-    if attempts:
-        return (f"pending    {head}: failed {attempts} of {max_attempts} attempts, last: {request.get('last_error')}; "
-                "retried after a backoff, or first at the next `run` or `replay`")
-    return (f"pending    {head}: waiting or training now, or left by a stopped process, in which case the next "
-            "`run` or `replay` trains it first")
 
 
 def _model_for(settings: Settings, user: str | None, version: int | None):
     """The base model, wrapped with the user's chosen adapter when there is one."""
-    from flows.selection import load_model
+    from models.configure import load_model
     from models.adapters import AdapterStore, load_adapter
 
     model, tokenizer = load_model(settings)
@@ -425,12 +245,12 @@ def _model_for(settings: Settings, user: str | None, version: int | None):
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from models.generate import GenerateConfig, generate
+    from models.configure import generate_config
+    from models.generate import generate
 
     settings = settings_from_args(args)
     model, tokenizer, which = _model_for(settings, args.user, args.version)
-    answer = generate(model, tokenizer, [args.prompt], GenerateConfig(max_new_tokens=args.max_new_tokens,
-                                                                      no_repeat_ngram_size=args.no_repeat_ngram_size))[0]
+    answer = generate(model, tokenizer, [args.prompt], generate_config(settings))[0]
     print(f"[{which}]", file=sys.stderr)
     print(answer)
     return 0
@@ -439,8 +259,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from models.adapters import AdapterStore, load_adapter
     from models.evaluate import evaluate, paired_difference
-    from models.generate import GenerateConfig
-    from flows.selection import load_model
+    from models.configure import generate_config, load_model
     from models.train import example_losses
     from operators.events import Event, parse_event
     from operators.files import atomic_write
@@ -461,7 +280,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
               + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())), file=sys.stderr)
     if not pairs:
         raise ValueError(f"{args.heldout}: no labeled held-out events (need user_id, prompt and response)")
-    gen = GenerateConfig(max_new_tokens=args.max_new_tokens, no_repeat_ngram_size=args.no_repeat_ngram_size)
+    gen = generate_config(settings)
     model, tokenizer = load_model(settings)
     store = AdapterStore(settings.adapters_dir)
     results = []

@@ -45,29 +45,12 @@ class Components:
     tokenizer: Any = None
 
 
-def load_model(settings: Settings) -> tuple[Any, Any]:
-    """The configured causal LM and tokenizer, with torch's thread count set first.
-
-    ``embed.torch_threads`` is process-wide and applies to everything torch does here
-    (embedding, generation, training): on a machine shared with other jobs, more OpenMP
-    threads than free cores made forward passes 5-20x slower.
-    """
-    from models.lm import LMConfig, load_lm
-
-    if settings.embed.torch_threads is not None:
-        import torch
-
-        torch.set_num_threads(settings.embed.torch_threads)
-    return load_lm(LMConfig(model=settings.model.lm, cache_dir=settings.model.cache_dir, seed=settings.seed))
-
-
 def build_components(settings: Settings) -> Components:
-    from models.embed import EmbedConfig, make_embedder
+    from models.configure import embed_config, load_model
+    from models.embed import make_embedder
 
     model, tokenizer = load_model(settings)
-    e = settings.embed
-    embed_cfg = EmbedConfig(kind=e.kind, max_tokens=e.max_tokens, batch_size=e.batch_size, center=e.center and e.kind == "lm")
-    embedder = make_embedder(embed_cfg, model, tokenizer)
+    embedder = make_embedder(embed_config(settings), model, tokenizer)
     scorer = Scorer(load_lexicons(settings.scoring.lexicons), settings.scoring.eoe_mode, settings.scoring.eoe_bins)
     return Components(embedder, scorer, model, tokenizer)
 
@@ -131,11 +114,9 @@ class SelectLogic(StatefulLogic):
     def _state(self, user: str) -> UserState:
         if self.state is None:
             b, t = self.settings.buffer, self.settings.train
-            params: dict[str, Any] = {"capacity": b.capacity, "seed": user_seed(self.settings.seed, user)}
-            if b.policy == "sdss":
-                params.update(dup_threshold=b.dup_threshold, weights=b.weights, domain_quota=b.domain_quota)
+            policy = make_policy(b.policy, seed=user_seed(self.settings.seed, user), **b.policy_params())
             window_ms = round(t.window_seconds * 1000) if t.enabled and t.window_seconds else 0
-            self.state = UserState(user, make_policy(b.policy, **params), t.window_events if t.enabled else 0, window_ms,
+            self.state = UserState(user, policy, t.window_events if t.enabled else 0, window_ms,
                                    self.settings.annotation.max_early, b.dedup_window)
             metrics.USERS.inc()
         return self.state

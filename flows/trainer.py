@@ -277,7 +277,8 @@ def trainer_for(settings: Any, components: Any) -> TrainerSink | None:
     if not settings.train.enabled:
         return None
     from models.adapters import AdapterStore
-    from models.personalize import Personalizer, personalize_config
+    from models.configure import personalize_config
+    from models.personalize import Personalizer
 
     # Private copies: the stream embeds with the originals on its own thread while the trainer
     # wraps its model in LoRA. A fast tokenizer is not safe to share between threads (models/tokens.py).

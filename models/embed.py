@@ -34,6 +34,9 @@ import numpy as np
 from models.calibration import CALIBRATION_SENTENCES
 from models.lm import installed_file
 from models.tokens import detach_state, encode_truncated
+from operators.config import EmbedSettings
+
+_SHIPPED = EmbedSettings()  # the defaults live in the settings tree
 
 if TYPE_CHECKING:
     import torch
@@ -65,11 +68,11 @@ class EmbedConfig:
     ValueError: EmbedConfig.batch_size=0 must be a positive int
     """
 
-    kind: EmbedKind = "lm"
-    max_tokens: int = 512
-    batch_size: int = 8
+    kind: EmbedKind = _SHIPPED.kind
+    max_tokens: int = _SHIPPED.max_tokens
+    batch_size: int = _SHIPPED.batch_size
     minilm_path: str | None = None
-    center: bool = False
+    center: bool = _SHIPPED.center
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(EmbedKind):

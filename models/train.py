@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from operators.config import MIN_SEQ_LEN, TrainSettings
+
 if TYPE_CHECKING:  # torch/peft are imported lazily: importing this module stays cheap
     from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -44,7 +46,8 @@ IGNORE_INDEX = -100  # label value the loss skips (prefix and padding)
 
 # The smallest window that leaves room for SmolLM2's template (~31 tokens with its
 # default system prompt) plus a short prompt and answer.
-_MIN_SEQ_LEN = 48
+_MIN_SEQ_LEN = MIN_SEQ_LEN
+_SHIPPED = TrainSettings()  # the defaults live in the settings tree
 
 
 @dataclass
@@ -78,15 +81,15 @@ class TrainConfig:
     20
     """
 
-    rank: int = 8
-    alpha: float = 16
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    lr: float = 2e-4
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 4
-    max_seq_len: int = 256
+    rank: int = _SHIPPED.rank
+    alpha: float = _SHIPPED.alpha
+    dropout: float = _SHIPPED.dropout
+    target_modules: tuple[str, ...] = _SHIPPED.target_modules
+    lr: float = _SHIPPED.lr
+    epochs: int = _SHIPPED.epochs
+    max_steps: int | None = _SHIPPED.max_steps
+    batch_size: int = _SHIPPED.batch_size
+    max_seq_len: int = _SHIPPED.max_seq_len
     seed: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0

@@ -18,12 +18,18 @@ buffer.capacity
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+# The shortest training example: the chat template alone takes ~20 SmolLM2 tokens, and
+# render_example keeps a head of the prompt and of the answer within the rest.
+MIN_SEQ_LEN = 48
 
 
 class _Section(BaseModel):
@@ -35,7 +41,7 @@ class SourceConfig(_Section):
         "sharegpt", description="Built-in offline dataset to replay when no path is given."
     )
     path: Path | None = Field(None, description="File to replay: JSONL events, Alpaca/Dolly/ShareGPT JSON(L), Parquet.")
-    format: Literal["auto", "jsonl", "json", "parquet"] = "auto"
+    format: Literal["auto", "jsonl", "json", "parquet"] = Field("auto", description="File format; auto: from the suffix.")
     users: int = Field(2, ge=1, description="Number of users a dataset without user ids is split into.")
     split: Literal["round_robin", "topic", "hash", "field"] = Field(
         "topic", description="How records are assigned to users; 'field' keeps the records' own user_id."
@@ -50,11 +56,11 @@ class SourceConfig(_Section):
 
 class KafkaConfig(_Section):
     brokers: str = Field("127.0.0.1:9092", description="Comma-separated bootstrap servers.")
-    events_topic: str = "edgetune.conversations"
-    annotations_topic: str = "edgetune.annotations"
-    dead_letter_topic: str = "edgetune.deadletters"
-    requests_topic: str = "edgetune.annotation-requests"
-    starting: Literal["earliest", "latest"] = "earliest"
+    events_topic: str = Field("edgetune.conversations", description="Conversation events are read from here.")
+    annotations_topic: str = Field("edgetune.annotations", description="The user's answers to annotation requests are read from here.")
+    dead_letter_topic: str = Field("edgetune.deadletters", description="Rejected input goes here, with its reason.")
+    requests_topic: str = Field("edgetune.annotation-requests", description="Annotation requests (buffered samples awaiting an answer) go here.")
+    starting: Literal["earliest", "latest"] = Field("earliest", description="Where a partition without a saved offset starts.")
     idle_stop_s: float | None = Field(None, gt=0, description="End the run after this long without new messages.")
     on_offset_loss: Literal["fail", "earliest"] = Field(
         "fail", description="When a saved offset is gone (broker lost or recreated the topic, partition count changed): "
@@ -63,27 +69,27 @@ class KafkaConfig(_Section):
 
 class ModelSettings(_Section):
     lm: str = Field("smollm2-135m-instruct", description="'smollm2-135m-instruct', 'tiny-random', a local dir or a cached hub id.")
-    cache_dir: Path = Path("~/.cache/edgetune/models")
+    cache_dir: Path = Field(Path("~/.cache/edgetune/models"), description="Where converted models are kept.")
 
 
 class EmbedSettings(_Section):
     kind: Literal["lm", "minilm"] = Field("lm", description="'lm': last-token hidden state of the personalized LM; 'minilm': all-MiniLM-L6-v2.")
-    max_tokens: int = Field(512, ge=8)
-    batch_size: int = Field(8, ge=1)
+    max_tokens: int = Field(512, ge=8, description="Texts are embedded from at most this many tokens (the paper's 512).")
+    batch_size: int = Field(8, ge=1, description="Texts per embedding forward pass.")
     center: bool = Field(True, description="lm: subtract a fixed calibration mean before cosine (LM states are anisotropic).")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads for the whole process (embedding, "
                                       "generation, training); None keeps torch's default.")
 
 
 class ScoringConfig(_Section):
-    eoe_mode: Literal["bins", "authors"] = "bins"
-    eoe_bins: int = Field(100, ge=2)
+    eoe_mode: Literal["bins", "authors"] = Field("bins", description="EOE's normalisation of the embedding histogram's entropy: by log2(bins) (length-neutral) or, as the authors' code does, by log2(n_tokens + 1) (favours short texts).")
+    eoe_bins: int = Field(100, ge=2, description="bins: histogram bins of the EOE estimate.")
     lexicons: Path | None = Field(None, description="Folder of <domain>.txt lexicons; None uses the shipped WordNet ones.")
 
 
 class BufferConfig(_Section):
-    policy: Literal["sdss", "random", "fifo", "reservoir", "kcenter"] = "sdss"
-    capacity: int = Field(64, ge=1)
+    policy: Literal["sdss", "random", "fifo", "reservoir", "kcenter"] = Field("sdss", description="Which samples a user's buffer keeps: ours (sdss) or a baseline.")
+    capacity: int = Field(64, ge=1, description="Buffer samples per user.")
     dup_threshold: float = Field(0.95, gt=0, le=1, description="sdss: cosine at or above which a sample is a near-duplicate.")
     weights: tuple[float, float, float] = Field(
         (2.0, 1.0, 1.0), description="sdss: weights of EOE, DSS, IDD (EOE doubled: ahead of equal weights on both datasets' validation split in the policy table).")
@@ -93,6 +99,19 @@ class BufferConfig(_Section):
     domain_quota: Literal["balanced", "stream"] = Field(
         "stream", description="sdss: which domain gives up a slot: the user's own domain mix (stream, default: "
         "best in the policy table) or the candidate's domain / the largest one (balanced, the first design).")
+
+    def policy_params(self) -> dict[str, Any]:
+        """The chosen policy's constructor arguments that this section holds, matched by name.
+
+        >>> BufferConfig(capacity=8).policy_params()
+        {'capacity': 8, 'weights': (2.0, 1.0, 1.0), 'dup_threshold': 0.95, 'domain_quota': 'stream'}
+        >>> BufferConfig(policy="fifo", capacity=8).policy_params()
+        {'capacity': 8}
+        """
+        from operators.policies import POLICIES
+
+        names = inspect.signature(POLICIES[self.policy]).parameters
+        return {name: getattr(self, name) for name in names if name in type(self).model_fields}
 
     @field_validator("weights")
     @classmethod
@@ -143,15 +162,16 @@ class TrainSettings(_Section):
     window_seconds: float | None = Field(None, gt=0, description="Also close event-time tumbling windows of this length "
                                          "(aligned to the epoch, clocked by the user's own event ts); unset: none.")
     train_on_eof: bool = Field(True, description="Also close a window when a replay ends, if new events arrived since the last.")
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(16, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    lr: float = Field(2e-4, gt=0)
-    epochs: int = Field(1, ge=1)
-    max_steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(4, ge=1)
-    max_seq_len: int = Field(256, ge=16)
+    rank: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: float = Field(16, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / rank).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input while training.")
+    target_modules: tuple[str, ...] = Field(("q_proj", "k_proj", "v_proj", "o_proj"), min_length=1, description="Linear layers that get a LoRA pair.")
+    lr: float = Field(2e-4, gt=0, description="AdamW learning rate (constant).")
+    epochs: int = Field(1, ge=1, description="Passes over a window's examples; ignored when max_steps is set.")
+    max_steps: int | None = Field(None, ge=1, description="Exact optimizer steps per run instead of epochs.")
+    batch_size: int = Field(4, ge=1, description="Training examples per optimizer step.")
+    max_seq_len: int = Field(256, ge=MIN_SEQ_LEN, description="Tokens per training example at most, chat template "
+                             "included.")
     probe_every: int = Field(8, ge=2, description="One in this many annotated samples is held out as the user's gate probe.")
     gate_tolerance: float = Field(0.0, ge=0, description="A candidate may be this much worse (probe loss) and still be promoted.")
     adapters_dir: Path | None = Field(None, description="Where adapters live; default <output.dir>/adapters.")
@@ -169,6 +189,19 @@ class TrainSettings(_Section):
         return self
 
 
+class GenerateSettings(_Section):
+    """Greedy decoding of answers: `edgetune generate`, `edgetune eval` and serving."""
+
+    max_new_tokens: int = Field(128, ge=1, description="New tokens per answer at most; 128: ShareGPT's long "
+                                "references gain ~25 % ROUGE-1 over 64.")
+    no_repeat_ngram_size: int = Field(3, ge=0, description="Greedy decoding never repeats an n-gram of this size "
+                                      "(0: plain greedy, which often loops on one line with this small model; see "
+                                      "benchmarks/results/train_strength).")
+    batch_size: int = Field(8, ge=1, description="Prompts per generate call.")
+    max_prompt_tokens: int = Field(512, ge=1, description="Longer rendered prompts are cut in the middle of the "
+                                   "user's text (head and tail kept).")
+
+
 class MetricsConfig(_Section):
     port: int = Field(9464, ge=0, le=65535, description="Prometheus port; 0 disables the server.")
     addr: str = Field("127.0.0.1", description="Bind address; loopback unless told otherwise.")
@@ -179,7 +212,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EDGETUNE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="Seeds every random choice (per-user policies, LoRA, tiny model); same seed, same decisions.")
     max_chars: int = Field(20_000, ge=1, description="Events with more prompt+response characters are dead-lettered.")
     max_message_bytes: int = Field(
         1_048_576, ge=1024, description="Payloads (Kafka messages, JSONL lines) larger than this are dead-lettered as "
@@ -187,7 +220,7 @@ class Settings(BaseSettings):
     dead_letter_excerpt_bytes: int = Field(
         4096, ge=0, le=65_536, description="A dead letter keeps at most this many bytes of the payload, with its size "
         "and sha256.")
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, description="Bytewax workers in this process.")
     source: SourceConfig = SourceConfig()
     kafka: KafkaConfig = KafkaConfig()
     model: ModelSettings = ModelSettings()
@@ -199,6 +232,7 @@ class Settings(BaseSettings):
     annotation: AnnotationConfig = AnnotationConfig()
     synth: SynthConfig = SynthConfig()
     train: TrainSettings = TrainSettings()
+    generate: GenerateSettings = GenerateSettings()
 
     @property
     def adapters_dir(self) -> Path:
@@ -234,12 +268,13 @@ class Settings(BaseSettings):
         return (init_settings, env_settings)
 
 
-def load_settings(yaml_path: str | Path | None = None, **overrides: Any) -> Settings:
+def load_settings(yaml_path: str | Path | None = None, *, to_none: tuple[str, ...] = (), **overrides: Any) -> Settings:
     """Defaults, then the YAML file, then ``EDGETUNE_*`` variables, then ``overrides``.
 
     Overrides are nested dicts (``{"buffer": {"capacity": 8}}``) or dotted keys
     (``**{"buffer.capacity": 8}``); ``None`` values are ignored so CLI flags left
-    unset do not mask the other sources.
+    unset do not mask the other sources. ``to_none`` names dotted keys set to None
+    on purpose (``--limit none``).
     """
     from_file: dict[str, Any] = {}
     if yaml_path is not None:
@@ -251,6 +286,8 @@ def load_settings(yaml_path: str | Path | None = None, **overrides: Any) -> Sett
     for key, value in overrides.items():
         if value is not None:
             _set_dotted(explicit, key, value)
+    for key in to_none:
+        _set_dotted(explicit, key, None)
     # A Settings built with no arguments holds only what the environment set.
     from_env = Settings().model_dump(exclude_unset=True)
     return Settings(**_deep_merge(_deep_merge(from_file, from_env), explicit))

@@ -109,7 +109,7 @@ def run_cell(cell: Cell, cfg: TableConfig, out: Path, lm: LM, cache: DatasetCach
 
     test_pairs = [(e["prompt"], e["response"]) for e in cache.test]
     gen = GenerateConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size,
-                         max_prompt_tokens=cfg.eval_max_prompt_tokens)
+                         max_prompt_tokens=cfg.eval_max_prompt_tokens, no_repeat_ngram_size=0)
     model = lm.model
     train_info: dict[str, Any] = {"steps": 0, "samples": 0, "examples": 0, "seconds": 0.0}
     work = cache_root(out) / cell.dataset / cfg.data_key() / "train" / f"{cfg.digest()}-{cell.row}-seed{cell.seed}"

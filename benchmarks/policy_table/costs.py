@@ -76,7 +76,7 @@ def measure(cfg: TableConfig, out: Path, datasets: Sequence[str], embed_lengths:
                  cfg.train_batch_size, cfg.train_max_seq_len)
         pairs = [(e["prompt"], e["response"]) for e in test]
         gen = GenerateConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size,
-                             max_prompt_tokens=cfg.eval_max_prompt_tokens)
+                             max_prompt_tokens=cfg.eval_max_prompt_tokens, no_repeat_ngram_size=0)
         ev = evaluate(lm.model, lm.tokenizer, pairs[:n_eval], gen)
         t0 = time.perf_counter()
         mean_loss(lm.model, lm.tokenizer, pairs, cfg.train_max_seq_len)

@@ -7,9 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from operators.config import BufferConfig
 from operators.moments import RunningMoments
 from operators.policies.base import BufferPolicy
 from operators.sample import Candidate
+
+
+_SHIPPED = BufferConfig()  # the defaults live in the settings tree
 
 
 class SDSS(BufferPolicy):
@@ -19,8 +23,9 @@ class SDSS(BufferPolicy):
 
     1. **Comparable scales.** EOE, DSS and IDD have unrelated units and spreads, so each is
        standardised by its running mean and standard deviation (Welford) over the offered
-       candidates, and the score is ``sum(w_k * z_k)``. ``weights`` default to equal; a zero
-       weight removes that score exactly (used for ablations). Near-duplicates are left out
+       candidates, and the score is ``sum(w_k * z_k)``. ``weights`` default to the shipped
+       (2, 1, 1): EOE doubled, which led equal weights on both datasets' validation users in
+       the policy table; a zero weight removes that score exactly (used for ablations). Near-duplicates are left out
        of the statistics: a burst of copies would collapse a score's spread and let it
        dominate the sum, and copies say nothing about the distribution of distinct content.
     2. **No near-copies.** If the candidate's cosine to any buffered sample is at least
@@ -33,8 +38,8 @@ class SDSS(BufferPolicy):
        sample that was novel on arrival may since have gained near neighbours). If the
        candidate's domain has no buffered sample, the victim comes from the largest domain
        instead, so a new domain can enter and no domain monopolises the buffer. This is
-       ``domain_quota="balanced"`` (the default): it drifts towards equal domain shares.
-       ``domain_quota="stream"`` instead takes the victim from the domain whose buffer count
+       ``domain_quota="balanced"``: it drifts towards equal domain shares.
+       ``domain_quota="stream"`` (the shipped default) instead takes the victim from the domain whose buffer count
        most exceeds its share of the (non-duplicate) offers so far — the candidate's own
        domain when that is the most over-represented — so the buffer mirrors the mix of the
        user's own conversations, with scores choosing *within* each domain's share.
@@ -55,7 +60,8 @@ class SDSS(BufferPolicy):
     >>> def unit(*xs):
     ...     v = np.array(xs, dtype=np.float32)
     ...     return v / np.linalg.norm(v)
-    >>> policy = SDSS(capacity=2)
+    >>> # equal weights and the balanced quota keep the arithmetic short
+    >>> policy = SDSS(capacity=2, weights=(1.0, 1.0, 1.0), domain_quota="balanced")
     >>> stream = [(unit(1, 0, 0), 0.2, "law"), (unit(0, 1, 0), 0.9, "law"), (unit(1, 0.01, 0), 0.9, "law"),
     ...           (unit(0, 0, 1), 0.1, "law"), (unit(1, 1, 1), 0.8, "law"), (unit(1, 0, 1), 0.5, "medicine")]
     >>> for i, (vec, eoe, domain) in enumerate(stream):
@@ -77,9 +83,9 @@ class SDSS(BufferPolicy):
         self,
         capacity: int = 64,
         seed: int = 0,
-        weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
-        dup_threshold: float = 0.95,
-        domain_quota: str = "balanced",
+        weights: tuple[float, float, float] = _SHIPPED.weights,
+        dup_threshold: float = _SHIPPED.dup_threshold,
+        domain_quota: str = _SHIPPED.domain_quota,
     ):
         super().__init__(capacity=capacity, seed=seed)
         if domain_quota not in ("balanced", "stream"):

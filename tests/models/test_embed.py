@@ -38,7 +38,7 @@ def tiny():
 def _embedder(tiny, side="left", **config):
     model, tokenizer = tiny
     tokenizer.padding_side = side
-    return LastTokenEmbedder(model, tokenizer, EmbedConfig(**config))
+    return LastTokenEmbedder(model, tokenizer, EmbedConfig(**{"center": False, **config}))  # raw vectors unless asked
 
 
 def _reference(model, ids: list[int]) -> np.ndarray:

@@ -331,7 +331,7 @@ def test_sdss_judges_buffered_samples_by_their_current_leave_one_out_idd():
 
 def test_sdss_lets_a_new_domain_in_from_the_largest_domain():
     e = np.eye(6, dtype=np.float32)
-    policy = SDSS(capacity=3, weights=(1.0, 0.0, 0.0))
+    policy = SDSS(capacity=3, weights=(1.0, 0.0, 0.0), domain_quota="balanced")
     for i, (domain, eoe) in enumerate([("law", 0.9), ("law", 0.2), ("cooking", 0.1)]):
         policy.offer(Candidate(f"e{i}", i, e[i], eoe=eoe, dss=0.0, domain=domain))
     # Full. A cooking candidate competes only with cooking; a medicine one with law, the largest.
