@@ -15,8 +15,9 @@ GENERAL_DOMAIN = "general"
 class Candidate:
     """A scored event offered to a user's buffer.
 
-    ``embedding`` is L2-normalised float32; ``idd`` and ``max_sim`` are filled
-    by the policy at offer time because they depend on what the buffer holds.
+    ``embedding`` is L2-normalised float32; ``idd`` and ``max_sim`` depend on what the
+    buffer holds at offer time: a policy fills them in its own copy (the buffered sample,
+    and the ``Decision``) and leaves the offered candidate as it was.
     ``ifd`` and ``uncertainty`` are optional features computed elsewhere with the LM,
     read only by the ``ifd`` and ``uds`` policies; nan when not computed.
 

@@ -63,8 +63,10 @@ class BufferPolicy(ABC):
     def offer(self, c: Candidate) -> Decision:
         if self._index is None:
             self._index = DomainIndex(int(np.asarray(c.embedding).shape[-1]))
-        c.idd = self._index.idd(c.embedding, c.domain)
-        c.max_sim, _ = self._index.max_sim(c.embedding)
+        # The offered candidate is not touched: the buffer keeps its own copy, with the two
+        # features that depend on what the buffer holds at this offer.
+        max_sim, _ = self._index.max_sim(c.embedding)
+        c = dataclasses.replace(c, idd=self._index.idd(c.embedding, c.domain), max_sim=max_sim)
         if c.event_id in self._samples:
             # A replayed event (at-least-once delivery) must not be kept twice or change state.
             outcome, victim, score = "duplicate", None, float("nan")

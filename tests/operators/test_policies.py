@@ -59,18 +59,19 @@ def test_registry_names_match(name):
 
 
 @ALL
-def test_offer_fills_idd_and_max_sim_and_mutates_nothing_else(name):
+def test_offer_leaves_its_input_as_it_was_and_reports_idd_and_max_sim(name):
     policy = make_policy(name, capacity=4)
     for c in stream(0, 12):
         before = copy.deepcopy(c)
         embedding = c.embedding
-        policy.offer(c)
+        d = policy.offer(c)
         assert c.embedding is embedding and np.array_equal(c.embedding, before.embedding)
         assert c.embedding.dtype == np.float32
-        assert (c.event_id, c.seq, c.eoe, c.dss, c.domain, c.ifd, c.uncertainty) == (
-            before.event_id, before.seq, before.eoe, before.dss, before.domain, before.ifd, before.uncertainty,
-        )
-        assert math.isfinite(c.idd) and not math.isnan(c.max_sim)
+        fields = lambda x: (x.event_id, x.seq, x.eoe, x.dss, x.domain, x.ifd, x.uncertainty)  # noqa: E731
+        assert fields(c) == fields(before) and math.isnan(c.idd) and math.isnan(c.max_sim)
+        assert math.isfinite(d.idd) and not math.isnan(d.max_sim)
+        for kept in policy.samples():
+            assert math.isfinite(kept.idd) and not math.isnan(kept.max_sim)
     assert policy.params()["capacity"] == 4  # constructor arguments untouched
 
 
