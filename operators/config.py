@@ -93,7 +93,7 @@ class BufferConfig(_Section):
     dup_threshold: float = Field(0.95, gt=0, le=1, description="sdss: cosine at or above which a sample is a near-duplicate.")
     weights: tuple[float, float, float] = Field(
         (2.0, 1.0, 1.0), description="sdss: weights of EOE, DSS, IDD (EOE doubled: ahead of equal weights on both datasets' validation split in the policy table).")
-    dedup_window: int = Field(4096, ge=1, description="Duplicate guard: an event id repeated within the user's last "
+    dedup_window: int = Field(4096, ge=1, description="Repeat guard: an event id repeated within the user's last "
                               "this many event ids (or while its event is buffered) is dead-lettered as duplicate_event; "
                               "the per-user memory it takes is bounded by it.")
     domain_quota: Literal["balanced", "stream"] = Field(

@@ -1,4 +1,4 @@
-"""A bounded memory of the most recent ids: the per-user duplicate guard.
+"""A bounded memory of the most recent ids: the per-user repeat guard.
 
 Bytewax delivers at least once, and producers retry, so the same event can arrive
 twice. Remembering every id ever seen catches every repeat but grows without bound

@@ -38,14 +38,39 @@ class Candidate:
     uncertainty: float = field(default=math.nan)  # prompt-logit nuclear norm per token, see policies/uds.py
 
 
+NEAR_COPY = "duplicate"
+"""Outcome of a candidate that nearly copies a buffered sample (sdss: cosine >= ``dup_threshold``)."""
+
+REOFFERED = "duplicate"
+"""Outcome of a candidate whose event id is already buffered (a replay reaching the policy directly)."""
+
 OUTCOMES = ("admitted", "replaced", "rejected", "duplicate")
-"""``admitted``: took a free slot; ``replaced``: evicted another sample;
-``rejected``: not kept; ``duplicate``: not kept because it nearly copies a buffered sample."""
+"""``admitted``: took a free slot; ``replaced``: evicted another sample; ``rejected``: not kept;
+``duplicate``: not kept, and not counted as an offer by the policy, for one of two reasons.
+
+"Duplicate" means three different things in edgetune, under three names in the code; the
+logged values stay as they were, so decision logs and dead letters compare across versions:
+
+* a **repeated event id** (:data:`operators.state.REPEATED_EVENT`, the dead-letter reason
+  ``duplicate_event``): the repeat guard of :class:`operators.state.UserState` saw the id among
+  the user's recent ids, or buffered; the event never reaches the policy or the decision log;
+* a **re-offered id** (:data:`REOFFERED`, outcome ``duplicate``): a candidate whose event id
+  the policy already buffers; ``BufferPolicy.offer`` changes nothing. In the flow the guard
+  catches these first, so this outcome never reaches the decision log from there;
+* a **near copy** (:data:`NEAR_COPY`, outcome ``duplicate``): sdss leaves out a candidate whose
+  embedding is within ``dup_threshold`` cosine of a buffered one. In the decision log,
+  ``duplicate`` always has this meaning.
+"""
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What a policy did with one candidate."""
+    """What a policy did with one candidate.
+
+    ``outcome`` is one of :data:`OUTCOMES`; ``duplicate`` is a near copy (:data:`NEAR_COPY`) or an
+    id already buffered (:data:`REOFFERED`), never a repeated event id (the guard's, see ``OUTCOMES``).
+    ``idd`` and ``max_sim`` are the candidate's as of this offer; ``score`` is the policy's (nan if none).
+    """
 
     event_id: str
     outcome: str

@@ -1,4 +1,4 @@
-"""One user's state in the selection stream: duplicate guard, buffer policy, buffered texts.
+"""One user's state in the selection stream: repeat guard, buffer policy, buffered texts.
 
 The state is plain data: :meth:`UserState.snapshot` returns picklable values
 and :meth:`UserState.from_snapshot` rebuilds an equal state, so a dataflow can
@@ -45,6 +45,9 @@ from operators.policies import BufferPolicy, POLICIES
 from operators.recent import RecentIds
 from operators.scoring import ScoredEvent
 
+REPEATED_EVENT = "duplicate_event"
+"""Dead-letter reason of a repeated event id (one of three "duplicates": see ``operators.sample.OUTCOMES``)."""
+
 
 @dataclass(frozen=True)
 class Output:
@@ -82,9 +85,9 @@ class UserState:
       close nothing; an event older than the open window (late) is still offered
       but opens nothing.
 
-    Duplicate guard: an event id repeated within the user's last ``dedup_window`` event
+    Repeat guard: an event id repeated within the user's last ``dedup_window`` event
     ids, or while its event is still in the buffer, is dead-lettered as
-    ``duplicate_event``; an older repeat is offered again like a new event. The memory
+    ``duplicate_event`` (:data:`REPEATED_EVENT`); an older repeat is offered again like a new event. The memory
     this takes is bounded by ``dedup_window`` ids, whatever the stream's length.
 
     An answer can arrive before its event: the two come from separate Kafka topics
@@ -114,7 +117,7 @@ class UserState:
         event = se.event
         if event.event_id in self.seen or event.event_id in self.texts:
             return [Output("dead_letter", {
-                "reason": "duplicate_event",
+                "reason": REPEATED_EVENT,
                 "detail": f"event_id {event.event_id!r} was already seen for user {self.user_id!r}",
                 "raw": _event_json(se),
                 "raw_encoding": "utf-8",

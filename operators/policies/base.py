@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from operators.index import DomainIndex
-from operators.sample import OUTCOMES, Candidate, Decision
+from operators.sample import OUTCOMES, REOFFERED, Candidate, Decision
 
 
 class BufferPolicy(ABC):
@@ -68,8 +68,8 @@ class BufferPolicy(ABC):
         max_sim, _ = self._index.max_sim(c.embedding)
         c = dataclasses.replace(c, idd=self._index.idd(c.embedding, c.domain), max_sim=max_sim)
         if c.event_id in self._samples:
-            # A replayed event (at-least-once delivery) must not be kept twice or change state.
-            outcome, victim, score = "duplicate", None, float("nan")
+            # A re-offered id (at-least-once delivery) must not be kept twice or change state.
+            outcome, victim, score = REOFFERED, None, float("nan")
         else:
             outcome, victim, score = self._choose(c)
             self._check_choice(c, outcome, victim)

@@ -10,7 +10,7 @@ import numpy as np
 from operators.config import BufferConfig
 from operators.moments import RunningMoments
 from operators.policies.base import BufferPolicy
-from operators.sample import Candidate
+from operators.sample import NEAR_COPY, Candidate
 
 
 _SHIPPED = BufferConfig()  # the defaults live in the settings tree
@@ -106,7 +106,7 @@ class SDSS(BufferPolicy):
 
     def _choose(self, c: Candidate) -> tuple[str, str | None, float]:
         if c.max_sim >= self.dup_threshold:
-            return "duplicate", None, math.nan
+            return NEAR_COPY, None, math.nan
         self._observe(c)
         self._offered[c.domain] = self._offered.get(c.domain, 0) + 1
         if len(self._samples) < self.capacity:

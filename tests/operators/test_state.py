@@ -144,7 +144,7 @@ def test_without_a_stash_an_answer_before_its_event_is_an_unknown_event():
     assert kinds(state.on_event(unlabeled("e0", 100, 0)))[-1] == ("annotation_request", "")
 
 
-# --- the duplicate guard: bounded, with a stated guarantee ------------------------------------
+# --- the repeat guard: bounded, with a stated guarantee ------------------------------------
 
 
 def outcomes(state: UserState, ids: list[str]) -> list[str]:
