@@ -51,9 +51,9 @@ OUTCOMES = ("admitted", "replaced", "rejected", "duplicate")
 "Duplicate" means three different things in edgetune, under three names in the code; the
 logged values stay as they were, so decision logs and dead letters compare across versions:
 
-* a **repeated event id** (:data:`operators.state.REPEATED_EVENT`, the dead-letter reason
-  ``duplicate_event``): the repeat guard of :class:`operators.state.UserState` saw the id among
-  the user's recent ids, or buffered; the event never reaches the policy or the decision log;
+* a **repeated event id** (:data:`operators.repeats.REPEATED_EVENT`, the dead-letter reason
+  ``duplicate_event``): the user's :class:`operators.repeats.RepeatGuard` saw the id among
+  their recent ids, or buffered; the event never reaches the policy or the decision log;
 * a **re-offered id** (:data:`REOFFERED`, outcome ``duplicate``): a candidate whose event id
   the policy already buffers; ``BufferPolicy.offer`` changes nothing. In the flow the guard
   catches these first, so this outcome never reaches the decision log from there;

@@ -1,8 +1,15 @@
-"""One user's state in the selection stream: repeat guard, buffer policy, buffered texts.
+"""One user's state in the selection stream: the composition of four small objects.
 
-The state is plain data: :meth:`UserState.snapshot` returns picklable values
-and :meth:`UserState.from_snapshot` rebuilds an equal state, so a dataflow can
-checkpoint it without adapters.
+* :class:`~operators.repeats.RepeatGuard` drops repeated event ids (bounded memory);
+* :class:`~operators.clock.WindowClock` says when a training window closes, and why;
+* :class:`~operators.buffer.Buffer` is the buffer policy with its samples' texts;
+* :class:`~operators.stash.AnswerStash` keeps answers that arrive before their event.
+
+:class:`UserState` wires them for one event or answer at a time and turns what they
+report into :class:`Output`s. It is plain data: :meth:`UserState.snapshot` returns
+picklable values (the four objects' snapshots, side by side in one flat dict) and
+:meth:`UserState.from_snapshot` rebuilds an equal state, so a dataflow can checkpoint
+it without adapters.
 
 >>> import numpy as np
 >>> from operators.events import Annotation, Event
@@ -37,16 +44,19 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from operators.buffer import Buffer, BufferedText
+from operators.clock import WindowClock
 from operators.events import Annotation
-from operators.policies import BufferPolicy, POLICIES
-from operators.recent import RecentIds
+from operators.policies import BufferPolicy
+from operators.repeats import REPEATED_EVENT, RepeatGuard
+from operators.sample import Decision
 from operators.scoring import ScoredEvent
+from operators.stash import AnswerStash
 
-REPEATED_EVENT = "duplicate_event"
-"""Dead-letter reason of a repeated event id (one of three "duplicates": see ``operators.sample.OUTCOMES``)."""
+__all__ = ["BufferedText", "Output", "REPEATED_EVENT", "UserState"]
 
 
 @dataclass(frozen=True)
@@ -57,99 +67,153 @@ class Output:
     payload: dict[str, Any]
 
 
-@dataclass
-class BufferedText:
-    """What the buffer keeps of an event besides its embedding: the words."""
-
-    prompt: str
-    response: str | None
-    ts_ms: int
-    meta: dict[str, Any] = field(default_factory=dict)
-    requested_ts_ms: int | None = None  # when the user was asked for an answer
-    answered_ts_ms: int | None = None  # when the answer arrived (None: labeled at source or not yet)
-
-
 class UserState:
-    """The per-user step: reject repeated event ids, offer the rest to the buffer policy,
+    """The per-user step: reject repeated event ids, offer the rest to the buffer,
     ask for answers to admitted unlabeled events, attach answers, close training windows.
 
-    Two triggers close a training window, each emitting a ``train_request`` that
-    carries the buffer's labeled samples; either may be off (0):
+    ``window_events`` and ``window_ms`` set the :class:`~operators.clock.WindowClock`
+    (either may be 0: off); each closed window emits a ``train_request`` with the
+    buffer's labeled samples. ``dedup_window`` bounds the
+    :class:`~operators.repeats.RepeatGuard`: an event id repeated within the user's
+    last that many ids, or while its event is buffered, is dead-lettered as
+    ``duplicate_event``; an older repeat is offered again like a new event.
 
-    * ``window_events``: every that many accepted events (the paper's protocol);
-    * ``window_ms``: event-time tumbling windows ``[k*window_ms, (k+1)*window_ms)``
-      since the epoch. The user's own events are the clock: the first event at or
-      past the open window's end closes it (before that event is offered, since
-      it belongs to the next window), so a quiet user's window stays open until
-      they speak again or the input ends. Several empty windows skipped at once
-      close nothing; an event older than the open window (late) is still offered
-      but opens nothing.
-
-    Repeat guard: an event id repeated within the user's last ``dedup_window`` event
-    ids, or while its event is still in the buffer, is dead-lettered as
-    ``duplicate_event`` (:data:`REPEATED_EVENT`); an older repeat is offered again like a new event. The memory
-    this takes is bounded by ``dedup_window`` ids, whatever the stream's length.
-
-    An answer can arrive before its event: the two come from separate Kafka topics
-    read independently, and after a restart from a checkpoint both are re-read.
-    Up to ``max_early`` such answers wait (status ``early``) and attach the moment
-    their event is admitted, without asking again; an answer pushed out of a full
-    stash is ``unknown_event``, one whose event is not admitted ``not_buffered``.
+    An answer whose event has not arrived waits in the :class:`~operators.stash.AnswerStash`
+    (up to ``max_early``, status ``early``) and attaches the moment its event is
+    admitted, without asking again; an answer pushed out of a full stash is
+    ``unknown_event``, one whose event is not admitted ``not_buffered``.
     """
 
     def __init__(self, user_id: str, policy: BufferPolicy, window_events: int = 0, window_ms: int = 0,
                  max_early: int = 256, dedup_window: int = 4096):
         self.user_id = user_id
-        self.policy = policy
-        self.window_events = window_events
-        self.window_ms = window_ms
-        self.max_early = max_early
-        self.dedup_window = dedup_window
-        self.early: dict[str, Annotation] = {}  # answers whose event has not arrived, oldest first
-        self.seen = RecentIds(dedup_window)  # the last dedup_window event ids: bounded, see operators/recent.py
-        self.texts: dict[str, BufferedText] = {}
-        self.n_events = 0
-        self.n_windows = 0
-        self.last_window_events = 0
-        self.window_end_ms: int | None = None  # end of the open event-time window
+        self.guard = RepeatGuard(dedup_window)
+        self.clock = WindowClock(window_events, window_ms)
+        self.buffer = Buffer(policy)
+        self.stash = AnswerStash(max_early)
+
+    # -- verbs ---------------------------------------------------------------------------
 
     def on_event(self, se: ScoredEvent) -> list[Output]:
         event = se.event
-        if event.event_id in self.seen or event.event_id in self.texts:
-            return [Output("dead_letter", {
-                "reason": REPEATED_EVENT,
-                "detail": f"event_id {event.event_id!r} was already seen for user {self.user_id!r}",
-                "raw": _event_json(se),
-                "raw_encoding": "utf-8",
-                "user_id": self.user_id,
-                "event_id": event.event_id,
-            })]
-        self.seen.add(event.event_id)  # the oldest id leaves once dedup_window are held
-        closed = self._advance_event_time(event.ts_ms)
-        seq = self.n_events
-        self.n_events += 1
-        start = time.perf_counter()
-        decision = self.policy.offer(se.candidate(seq))
-        select_seconds = time.perf_counter() - start
+        if not self.guard.admit(event.event_id, buffered=event.event_id in self.buffer):
+            return [self._repeated(se)]
         out: list[Output] = []
-        if decision.evicted is not None:
-            gone = self.texts.pop(decision.evicted, None)
-            if gone is not None and gone.requested_ts_ms is not None and gone.answered_ts_ms is None:
-                out.append(self._answer_outcome(decision.evicted, "unanswered"))
-        early = self.early.pop(event.event_id, None)
+        if trigger := self.clock.advance(event.ts_ms):  # closes before the event: it belongs to the next window
+            out.append(self.close_window(trigger))
+        seq = self.clock.n_events
+        start = time.perf_counter()
+        decision, gone = self.buffer.offer(event, se.candidate(seq))
+        select_seconds = time.perf_counter() - start
+        after: list[Output] = []
+        if gone is not None and gone.unanswered:
+            after.append(self._answer_outcome(decision.evicted, "unanswered"))
+        early = self.stash.take(event.event_id)
         if decision.admitted:
-            text = BufferedText(event.prompt, event.response, event.ts_ms, dict(event.meta))
-            self.texts[event.event_id] = text
-            if event.response is None:
-                text.requested_ts_ms = event.ts_ms
-                if early is None:
-                    out.append(Output("annotation_request", {"user_id": self.user_id, "event_id": event.event_id,
-                                                             "ts_ms": event.ts_ms, "prompt": event.prompt}))
+            if event.response is None and early is None:
+                after.append(Output("annotation_request", {"user_id": self.user_id, "event_id": event.event_id,
+                                                           "ts_ms": event.ts_ms, "prompt": event.prompt}))
             if early is not None:
-                out += self.on_annotation(early)
+                after += self.on_annotation(early)
         elif early is not None:
-            out.append(self._answer_outcome(early.event_id, "not_buffered"))
-        row = {
+            after.append(self._answer_outcome(early.event_id, "not_buffered"))
+        out.append(Output("decision", self._decision_row(se, seq, decision, select_seconds)))
+        out += after
+        if trigger := self.clock.count():
+            out.append(self.close_window(trigger))
+        return out
+
+    def on_annotation(self, a: Annotation) -> list[Output]:
+        """Attach a user's answer to a buffered sample; one whose event has not arrived yet waits for it
+        (up to ``max_early``); anything else is counted and dropped."""
+        attached = self.buffer.attach(a)
+        if attached is not None:
+            return [self._answer_outcome(a.event_id, *attached)]
+        if a.event_id in self.guard:
+            return [self._answer_outcome(a.event_id, "not_buffered")]
+        out = [self._answer_outcome(gone, "unknown_event") for gone in self.stash.put(a)]
+        if a.event_id in self.stash:
+            out.append(self._answer_outcome(a.event_id, "early"))
+        return out
+
+    def close_window(self, trigger: str = "end_of_input") -> Output:
+        """A training window closes: hand the trainer this user's labeled buffer.
+
+        ``trigger`` says what closed it: ``events``, ``event_time`` or ``end_of_input``."""
+        window = self.clock.close()
+        return Output("train_request", {"user_id": self.user_id, "window": window, "events_seen": self.clock.n_events,
+                                        "trigger": trigger, "samples": self.buffer.labeled_samples()})
+
+    def labeled_samples(self) -> list[dict[str, Any]]:
+        """Buffered samples that have an answer, in arrival order: the user's training set."""
+        return self.buffer.labeled_samples()
+
+    def buffer_view(self) -> dict[str, Any]:
+        """The buffer as it stands, for the per-user snapshot output."""
+        return {"user_id": self.user_id, "policy": self.policy.name, "events_seen": self.clock.n_events,
+                "samples": self.buffer.view()}
+
+    # -- snapshots: the parts' snapshots side by side, in the format kept since before the split --
+
+    def snapshot(self) -> dict[str, Any]:
+        b, c, g, s = self.buffer.snapshot(), self.clock.snapshot(), self.guard.snapshot(), self.stash.snapshot()
+        return {
+            "user_id": self.user_id,
+            "policy_name": b["policy_name"],
+            "policy": b["policy"],
+            "seen": g["seen"],
+            "texts": b["texts"],
+            "n_events": c["n_events"],
+            "n_windows": c["n_windows"],
+            "last_window_events": c["last_window_events"],
+            "window_events": c["window_events"],
+            "window_ms": c["window_ms"],
+            "window_end_ms": c["window_end_ms"],
+            "max_early": s["max_early"],
+            "dedup_window": g["dedup_window"],
+            "early": s["early"],
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: dict[str, Any]) -> "UserState":
+        """Rebuild from ``snapshot()``, or from a snapshot of any earlier version (each part reads its keys)."""
+        buffer = Buffer.from_snapshot(snap)
+        state = cls(snap["user_id"], buffer.policy)
+        state.guard, state.clock = RepeatGuard.from_snapshot(snap), WindowClock.from_snapshot(snap)
+        state.buffer, state.stash = buffer, AnswerStash.from_snapshot(snap)
+        return state
+
+    # -- read-only views of the parts, under the names they had before the split (tests, benchmarks, flows) --
+
+    policy = property(lambda self: self.buffer.policy)
+    texts = property(lambda self: self.buffer.texts)
+    seen = property(lambda self: self.guard.recent)
+    dedup_window = property(lambda self: self.guard.dedup_window)
+    early = property(lambda self: self.stash.early)
+    max_early = property(lambda self: self.stash.max_early)
+    window_events = property(lambda self: self.clock.window_events)
+    window_ms = property(lambda self: self.clock.window_ms)
+    window_end_ms = property(lambda self: self.clock.window_end_ms)
+    n_events = property(lambda self: self.clock.n_events)
+    n_windows = property(lambda self: self.clock.n_windows)
+    last_window_events = property(lambda self: self.clock.last_window_events)
+
+    # -- what the step says --------------------------------------------------------------
+
+    def _repeated(self, se: ScoredEvent) -> Output:
+        event = se.event
+        return Output("dead_letter", {
+            "reason": REPEATED_EVENT,
+            "detail": f"event_id {event.event_id!r} was already seen for user {self.user_id!r}",
+            "raw": _event_json(se),
+            "raw_encoding": "utf-8",
+            "user_id": self.user_id,
+            "event_id": event.event_id,
+        })
+
+    def _decision_row(self, se: ScoredEvent, seq: int, decision: Decision, select_seconds: float) -> dict[str, Any]:
+        event = se.event
+        return {
             "user_id": self.user_id,
             "event_id": event.event_id,
             "seq": seq,
@@ -166,122 +230,14 @@ class UserState:
             "score": _finite_or_none(decision.score),
             "n_tokens": se.n_tokens,
             "labeled": event.response is not None,
-            "buffer_size": len(self.policy),
+            "buffer_size": len(self.buffer),
             "embed_seconds": se.embed_seconds,
             "score_seconds": se.score_seconds,
             "select_seconds": select_seconds,
         }
-        out.insert(0, Output("decision", row))
-        if self.window_events and self.n_events % self.window_events == 0:
-            out.append(self.close_window("events"))
-        return closed + out
-
-    def _advance_event_time(self, ts_ms: int) -> list[Output]:
-        """Close the open event-time window if ``ts_ms`` lies past its end; open the one ``ts_ms`` falls in."""
-        if not self.window_ms or (self.window_end_ms is not None and ts_ms < self.window_end_ms):
-            return []
-        crossed = self.window_end_ms is not None and self.n_events > self.last_window_events
-        self.window_end_ms = (ts_ms // self.window_ms + 1) * self.window_ms
-        return [self.close_window("event_time")] if crossed else []
-
-    def on_annotation(self, a: Annotation) -> list[Output]:
-        """Attach a user's answer to a buffered sample; one whose event has not arrived yet waits for it
-        (up to ``max_early``); anything else is counted and dropped."""
-        text = self.texts.get(a.event_id)
-        if text is None:
-            if a.event_id in self.seen:
-                return [self._answer_outcome(a.event_id, "not_buffered")]
-            return self._wait_for_event(a) if self.max_early else [self._answer_outcome(a.event_id, "unknown_event")]
-        if text.requested_ts_ms is None:
-            status, latency = "unrequested", None  # labeled at the source: nothing was asked
-        else:
-            status, latency = ("attached" if text.answered_ts_ms is None else "replaced"), max(0, a.ts_ms - text.requested_ts_ms)
-            text.response = a.response
-            text.answered_ts_ms = a.ts_ms
-        return [self._answer_outcome(a.event_id, status, latency)]
-
-    def _wait_for_event(self, a: Annotation) -> list[Output]:
-        """Keep an answer whose event has not arrived; a full stash gives up its oldest."""
-        out = []
-        if a.event_id not in self.early and len(self.early) >= self.max_early:
-            oldest = next(iter(self.early))
-            del self.early[oldest]
-            out.append(self._answer_outcome(oldest, "unknown_event"))
-        self.early.pop(a.event_id, None)  # a repeated early answer: the newest wins, and queues last
-        self.early[a.event_id] = a
-        return out + [self._answer_outcome(a.event_id, "early")]
 
     def _answer_outcome(self, event_id: str, status: str, latency_ms: int | None = None) -> Output:
         return Output("annotation", {"user_id": self.user_id, "event_id": event_id, "status": status, "latency_ms": latency_ms})
-
-    def labeled_samples(self) -> list[dict[str, Any]]:
-        """Buffered samples that have an answer, in arrival order: the user's training set."""
-        out = []
-        for c in self.policy.samples():
-            text = self.texts[c.event_id]
-            if text.response is not None:
-                out.append({"event_id": c.event_id, "prompt": text.prompt, "response": text.response, "domain": c.domain})
-        return out
-
-    def close_window(self, trigger: str = "end_of_input") -> Output:
-        """A training window closes: hand the trainer this user's labeled buffer.
-
-        ``trigger`` says what closed it: ``events``, ``event_time`` or ``end_of_input``."""
-        self.n_windows += 1
-        self.last_window_events = self.n_events
-        return Output("train_request", {"user_id": self.user_id, "window": self.n_windows, "events_seen": self.n_events,
-                                        "trigger": trigger, "samples": self.labeled_samples()})
-
-    def buffer_view(self) -> dict[str, Any]:
-        """The buffer as it stands, for the per-user snapshot output."""
-        samples = []
-        for c in self.policy.samples():
-            text = self.texts[c.event_id]
-            samples.append({
-                "event_id": c.event_id,
-                "seq": c.seq,
-                "domain": c.domain,
-                "eoe": c.eoe,
-                "dss": c.dss,
-                "prompt": text.prompt,
-                "response": text.response,
-                "ts_ms": text.ts_ms,
-            })
-        return {"user_id": self.user_id, "policy": self.policy.name, "events_seen": self.n_events, "samples": samples}
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "user_id": self.user_id,
-            "policy_name": self.policy.name,
-            "policy": self.policy.snapshot(),
-            "seen": self.seen.snapshot(),
-            "texts": {k: asdict(v) for k, v in self.texts.items()},
-            "n_events": self.n_events,
-            "n_windows": self.n_windows,
-            "last_window_events": self.last_window_events,
-            "window_events": self.window_events,
-            "window_ms": self.window_ms,
-            "window_end_ms": self.window_end_ms,
-            "max_early": self.max_early,
-            "dedup_window": self.dedup_window,
-            "early": [asdict(a) for a in self.early.values()],
-        }
-
-    @classmethod
-    def from_snapshot(cls, snap: dict[str, Any]) -> "UserState":
-        policy = POLICIES[snap["policy_name"]].from_snapshot(snap["policy"])
-        state = cls(snap["user_id"], policy, snap["window_events"], snap.get("window_ms", 0))  # .get: older snapshots
-        state.window_end_ms = snap.get("window_end_ms")
-        state.max_early = snap.get("max_early", state.max_early)
-        state.early = {a["event_id"]: Annotation(**a) for a in snap.get("early", [])}
-        # Older snapshots hold every id ever seen as a sorted list: the last dedup_window of them are kept.
-        state.dedup_window = snap.get("dedup_window", state.dedup_window)
-        state.seen = RecentIds.from_snapshot(snap["seen"], state.dedup_window)
-        state.texts = {k: BufferedText(**v) for k, v in snap["texts"].items()}
-        state.n_events = snap["n_events"]
-        state.n_windows = snap["n_windows"]
-        state.last_window_events = snap["last_window_events"]
-        return state
 
 
 def _finite_or_none(x: float) -> float | None:
