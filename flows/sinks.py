@@ -29,33 +29,15 @@ from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkParti
 from flows.deadletters import json_line
 from flows.outputs import read_jsonl  # the readers live in flows/outputs.py; re-exported next to its sink
 from operators.files import atomic_write, open_private_append, private_mkdir, user_file_name
+from operators.rows import DecisionRow
 
 __all__ = ["DECISION_SCHEMA", "DecisionLogSink", "JsonlSink", "SnapshotSink", "read_decisions", "read_jsonl"]
 
 log = logging.getLogger(__name__)
 
-DECISION_SCHEMA = pa.schema([
-    ("user_id", pa.string()),
-    ("event_id", pa.string()),
-    ("seq", pa.int64()),
-    ("ts_ms", pa.int64()),
-    ("policy", pa.string()),
-    ("outcome", pa.string()),
-    ("admitted", pa.bool_()),
-    ("evicted_id", pa.string()),
-    ("domain", pa.string()),
-    ("eoe", pa.float64()),
-    ("dss", pa.float64()),
-    ("idd", pa.float64()),
-    ("max_sim", pa.float64()),
-    ("score", pa.float64()),
-    ("n_tokens", pa.int64()),
-    ("labeled", pa.bool_()),
-    ("buffer_size", pa.int64()),
-    ("embed_seconds", pa.float64()),
-    ("score_seconds", pa.float64()),
-    ("select_seconds", pa.float64()),
-])
+_ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+DECISION_SCHEMA = pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in DecisionRow.columns()])
+"""The decision log's columns, generated from ``operators.rows.DecisionRow`` (every column nullable)."""
 
 
 _PART = re.compile(r"part-(\d{8})\.parquet")

@@ -52,6 +52,7 @@ from operators.clock import WindowClock
 from operators.events import Annotation
 from operators.policies import BufferPolicy
 from operators.repeats import REPEATED_EVENT, RepeatGuard
+from operators.rows import DecisionRow
 from operators.sample import Decision
 from operators.scoring import ScoredEvent
 from operators.stash import AnswerStash
@@ -63,7 +64,7 @@ __all__ = ["BufferedText", "Output", "REPEATED_EVENT", "UserState"]
 class Output:
     """Something the per-user step emits; ``kind`` routes it to a sink."""
 
-    kind: str  # "decision" | "dead_letter" | "snapshot" | "annotation_request" | "annotation" | "train_request"
+    kind: str  # "decision" (payload: a DecisionRow as a dict) | "dead_letter" | "snapshot" | "annotation_request" | "annotation" | "train_request"
     payload: dict[str, Any]
 
 
@@ -213,28 +214,28 @@ class UserState:
 
     def _decision_row(self, se: ScoredEvent, seq: int, decision: Decision, select_seconds: float) -> dict[str, Any]:
         event = se.event
-        return {
-            "user_id": self.user_id,
-            "event_id": event.event_id,
-            "seq": seq,
-            "ts_ms": event.ts_ms,
-            "policy": self.policy.name,
-            "outcome": decision.outcome,
-            "admitted": decision.admitted,
-            "evicted_id": decision.evicted,
-            "domain": se.domain,
-            "eoe": se.eoe,
-            "dss": se.dss,
-            "idd": _finite_or_none(decision.idd),
-            "max_sim": _finite_or_none(decision.max_sim),
-            "score": _finite_or_none(decision.score),
-            "n_tokens": se.n_tokens,
-            "labeled": event.response is not None,
-            "buffer_size": len(self.buffer),
-            "embed_seconds": se.embed_seconds,
-            "score_seconds": se.score_seconds,
-            "select_seconds": select_seconds,
-        }
+        return DecisionRow(
+            user_id=self.user_id,
+            event_id=event.event_id,
+            seq=seq,
+            ts_ms=event.ts_ms,
+            policy=self.policy.name,
+            outcome=decision.outcome,
+            admitted=decision.admitted,
+            evicted_id=decision.evicted,
+            domain=se.domain,
+            eoe=se.eoe,
+            dss=se.dss,
+            idd=_finite_or_none(decision.idd),
+            max_sim=_finite_or_none(decision.max_sim),
+            score=_finite_or_none(decision.score),
+            n_tokens=se.n_tokens,
+            labeled=event.response is not None,
+            buffer_size=len(self.buffer),
+            embed_seconds=se.embed_seconds,
+            score_seconds=se.score_seconds,
+            select_seconds=select_seconds,
+        ).to_dict()
 
     def _answer_outcome(self, event_id: str, status: str, latency_ms: int | None = None) -> Output:
         return Output("annotation", {"user_id": self.user_id, "event_id": event_id, "status": status, "latency_ms": latency_ms})

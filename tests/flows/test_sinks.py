@@ -84,3 +84,17 @@ def test_an_old_name_holding_another_users_snapshot_is_kept(tmp_path: Path):
     (tmp_path / "Alice.json").write_text(json.dumps({"user_id": "alice", "samples": []}))
     SnapshotSink(tmp_path).build("snapshot", 0, 1).write_batch([{"user_id": "Alice", "samples": []}])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["Alice.json", f"{user_file_name('Alice')}.json"])
+
+
+def test_the_decision_schema_is_generated_from_the_row_and_unchanged():
+    import pyarrow as pa
+
+    # The columns as the decision log has always had them: generating them from DecisionRow changes nothing.
+    s, i, f, b = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+    assert sinks.DECISION_SCHEMA == pa.schema([
+        ("user_id", s), ("event_id", s), ("seq", i), ("ts_ms", i), ("policy", s), ("outcome", s), ("admitted", b),
+        ("evicted_id", s), ("domain", s), ("eoe", f), ("dss", f), ("idd", f), ("max_sim", f), ("score", f),
+        ("n_tokens", i), ("labeled", b), ("buffer_size", i), ("embed_seconds", f), ("score_seconds", f),
+        ("select_seconds", f),
+    ])
+    assert all(field.nullable for field in sinks.DECISION_SCHEMA)
