@@ -12,6 +12,11 @@ Two rules keep one bad message from stopping the stream or filling the disk:
   ``event_id`` are cut to fixed lengths too (a wrong-typed id may be huge).
   Every sink of dead letters (JSONL, Kafka topic) then writes a few KiB at most,
   whatever the input was.
+- With a redactor (``operators.redact``; setting ``privacy.pii`` redact or drop), the
+  excerpt and ``detail`` are redacted before they are cut, so no dead letter holds PII the
+  redactor finds; ``raw_pii`` counts what was replaced. ``raw_bytes`` and ``raw_sha256``
+  still describe the payload as received, so it can be matched with the producer's copy:
+  a digest of the whole payload holds none of its text.
 
 >>> d = bound_dead_letter({"reason": "malformed_json", "detail": "Expecting value", "raw": "x" * 10_000,
 ...                        "raw_encoding": "utf-8", "user_id": None, "event_id": None}, excerpt_bytes=8)
@@ -30,6 +35,7 @@ import json
 from typing import Any
 
 from operators.events import Parsed, Rejected, parse_item
+from operators.redact import MAX_SPAN, Redactor
 
 __all__ = ["DETAIL_CHARS", "ID_CHARS", "bound_dead_letter", "dead_letter_bytes", "json_line", "parse_bounded"]
 
@@ -75,7 +81,7 @@ def parse_bounded(item: tuple[str, Any], *, max_bytes: int, max_chars: int, **va
     return parse_item(item, max_chars=max_chars, **validation)
 
 
-def bound_dead_letter(record: dict[str, Any], *, excerpt_bytes: int) -> dict[str, Any]:
+def bound_dead_letter(record: dict[str, Any], *, excerpt_bytes: int, redactor: Redactor | None = None) -> dict[str, Any]:
     """A dead-letter record with the payload cut to ``excerpt_bytes`` and its size and sha256 added.
 
     ``record`` is what the validator or the per-user state emits: ``reason``,
@@ -90,10 +96,18 @@ def bound_dead_letter(record: dict[str, Any], *, excerpt_bytes: int) -> dict[str
     ('/w==', 'base64', 1, False)
     >>> bound_dead_letter({"reason": "r", "detail": "", "raw": "é" * 3}, excerpt_bytes=3)["raw"]  # no half character
     'é'
+    >>> from operators.redact import Redactor
+    >>> d = bound_dead_letter({"reason": "malformed_json", "detail": "", "raw": '{"prompt": "mail ann@example.org'},
+    ...                       excerpt_bytes=64, redactor=Redactor())
+    >>> d["raw"], d["raw_pii"], d["raw_bytes"]
+    ('{"prompt": "mail [EMAIL]', {'email': 1}, 32)
     """
     payload = _payload_bytes(record.get("raw"), record.get("raw_encoding", "utf-8"))
-    excerpt = payload[:excerpt_bytes]
-    text = _utf8_prefix(excerpt, whole=len(payload) <= excerpt_bytes)
+    source, found = payload, {}
+    if redactor is not None:
+        source, found = _redacted_head(payload, excerpt_bytes, redactor)
+    excerpt = source[:excerpt_bytes]
+    text = _utf8_prefix(excerpt, whole=len(source) <= excerpt_bytes)
     out = dict(record)
     if text is not None:
         out["raw"], out["raw_encoding"] = text, "utf-8"
@@ -102,10 +116,57 @@ def bound_dead_letter(record: dict[str, Any], *, excerpt_bytes: int) -> dict[str
     out["raw_bytes"] = len(payload)
     out["raw_sha256"] = hashlib.sha256(payload).hexdigest()
     out["raw_truncated"] = len(payload) > excerpt_bytes
-    out["detail"] = _cut(record.get("detail"), DETAIL_CHARS)
+    detail = record.get("detail")
+    if redactor is not None and isinstance(detail, str):
+        head = detail[:DETAIL_CHARS + MAX_SPAN]
+        redacted, more = _redacted_text(head, len(head) == len(detail), redactor)
+        detail = redacted if len(head) == len(detail) else redacted + "…"
+        _add(found, more)
+    out["detail"] = _cut(detail, DETAIL_CHARS)
+    if found:
+        out["raw_pii"] = found
     for key in ("user_id", "event_id"):
         out[key] = _cut(record.get(key), ID_CHARS)
     return out
+
+
+def _redacted_head(payload: bytes, excerpt_bytes: int, redactor: Redactor) -> tuple[bytes, dict[str, int]]:
+    """The start of ``payload``, long enough for an excerpt of ``excerpt_bytes``, with its PII replaced.
+
+    Only the first ``excerpt_bytes + 4 * MAX_SPAN`` bytes are read: a 20 MB payload is not
+    scanned whole. Bytes that are not UTF-8 come back as they were (``surrogateescape``).
+
+    >>> _redacted_head(b"call 415-555-0132 now", 8, Redactor())
+    (b'call [PHONE] now', {'phone': 1})
+    """
+    window = payload[:excerpt_bytes + 4 * MAX_SPAN]  # MAX_SPAN characters are at most 4 * MAX_SPAN bytes
+    text, counts = _redacted_text(window.decode("utf-8", "surrogateescape"), len(window) == len(payload), redactor)
+    return text.encode("utf-8", "surrogateescape"), counts
+
+
+def _redacted_text(text: str, whole: bool, redactor: Redactor) -> tuple[str, dict[str, int]]:
+    """``text`` with its PII replaced; when ``text`` is only the head of something longer (not ``whole``),
+    its last ``MAX_SPAN`` characters are let go unless a find reaches into them.
+
+    A piece of PII cut by the end of the head might not be recognised; no find is longer than
+    ``MAX_SPAN``, so what is kept holds no part of one.
+
+    >>> head = "mail ann@example.org" + " " * MAX_SPAN + "bob@exam"  # the rest, "ple.org", was not read
+    >>> text, counts = _redacted_text(head, False, Redactor())  # 284 characters read, the first 284 - 256 kept
+    >>> text == "mail [EMAIL]" + " " * 8, counts
+    (True, {'email': 1})
+    """
+    found = redactor.find(text)
+    if not whole:
+        keep = max(0, len(text) - MAX_SPAN)
+        found = [f for f in found if f.start < keep]
+        text = text[:max([keep, *(f.end for f in found)])]
+    return redactor.replace(text, found)
+
+
+def _add(total: dict[str, int], more: dict[str, int]) -> None:
+    for kind, n in more.items():
+        total[kind] = total.get(kind, 0) + n
 
 
 def json_line(obj: Any, *, sort_keys: bool = True) -> str:

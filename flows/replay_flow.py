@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Callable, Iterator
 
 import bytewax.operators as op
@@ -15,11 +16,14 @@ from bytewax.dataflow import Dataflow
 from flows.deadletters import json_line
 from flows.replay import replay_events
 from flows.replay_source import ReplaySource
-from flows.selection import Components, build_components, flow_from_environment, select, write_outputs
+from flows.selection import Components, build_components, flow_from_environment, redactor_for, select, write_outputs
+from operators import metrics
 from operators.config import Settings
 from operators.files import atomic_write, private_mkdir
 from operators.heldout import is_heldout
 from operators.oracle import tag_events, with_oracle_answers
+
+log = logging.getLogger(__name__)
 
 
 def replay_records(settings: Settings) -> Iterator[Any]:
@@ -35,17 +39,34 @@ def replay_records(settings: Settings) -> Iterator[Any]:
 
 
 def write_heldout(settings: Settings) -> int:
-    """Write the replay's held-out events to ``<out>/heldout.jsonl``; returns how many."""
+    """Write the replay's held-out events to ``<out>/heldout.jsonl``; returns how many.
+
+    Their text goes through the PII redactor as the stream's does (``privacy``): redacted, or,
+    under ``privacy.pii=drop``, the event is left out (counted in the log and in metrics).
+    """
     fraction = settings.source.heldout
     path = settings.output.dir / "heldout.jsonl"
     private_mkdir(path.parent)
-    lines = []
+    redactor = redactor_for(settings)
+    lines, dropped = [], 0
     for rec in replay_records(settings):
         if is_heldout(rec, fraction):
             obj = rec if isinstance(rec, dict) else json.loads(rec)
+            if redactor is not None:
+                text, found = redactor.redact_value({k: v for k, v in obj.items() if k not in _IDENTITY})
+                metrics.record_pii(found, dropped=redactor.action == "drop")
+                if found and redactor.action == "drop":
+                    dropped += 1
+                    continue
+                obj = {k: obj[k] if k in _IDENTITY else text[k] for k in obj}
             lines.append(json_line(obj, sort_keys=False) + "\n")
     atomic_write(path, "".join(lines).encode("utf-8"))  # 0600: held-out prompts and answers are user text
+    if dropped:
+        log.info("left %d held-out events holding PII out of %s (privacy.pii is drop)", dropped, path)
     return len(lines)
+
+
+_IDENTITY = ("event_id", "user_id", "ts")  # never rewritten: ids are identities, ts is not text
 
 
 def replay_items(settings: Settings) -> Iterator[tuple[str, Any]]:

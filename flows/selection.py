@@ -31,6 +31,7 @@ from operators.config import Settings, load_settings
 from operators.events import Annotation, Event, Rejected
 from operators.lexicons import load_lexicons
 from operators.policies import make_policy
+from operators.redact import Redactor
 from operators.scoring import ScoredEvent, Scorer
 from operators.state import Output, UserState
 
@@ -134,10 +135,19 @@ class SelectionOutputs:
     train_requests: Stream  # dicts: user_id, window, samples
 
 
+def redactor_for(settings: Settings) -> Redactor | None:
+    """The PII redactor ``privacy`` asks for; None when ``privacy.pii`` is off."""
+    p = settings.privacy
+    return None if p.pii == "off" else Redactor(p.pii_kinds, p.phone_regions, action=p.pii)
+
+
 def select(raw: Stream, s: Settings, components: Components, progress: Callable[[], None] | None = None) -> SelectionOutputs:
     """Wire the selection steps onto a stream of ``(channel, payload)`` items, channel "event" or "annotation"."""
+    redactor = redactor_for(s)
     parsed = op.map("parse", raw, partial(parse_bounded, max_bytes=s.max_message_bytes, max_chars=s.max_chars,
-                                          control_chars=s.source.control_chars))  # Event | Annotation | Rejected
+                                          control_chars=s.source.control_chars,
+                                          redactor=redactor))  # Event | Annotation | Rejected, PII redacted
+    op.inspect("count_pii", parsed, lambda _step, p: metrics.record_pii(p.pii, dropped=isinstance(p, Rejected)))
     checked = op.branch("validate", parsed, lambda p: not isinstance(p, Rejected))
     scored = op.flat_map_batch(
         "embed", checked.trues, partial(embed_and_score, embedder=components.embedder, scorer=components.scorer)
@@ -150,14 +160,21 @@ def select(raw: Stream, s: Settings, components: Components, progress: Callable[
     requests = _payloads("requests", outputs, "annotation_request")
     answers = _payloads("answers", outputs, "annotation")
     invalid = op.map("describe", checked.falses, Rejected.to_dict)  # dict
-    dead = op.map("bound", op.merge("dead", invalid, duplicates), partial(bound_dead_letter, excerpt_bytes=s.dead_letter_excerpt_bytes))  # dict, a few KiB at most
+    dead = op.map("bound", op.merge("dead", invalid, duplicates), partial(
+        bound_dead_letter, excerpt_bytes=s.dead_letter_excerpt_bytes, redactor=redactor))  # dict, a few KiB at most, PII redacted
     op.inspect("count_decisions", decisions, lambda _step, row: _counted(metrics.record_decision, row, progress))
-    op.inspect("count_dead", dead, lambda _step, d: _counted(lambda x: metrics.record_dead_letter(x["reason"]), d, progress))
+    op.inspect("count_dead", dead, lambda _step, d: _counted(_record_dead_letter, d, progress))
     op.inspect("count_requests", requests, lambda _step, _r: metrics.ANNOTATION_REQUESTS.inc())
     op.inspect("count_answers", answers, lambda _step, a: metrics.record_annotation(a))
     return SelectionOutputs(
         decisions, dead, _payloads("snapshots", outputs, "snapshot"), requests, _payloads("windows", outputs, "train_request")
     )
+
+
+def _record_dead_letter(d: dict) -> None:
+    metrics.record_dead_letter(d["reason"])
+    if d["reason"] != "pii":  # a dropped event's PII was counted as dropped at parse
+        metrics.record_pii(d.get("raw_pii", {}))
 
 
 def _user_of(item: ScoredEvent | Annotation) -> str:

@@ -162,6 +162,12 @@ ROWS: tuple[Row, ...] = (
         Panel("Kafka positions lost (range)", total("edgetune_kafka_offset_loss_total", by="kind"), kind="bargauge",
               description="Resumed partitions whose saved offset the broker no longer had (kind); alert "
                           "EdgetuneKafkaOffsetLost. With kafka.on_offset_loss=fail the run stopped."),
+        Panel("PII redacted and dropped/s by kind",
+              (rate("edgetune_pii_redacted_total", by="kind", legend="redacted {{kind}}"),
+               rate("edgetune_pii_dropped_total", by="kind", legend="dropped {{kind}}")), unit="ops", stack=True,
+              description="E-mail addresses, phone, card and account numbers and street addresses found in the "
+                          "text (privacy.pii): replaced by a token before anything is stored, or, with drop, in "
+                          "events dead-lettered as pii. Empty with privacy.pii=off."),
     )),
     Row("Selection", (
         Panel("Buffered samples by policy", gauge("edgetune_buffer_samples", by="policy")),

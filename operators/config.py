@@ -207,6 +207,28 @@ class MetricsConfig(_Section):
     addr: str = Field("127.0.0.1", description="Bind address; loopback unless told otherwise.")
 
 
+class PrivacyConfig(_Section):
+    pii: Literal["redact", "drop", "off"] = Field(
+        "redact", description="PII in events' and annotations' text (see operators/redact.py): redact replaces it with "
+        "[EMAIL], [PHONE], [CARD], [ACCOUNT], [ADDRESS] before anything is stored; drop dead-letters the event as pii "
+        "(its excerpt redacted); off keeps text as sent. Dead-letter excerpts are redacted unless off.")
+    pii_kinds: tuple[Literal["email", "phone", "card", "account", "address"], ...] = Field(
+        ("email", "phone", "card", "account", "address"), description="Which kinds of PII are looked for.")
+    phone_regions: tuple[str, ...] = Field(
+        ("US", "GB"), description="Regions (ISO 3166) whose national phone formats are recognised, e.g. 020 7946 "
+        "0958 in GB; numbers written with + and a country code are found for every country.")
+
+    @model_validator(mode="after")
+    def _usable(self) -> "PrivacyConfig":
+        if self.pii != "off" and not self.pii_kinds:
+            raise ValueError(f"privacy.pii_kinds is empty while privacy.pii={self.pii!r}: list the kinds to look for, "
+                             "e.g. [email, phone], or set privacy.pii to off")
+        from operators.redact import Redactor
+
+        Redactor(self.pii_kinds, self.phone_regions)  # names the field and value it refuses
+        return self
+
+
 class Settings(BaseSettings):
     """Everything a run needs; see the module docstring for where values come from."""
 
@@ -233,6 +255,7 @@ class Settings(BaseSettings):
     synth: SynthConfig = SynthConfig()
     train: TrainSettings = TrainSettings()
     generate: GenerateSettings = GenerateSettings()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @property
     def adapters_dir(self) -> Path:

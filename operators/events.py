@@ -20,12 +20,16 @@ Event(event_id='e1', user_id='u1', ts_ms=0, prompt='hi', response=None, meta={})
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+if TYPE_CHECKING:
+    from operators.redact import Redactor
 
 REASONS = (
     "invalid_utf8",
@@ -40,6 +44,7 @@ REASONS = (
     "bad_timestamp",
     "duplicate_event",
     "control_chars",
+    "pii",
 )
 """Every reason a payload can be dead-lettered for."""
 
@@ -56,7 +61,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 @dataclass(frozen=True)
 class Event:
-    """A validated conversation event; ``response`` is ``None`` when unlabeled."""
+    """A validated conversation event; ``response`` is ``None`` when unlabeled.
+
+    ``pii`` counts, per kind, the PII the validator replaced by tokens (``operators.redact``).
+    """
 
     event_id: str
     user_id: str
@@ -64,6 +72,7 @@ class Event:
     prompt: str
     response: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    pii: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def text(self) -> str:
@@ -79,11 +88,16 @@ class Annotation:
     user_id: str
     ts_ms: int
     response: str
+    pii: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
 class Rejected:
-    """A payload that failed validation, with why and the payload itself."""
+    """A payload that failed validation, with why and the payload itself.
+
+    ``pii``: for reason ``pii``, what was found, per kind (the payload itself is redacted only
+    when it is cut to a dead-letter excerpt, ``flows.deadletters``).
+    """
 
     reason: str
     detail: str
@@ -91,9 +105,10 @@ class Rejected:
     raw_encoding: str = "utf-8"
     user_id: str | None = None
     event_id: str | None = None
+    pii: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "reason": self.reason,
             "detail": self.detail,
             "raw": self.raw,
@@ -101,18 +116,35 @@ class Rejected:
             "user_id": self.user_id,
             "event_id": self.event_id,
         }
+        if self.pii:
+            out["pii"] = dict(self.pii)
+        return out
 
 
 Parsed = Union[Event, Annotation, Rejected]
 
 
-def parse_event(raw: bytes | str | dict, *, max_chars: int = 20_000, control_chars: ControlChars = "reject") -> Event | Rejected:
+def parse_event(raw: bytes | str | dict, *, max_chars: int = 20_000, control_chars: ControlChars = "reject",
+                redactor: Redactor | None = None) -> Event | Rejected:
     r"""Validate one conversation event; see the module docstring for the schema.
 
     Text (prompt, response, the strings in ``meta``) is NFC-normalized. Control characters
     other than tab, newline and carriage return dead-letter the event as ``control_chars``,
     or, with ``control_chars="strip"``, are removed; in ids they are always rejected (a
     stripped id would be another event's). Lone UTF-16 surrogates are ``invalid_utf8``.
+
+    With a ``redactor`` (``operators.redact``), PII in the text is replaced by tokens, or, if
+    the redactor's action is ``"drop"``, the event is dead-lettered as ``pii``. Ids are never
+    rewritten: they are identities (keep them pseudonymous).
+
+    >>> from operators.redact import Redactor
+    >>> e = parse_event('{"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "I am ann@example.org"}',
+    ...                 redactor=Redactor())
+    >>> e.prompt, e.pii
+    ('I am [EMAIL]', {'email': 1})
+    >>> parse_event('{"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "I am ann@example.org"}',
+    ...             redactor=Redactor(action="drop")).detail
+    'prompt holds PII (email 1); dropped as privacy.pii is drop'
 
     >>> parse_event('{"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "a\\u0000b"}').reason
     'control_chars'
@@ -133,11 +165,15 @@ def parse_event(raw: bytes | str | dict, *, max_chars: int = 20_000, control_cha
     size = len(prompt) + len(response or "")
     if size > max_chars:
         return _reject("too_large", f"prompt+response has {size} characters, limit is {max_chars}", raw, obj)
-    return Event(obj["event_id"], obj["user_id"], ts, prompt, response, dict(meta))
+    private = _without_pii({"prompt": prompt, "response": response, "meta": dict(meta)}, redactor, raw, obj)
+    if isinstance(private, Rejected):
+        return private
+    text, pii = private
+    return Event(obj["event_id"], obj["user_id"], ts, text["prompt"], text["response"], text["meta"], pii)
 
 
-def parse_annotation(raw: bytes | str | dict, *, max_chars: int = 20_000,
-                     control_chars: ControlChars = "reject") -> Annotation | Rejected:
+def parse_annotation(raw: bytes | str | dict, *, max_chars: int = 20_000, control_chars: ControlChars = "reject",
+                     redactor: Redactor | None = None) -> Annotation | Rejected:
     """Validate one annotation (text rules as in :func:`parse_event`).
 
     >>> parse_annotation('{"event_id": "e1", "user_id": "u1", "ts": "2024-01-01T00:00:00Z", "response": "ok"}')
@@ -151,11 +187,15 @@ def parse_annotation(raw: bytes | str | dict, *, max_chars: int = 20_000,
         return _reject("empty_response", "annotation response is empty", raw, obj)
     if len(obj["response"]) > max_chars:
         return _reject("too_large", f"response has {len(obj['response'])} characters, limit is {max_chars}", raw, obj)
-    return Annotation(obj["event_id"], obj["user_id"], ts, obj["response"])
+    private = _without_pii({"response": obj["response"]}, redactor, raw, obj)
+    if isinstance(private, Rejected):
+        return private
+    text, pii = private
+    return Annotation(obj["event_id"], obj["user_id"], ts, text["response"], pii)
 
 
 def parse_item(item: tuple[str, bytes | str | dict], *, max_chars: int = 20_000,
-               control_chars: ControlChars = "reject") -> Parsed:
+               control_chars: ControlChars = "reject", redactor: Redactor | None = None) -> Parsed:
     """Validate a ``(channel, payload)`` pair: channel ``"event"`` or ``"annotation"``.
 
     >>> parse_item(("annotation", {"event_id": "e1", "user_id": "u1", "ts": 3, "response": "yes"})).response
@@ -163,9 +203,9 @@ def parse_item(item: tuple[str, bytes | str | dict], *, max_chars: int = 20_000,
     """
     channel, raw = item
     if channel == "event":
-        return parse_event(raw, max_chars=max_chars, control_chars=control_chars)
+        return parse_event(raw, max_chars=max_chars, control_chars=control_chars, redactor=redactor)
     if channel == "annotation":
-        return parse_annotation(raw, max_chars=max_chars, control_chars=control_chars)
+        return parse_annotation(raw, max_chars=max_chars, control_chars=control_chars, redactor=redactor)
     raise ValueError(f"parse_item: channel must be 'event' or 'annotation', got {channel!r}")
 
 
@@ -292,6 +332,28 @@ def _text_problem(text: str) -> tuple[str, str] | None:
         return ("control_chars", f"holds control character U+{ord(found.group()):04X} at offset {found.start()} "
                 "(tab, newline and carriage return are allowed)")
     return None
+
+
+def _without_pii(text: dict[str, Any], redactor: Redactor | None, raw: Any,
+                 obj: dict) -> tuple[dict[str, Any], dict[str, int]] | Rejected:
+    """``text`` (field -> value) with PII replaced and the counts per kind; or, under ``drop``, why not."""
+    if redactor is None:
+        return text, {}
+    out: dict[str, Any] = {}
+    total: dict[str, int] = {}
+    holding = []
+    for name, value in text.items():
+        out[name], found = redactor.redact_value(value)
+        if found:
+            holding.append(name)
+            for kind, n in found.items():
+                total[kind] = total.get(kind, 0) + n
+    if total and redactor.action == "drop":
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(total.items()))
+        rejected = _reject("pii", f"{', '.join(holding)} {'holds' if len(holding) == 1 else 'hold'} PII ({kinds}); "
+                           "dropped as privacy.pii is drop", raw, obj)
+        return dataclasses.replace(rejected, pii=total)
+    return out, total
 
 
 def _timestamp(value: Any) -> int | None:

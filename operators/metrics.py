@@ -40,6 +40,31 @@ KAFKA_OFFSET_LOSS = Counter(
 )
 
 
+PII_REDACTED = Counter(
+    "edgetune_pii_redacted_total",
+    "PII replaced by a token before anything was stored (privacy.pii), by kind (email, phone, card, account, "
+    "address): in accepted events and annotations, and in the excerpts of dead letters for other reasons.",
+    ["kind"],
+)
+PII_DROPPED = Counter(
+    "edgetune_pii_dropped_total",
+    "PII found in events and annotations dead-lettered as pii (privacy.pii=drop), by kind.",
+    ["kind"],
+)
+
+
+def record_pii(counts: dict[str, int], *, dropped: bool = False) -> None:
+    """Count the PII one event, annotation or dead letter held, per kind.
+
+    >>> before = PII_REDACTED.labels(kind="email")._value.get()
+    >>> record_pii({"email": 2})
+    >>> PII_REDACTED.labels(kind="email")._value.get() - before
+    2.0
+    """
+    for kind, n in counts.items():
+        (PII_DROPPED if dropped else PII_REDACTED).labels(kind=kind).inc(n)
+
+
 def record_decision(row: dict[str, Any]) -> None:
     """Count one decision-log row."""
     EVENTS.labels(outcome=row["outcome"]).inc()

@@ -105,6 +105,8 @@ def _sick_tick() -> None:
     metrics.TRAIN_QUEUE.set(2)
     metrics.ADAPTER_VERSIONS.inc()
     metrics.KAFKA_OFFSET_LOSS.labels(kind="recreated", action="earliest").inc()  # a broker lost its log
+    metrics.record_pii({"email": 1, "phone": 2})
+    metrics.record_pii({"card": 1}, dropped=True)
 
 
 def _run_workload(stop: threading.Event) -> None:
