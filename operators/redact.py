@@ -76,8 +76,9 @@ TOKENS = {kind: f"[{kind.upper()}]" for kind in KINDS}
 """What each kind is replaced with: ``[EMAIL]``, ``[PHONE]``, ``[CARD]``, ``[ACCOUNT]``, ``[ADDRESS]``."""
 
 MAX_SPAN = 256
-"""No find is longer than this many characters (every pattern is bounded), so text cut this far
-after a point has every find before that point whole (see ``flows.deadletters``)."""
+"""No find is longer than this many characters (longer matches are not PII: an e-mail address has
+at most 254), so text cut this far after a point has every find before that point whole (see
+``flows.deadletters``)."""
 
 _DEFAULT_REGIONS = ("US", "GB")
 
@@ -157,7 +158,7 @@ class Redactor:
         """Every piece of PII in ``text``, in order, none overlapping."""
         found: list[Found] = []
         for kind in self.kinds:
-            found.extend(_FINDERS[kind](self, text))
+            found.extend(f for f in _FINDERS[kind](self, text) if f.end - f.start <= MAX_SPAN)
         # Longest first, then earlier kinds; keep each find that overlaps nothing kept before it.
         kept: list[Found] = []
         for f in sorted(found, key=lambda f: (-(f.end - f.start), KINDS.index(f.kind), f.start)):
