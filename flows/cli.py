@@ -99,7 +99,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="Write the results as JSON here too.")
     _config_file(p)
     add_settings(p, (*COMMON, "generate"))
+    _forget_parser(sub)
     return parser
+
+
+def _forget_parser(sub: Any) -> None:
+    p = sub.add_parser("forget", help="Delete everything kept of one user: buffer, decision rows, dead letters, "
+                       "annotation requests, held-out rows, pending training, adapters, recovery state.",
+                       epilog="Refused while another process has files open in these folders (Linux). Kafka topics "
+                              "keep the raw events until their retention deletes them (see the README).")
+    p.add_argument("--user", required=True, help="The user id, exactly as in the events.")
+    p.add_argument("--out", type=Path, dest="output.dir", help="Output folder (default ./edgetune-out).")
+    p.add_argument("--recovery-dir", type=Path, help="The run's Bytewax recovery store, if it had one.")
+    p.add_argument("--config", type=Path, help="YAML settings (for train.adapters_dir, if set there).")
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from flows.forget import forget_user
+
+    settings = settings_from_args(args)
+    done = forget_user(args.user, settings.output.dir, settings.adapters_dir, args.recovery_dir)
+    print(f"edgetune forget: user {args.user!r}, deleted from {settings.output.dir}"
+          + (f" and {args.recovery_dir}" if args.recovery_dir else "") + ":")
+    for line in done.lines():
+        print("  " + line)
+    print("Kafka topics still hold this user's raw events (and the dead letters and annotation requests edgetune "
+          "wrote there) until the topics' retention deletes them: see the README's privacy section.")
+    return 0
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -344,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_generate(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "forget":
+            return cmd_forget(args)
     except ValueError as exc:
         print(f"edgetune: error: {exc}", file=sys.stderr)
         return 2
