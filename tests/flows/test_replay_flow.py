@@ -122,7 +122,7 @@ def test_bytewax_run_entry_point(tmp_path):
     assert read_decisions(tmp_path / "decisions").num_rows == 30
 
 
-@pytest.mark.parametrize("command", [[], ["config"], ["replay"], ["run"], ["summary"]])
+@pytest.mark.parametrize("command", [[], ["config"], ["replay"], ["run"], ["summary"], ["forget"]])
 def test_cli_help(command):
     proc = subprocess.run([sys.executable, "-m", "flows.cli", *command, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "usage: edgetune" in proc.stdout
