@@ -49,10 +49,9 @@ import pyarrow.parquet as pq
 
 from flows.outputs import jsonl_files
 from flows.recovery import forget_in_store
-from flows.sinks import _safe_name
+from flows.sinks import _old_snapshot_name
 from flows.trainer import PENDING_DIR
-from models.adapters import user_dir_name  # no torch at import: peft is loaded only to load weights
-from operators.files import atomic_write
+from operators.files import atomic_write, user_file_name
 
 __all__ = ["Forgotten", "forget_user", "names_user", "processes_using"]
 
@@ -141,14 +140,21 @@ def processes_using(roots: list[Path]) -> list[tuple[int, str]]:
 
 
 def _forget_buffer(folder: Path, user: str, done: Forgotten) -> int:
-    name = _safe_name(user)
     removed = 0
-    for path in [folder / f"{name}.json", *folder.glob(f".{name}.json.*.tmp")]:  # and a write a crash left
-        if path.is_file():
-            path.unlink()
-            done.files.append(str(path))
-            removed += path.suffix == ".json"
+    for name in dict.fromkeys((user_file_name(user), _old_snapshot_name(user))):  # older folders used the old name
+        for path in [folder / f"{name}.json", *folder.glob(f".{name}.json.*.tmp")]:  # and a write a crash left
+            if path.is_file() and (path.suffix != ".json" or _snapshot_user(path) == user):
+                path.unlink()
+                done.files.append(str(path))
+                removed += path.suffix == ".json"
     return removed
+
+
+def _snapshot_user(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_bytes()).get("user_id")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _forget_decisions(folder: Path, user: str, done: Forgotten) -> int:
@@ -167,9 +173,7 @@ def _forget_decisions(folder: Path, user: str, done: Forgotten) -> int:
         if kept.num_rows == 0:
             part.unlink()
             continue
-        sink = pa.BufferOutputStream()
-        pq.write_table(kept, sink)
-        atomic_write(part, sink.getvalue().to_pybytes())  # 0600, replaced in one rename
+        atomic_write(part, lambda fh: pq.write_table(kept, fh))  # 0600, replaced in one rename
     return removed
 
 
@@ -246,7 +250,7 @@ def _forget_pending(folder: Path, user: str, done: Forgotten) -> int:
 
 
 def _forget_adapters(root: Path, user: str, done: Forgotten) -> int:
-    folder = root / user_dir_name(user)
+    folder = root / user_file_name(user)
     if not folder.is_dir():
         return 0
     versions = sum(1 for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"v[1-9][0-9]*", p.name))
