@@ -109,8 +109,8 @@ def _forget_parser(sub: Any) -> None:
                        epilog="Refused while another process has files open in these folders (Linux). Kafka topics "
                               "keep the raw events until their retention deletes them (see the README).")
     p.add_argument("--user", required=True, help="The user id, exactly as in the events.")
-    p.add_argument("--out", type=Path, dest="output.dir", help="Output folder (default ./edgetune-out).")
-    p.add_argument("--recovery-dir", type=Path, help="The run's Bytewax recovery store, if it had one.")
+    p.add_argument("--out", type=Path, dest="output.dir", metavar="DIR", help="Output folder (default ./edgetune-out).")
+    p.add_argument("--recovery-dir", type=Path, metavar="DIR", help="The run's Bytewax recovery store, if it had one.")
     p.add_argument("--config", type=Path, help="YAML settings (for train.adapters_dir, if set there).")
 
 

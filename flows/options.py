@@ -29,7 +29,7 @@ from operators.config import Settings
 
 # Sections whose flags every settings-taking command has; "source", "kafka" and "generate"
 # are added by the commands that use them.
-COMMON = ("", "model", "embed", "scoring", "buffer", "output", "metrics", "annotation", "synth", "train")
+COMMON = ("", "model", "embed", "scoring", "buffer", "output", "metrics", "annotation", "synth", "train", "privacy")
 
 ALIASES: dict[str, tuple[str, ...]] = {
     "seed": ("--seed",), "max_chars": ("--max-chars",), "workers": ("--workers",),
@@ -41,6 +41,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "output.dir": ("--out",), "metrics.port": ("--metrics-port",),
     "annotation.replay_answers": ("--answers",),
     "synth.k": ("--synth-k",),
+    "privacy.pii": ("--pii",),
     "train.window_events": ("--window",), "train.window_seconds": ("--window-seconds",),
     "source.dataset": ("--dataset",), "source.format": ("--format",), "source.users": ("--users",),
     "source.split": ("--split",), "source.limit": ("--limit",), "source.rate": ("--rate",),
