@@ -144,10 +144,9 @@ def redactor_for(settings: Settings) -> Redactor | None:
 def select(raw: Stream, s: Settings, components: Components, progress: Callable[[], None] | None = None) -> SelectionOutputs:
     """Wire the selection steps onto a stream of ``(channel, payload)`` items, channel "event" or "annotation"."""
     redactor = redactor_for(s)
-    parsed = op.map("parse", raw, partial(parse_bounded, max_bytes=s.max_message_bytes, max_chars=s.max_chars,
+    parsed = op.map("parse", raw, partial(_parse, max_bytes=s.max_message_bytes, max_chars=s.max_chars,
                                           control_chars=s.source.control_chars,
                                           redactor=redactor))  # Event | Annotation | Rejected, PII redacted
-    op.inspect("count_pii", parsed, lambda _step, p: metrics.record_pii(p.pii, dropped=isinstance(p, Rejected)))
     checked = op.branch("validate", parsed, lambda p: not isinstance(p, Rejected))
     scored = op.flat_map_batch(
         "embed", checked.trues, partial(embed_and_score, embedder=components.embedder, scorer=components.scorer)
@@ -169,6 +168,17 @@ def select(raw: Stream, s: Settings, components: Components, progress: Callable[
     return SelectionOutputs(
         decisions, dead, _payloads("snapshots", outputs, "snapshot"), requests, _payloads("windows", outputs, "train_request")
     )
+
+
+def _parse(item: tuple[str, Any], **validation: Any) -> Event | Annotation | Rejected:
+    """Validate one item (``flows.deadletters.parse_bounded``) and count the PII redacted from it or dropped with it."""
+    found: dict[str, int] = {}
+    parsed = parse_bounded(item, found=found, **validation)
+    if isinstance(parsed, Rejected):
+        metrics.record_pii(parsed.pii, dropped=True)
+    else:
+        metrics.record_pii(found)
+    return parsed
 
 
 def _record_dead_letter(d: dict) -> None:

@@ -61,10 +61,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 @dataclass(frozen=True)
 class Event:
-    """A validated conversation event; ``response`` is ``None`` when unlabeled.
-
-    ``pii`` counts, per kind, the PII the validator replaced by tokens (``operators.redact``).
-    """
+    """A validated conversation event; ``response`` is ``None`` when unlabeled."""
 
     event_id: str
     user_id: str
@@ -72,7 +69,6 @@ class Event:
     prompt: str
     response: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    pii: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def text(self) -> str:
@@ -88,7 +84,6 @@ class Annotation:
     user_id: str
     ts_ms: int
     response: str
-    pii: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -125,7 +120,7 @@ Parsed = Union[Event, Annotation, Rejected]
 
 
 def parse_event(raw: bytes | str | dict, *, max_chars: int = 20_000, control_chars: ControlChars = "reject",
-                redactor: Redactor | None = None) -> Event | Rejected:
+                redactor: Redactor | None = None, found: dict[str, int] | None = None) -> Event | Rejected:
     r"""Validate one conversation event; see the module docstring for the schema.
 
     Text (prompt, response, the strings in ``meta``) is NFC-normalized. Control characters
@@ -135,12 +130,14 @@ def parse_event(raw: bytes | str | dict, *, max_chars: int = 20_000, control_cha
 
     With a ``redactor`` (``operators.redact``), PII in the text is replaced by tokens, or, if
     the redactor's action is ``"drop"``, the event is dead-lettered as ``pii``. Ids are never
-    rewritten: they are identities (keep them pseudonymous).
+    rewritten: they are identities (keep them pseudonymous). ``found``, if given, is filled with
+    how many pieces of each kind were replaced (for metrics; the event itself does not carry
+    them, so nothing about its PII reaches the per-user state).
 
     >>> from operators.redact import Redactor
-    >>> e = parse_event('{"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "I am ann@example.org"}',
-    ...                 redactor=Redactor())
-    >>> e.prompt, e.pii
+    >>> found = {}
+    >>> parse_event('{"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "I am ann@example.org"}',
+    ...             redactor=Redactor(), found=found).prompt, found
     ('I am [EMAIL]', {'email': 1})
     >>> parse_event('{"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "I am ann@example.org"}',
     ...             redactor=Redactor(action="drop")).detail
@@ -169,11 +166,12 @@ def parse_event(raw: bytes | str | dict, *, max_chars: int = 20_000, control_cha
     if isinstance(private, Rejected):
         return private
     text, pii = private
-    return Event(obj["event_id"], obj["user_id"], ts, text["prompt"], text["response"], text["meta"], pii)
+    _add(found, pii)
+    return Event(obj["event_id"], obj["user_id"], ts, text["prompt"], text["response"], text["meta"])
 
 
 def parse_annotation(raw: bytes | str | dict, *, max_chars: int = 20_000, control_chars: ControlChars = "reject",
-                     redactor: Redactor | None = None) -> Annotation | Rejected:
+                     redactor: Redactor | None = None, found: dict[str, int] | None = None) -> Annotation | Rejected:
     """Validate one annotation (text rules as in :func:`parse_event`).
 
     >>> parse_annotation('{"event_id": "e1", "user_id": "u1", "ts": "2024-01-01T00:00:00Z", "response": "ok"}')
@@ -191,11 +189,13 @@ def parse_annotation(raw: bytes | str | dict, *, max_chars: int = 20_000, contro
     if isinstance(private, Rejected):
         return private
     text, pii = private
-    return Annotation(obj["event_id"], obj["user_id"], ts, text["response"], pii)
+    _add(found, pii)
+    return Annotation(obj["event_id"], obj["user_id"], ts, text["response"])
 
 
 def parse_item(item: tuple[str, bytes | str | dict], *, max_chars: int = 20_000,
-               control_chars: ControlChars = "reject", redactor: Redactor | None = None) -> Parsed:
+               control_chars: ControlChars = "reject", redactor: Redactor | None = None,
+               found: dict[str, int] | None = None) -> Parsed:
     """Validate a ``(channel, payload)`` pair: channel ``"event"`` or ``"annotation"``.
 
     >>> parse_item(("annotation", {"event_id": "e1", "user_id": "u1", "ts": 3, "response": "yes"})).response
@@ -203,9 +203,10 @@ def parse_item(item: tuple[str, bytes | str | dict], *, max_chars: int = 20_000,
     """
     channel, raw = item
     if channel == "event":
-        return parse_event(raw, max_chars=max_chars, control_chars=control_chars, redactor=redactor)
+        return parse_event(raw, max_chars=max_chars, control_chars=control_chars, redactor=redactor, found=found)
     if channel == "annotation":
-        return parse_annotation(raw, max_chars=max_chars, control_chars=control_chars, redactor=redactor)
+        return parse_annotation(raw, max_chars=max_chars, control_chars=control_chars, redactor=redactor,
+                                found=found)
     raise ValueError(f"parse_item: channel must be 'event' or 'annotation', got {channel!r}")
 
 
@@ -354,6 +355,12 @@ def _without_pii(text: dict[str, Any], redactor: Redactor | None, raw: Any,
                            "dropped as privacy.pii is drop", raw, obj)
         return dataclasses.replace(rejected, pii=total)
     return out, total
+
+
+def _add(found: dict[str, int] | None, pii: dict[str, int]) -> None:
+    if found is not None:
+        for kind, n in pii.items():
+            found[kind] = found.get(kind, 0) + n
 
 
 def _timestamp(value: Any) -> int | None:

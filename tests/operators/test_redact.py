@@ -120,11 +120,12 @@ def _event(**fields) -> bytes:
 def test_validation_redacts_prompt_response_and_meta_but_never_ids():
     raw = _event(user_id="ann@example.org", prompt="Mail ann@example.org", response="Call 415-555-0132",
                  meta={"note": ["4 Privet Drive"], "ann@example.org": 1})
-    e = parse_event(raw, redactor=R)
+    found: dict[str, int] = {}
+    e = parse_event(raw, redactor=R, found=found)
     assert isinstance(e, Event)
     assert (e.user_id, e.prompt, e.response) == ("ann@example.org", "Mail [EMAIL]", "Call [PHONE]")
     assert e.meta == {"note": ["[ADDRESS]"], "ann@example.org": 1}  # keys are kept, like ids
-    assert e.pii == {"email": 1, "phone": 1, "address": 1}
+    assert found == {"email": 1, "phone": 1, "address": 1}
     assert parse_event(raw).prompt == "Mail ann@example.org"  # no redactor, no redaction
 
 
@@ -144,8 +145,9 @@ def test_drop_dead_letters_the_event_and_its_dead_letter_holds_no_pii():
 
 def test_annotations_are_redacted_or_dropped_too():
     raw = json.dumps({"event_id": "e1", "user_id": "u1", "ts": 0, "response": "write to ann@example.org"})
-    a = parse_annotation(raw, redactor=R)
-    assert isinstance(a, Annotation) and (a.response, a.pii) == ("write to [EMAIL]", {"email": 1})
+    found: dict[str, int] = {}
+    a = parse_annotation(raw, redactor=R, found=found)
+    assert isinstance(a, Annotation) and (a.response, found) == ("write to [EMAIL]", {"email": 1})
     assert parse_annotation(raw, redactor=Redactor(action="drop")).reason == "pii"
 
 
