@@ -37,7 +37,13 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaError, OffsetOutOfRangeError
+from kafka.errors import (
+    InvalidProducerEpochError,
+    KafkaError,
+    OffsetOutOfRangeError,
+    OutOfOrderSequenceNumberError,
+    UnknownProducerIdError,
+)
 
 from flows.deadletters import json_line
 from flows.stop import stopping
@@ -258,15 +264,39 @@ def _fingerprint(record: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def _topic_id(consumer: KafkaConsumer, topic: str) -> Optional[str]:
+    """The topic's id (KIP-516) in the consumer's metadata, or None if the broker or client gives none.
+
+    A topic deleted and created again, or re-created by a broker that lost its
+    log, gets a new id. kafka-python keeps it in its cluster metadata (Metadata
+    v10+), which it refreshes after every lost connection; it has no public
+    accessor on the consumer, hence the guarded lookup.
+    """
+    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+    lookup = getattr(cluster, "topic_id", None)
+    found = lookup(topic) if callable(lookup) else None
+    return None if found is None else str(found)
+
+
 class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, dict]):
     """Reads one Kafka partition; its snapshot is the next offset to read and what was read before it.
 
-    The snapshot is ``{"offset", "last", "partitions"}``: the next offset, a
-    fingerprint of the record just before it, and the topic's partition count.
-    On resume the record before the offset is fetched again and compared, so a
-    log that was lost or recreated is noticed even when the new log is longer
-    than the saved offset. This does not use the broker's end offsets, which
-    Tansu reports wrongly (it counts record batches): it fetches the record.
+    The snapshot is ``{"offset", "last", "partitions", "topic_id"}``: the next
+    offset, a fingerprint of the record just before it, the topic's partition
+    count and its id. On resume the id is compared and the record before the
+    offset is fetched again and compared, so a log that was lost or recreated
+    is noticed even when the new log is longer than the saved offset. This does
+    not use the broker's end offsets, which Tansu reports wrongly (it counts
+    record batches): it fetches the record.
+
+    While the run is live, a broker that restarts without its log is noticed the
+    same way: the fetch at the current offset is out of range (the new log is
+    shorter), or the topic's id changed (the topic was created again, and may
+    already be longer than the offset). The batch is withheld and
+    ``on_offset_loss`` decides. kafka-python refreshes metadata after a lost
+    connection, so the id is checked before every batch at no cost; a batch the
+    client fetched from the new log before its metadata caught up would be
+    followed by the stop at the next batch: never a silent skip.
     """
 
     def __init__(
@@ -287,6 +317,8 @@ class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, dict]):
             auto_offset_reset="none",
         )
         self._consumer.assign([self._tp])
+        self._consumer.partitions_for_topic(config.topic)  # fetches metadata, so the topic id is known now
+        self._topic_id = _topic_id(self._consumer, config.topic)
         if resume is not None:
             self._next_offset = resume["offset"]
             self._last = resume.get("last")
@@ -313,7 +345,13 @@ class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, dict]):
             return "partitions_changed", f"the topic had {saved_parts} partitions and has {self._partitions} now"
         offset = self._next_offset
         if offset == 0:
-            return None
+            return None  # nothing was read: whatever the log is now, reading it from 0 skips nothing
+        saved_id = resume.get("topic_id")
+        id_changed = None
+        if saved_id is not None and self._topic_id is not None and saved_id != self._topic_id:
+            id_changed = "recreated", f"the topic's id was {saved_id} and is {self._topic_id} now (it was created again)"
+        # The record before the offset tells a shorter log (beyond_end) from a different one (recreated);
+        # the topic id catches a recreated log whose record there happens to match, or one compacted away.
         self._consumer.seek(self._tp, offset - 1)
         deadline = time.monotonic() + _PROBE_TIMEOUT_S
         found = None
@@ -327,10 +365,10 @@ class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, dict]):
         if found is None:
             return "beyond_end", f"no record at offset {offset - 1} within {_PROBE_TIMEOUT_S:.0f} s"
         if found.offset != offset - 1:
-            return None  # compacted away: the log is the same, a record was removed by compaction
+            return id_changed  # compacted away: the log is the same, a record was removed by compaction
         if self._last is not None and _fingerprint(found) != self._last:
             return "recreated", f"the record at offset {offset - 1} is not the one read there before"
-        return None
+        return id_changed
 
     def _offset_lost(self, kind: str, found: str) -> None:
         action = self._config.on_offset_loss
@@ -338,8 +376,8 @@ class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, dict]):
         where = f"{self._where()}: saved offset {self._next_offset}: {found} ({kind})"
         if action == "fail":
             msg = (
-                f"{where}. The broker lost or recreated the topic's log since the last run, so "
-                "resuming would skip or misread events. To re-read the partition from its start, set "
+                f"{where}. The broker lost or recreated the topic's log (since the last run, or while this one "
+                "was reading), so going on would skip or misread events. To re-read the partition from its start, set "
                 "kafka.on_offset_loss=earliest (EDGETUNE_KAFKA__ON_OFFSET_LOSS=earliest); to start over, "
                 "remove the recovery directory; if the partition count changed on purpose, recreate the "
                 "recovery directory too."
@@ -349,6 +387,7 @@ class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, dict]):
         log.warning("%s; on_offset_loss=earliest: re-reading the partition from its start", where)
         self._consumer.seek_to_beginning(self._tp)
         self._last = None
+        self._topic_id = _topic_id(self._consumer, self._config.topic)
         self._next_offset = self._resolve_position()
 
     def _where(self) -> str:
@@ -370,10 +409,25 @@ class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, dict]):
             raise StopIteration
         try:
             polled = self._consumer.poll(timeout_ms=0, max_records=self._config.batch_size)
+        except OffsetOutOfRangeError:
+            # Live: the broker's log is now shorter than what this partition read (it lost its data).
+            self._offset_lost("beyond_end", "the broker answered that the offset is out of range while reading")
+            return []
         except KafkaError as exc:
             msg = f"{self._where()}: reading at offset {self._next_offset} failed: {exc!r}"
             raise RuntimeError(msg) from exc
         raw = polled.get(self._tp, [])
+        current_id = _topic_id(self._consumer, self._config.topic)
+        if self._next_offset == 0:
+            self._topic_id = current_id  # nothing read yet: a new log is read from its start, nothing skipped
+        elif self._topic_id is not None and current_id is not None and current_id != self._topic_id:
+            # Live: the topic was created again; its log may already reach past our offset. Withhold the batch.
+            was, self._topic_id = self._topic_id, current_id
+            self._offset_lost("recreated", f"the topic's id changed from {was} to {current_id} while reading "
+                                           f"({len(raw)} records fetched from the new log withheld)")
+            return []
+        elif self._topic_id is None:
+            self._topic_id = current_id
         now = time.monotonic()
         if not raw:
             idle_stop_s = self._config.idle_stop_s
@@ -401,7 +455,8 @@ class _KafkaSourcePartition(StatefulSourcePartition[KafkaRecord, dict]):
         return self._next_awake
 
     def snapshot(self) -> dict:
-        return {"offset": self._next_offset, "last": self._last, "partitions": self._partitions}
+        return {"offset": self._next_offset, "last": self._last, "partitions": self._partitions,
+                "topic_id": self._topic_id}
 
     def close(self) -> None:
         self._consumer.close()
@@ -499,38 +554,40 @@ def _encode(step_id: str, item: Any) -> tuple[Optional[bytes], bytes]:
     return key, value
 
 
+# What an idempotent producer gets from a broker that forgot its producer id (it restarted without its
+# state): the producer cannot go on, a new one can. Seen from Tansu restarted in memory.
+_PRODUCER_STATE_LOST = (UnknownProducerIdError, OutOfOrderSequenceNumberError, InvalidProducerEpochError)
+
+
 class _KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
     def __init__(self, step_id: str, config: KafkaSinkConfig, worker_index: int) -> None:
         self._step_id = step_id
+        self._config = config
+        self._client_id = f"edgetune-{step_id}-{worker_index}"
         self._topic = config.topic
         self._max_bytes = config.max_request_bytes
-        self._producer = KafkaProducer(
-            bootstrap_servers=list(config.brokers),
-            client_id=f"edgetune-{step_id}-{worker_index}",
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> KafkaProducer:
+        return KafkaProducer(
+            bootstrap_servers=list(self._config.brokers),
+            client_id=self._client_id,
             acks="all",
-            max_request_size=config.max_request_bytes,
+            max_request_size=self._config.max_request_bytes,
             allow_auto_create_topics=False,
         )
 
     def write_batch(self, items: list[SinkItem]) -> None:
-        pending = []
-        for item in items:
-            key, value = _encode(self._step_id, item)
-            # The producer would fail the send with MessageSizeTooLargeError; say which step
-            # and limit instead. edgetune's own records are bounded (see operators.config).
-            size = len(value) + len(key or b"") + _RECORD_OVERHEAD
-            if size > self._max_bytes:
-                msg = (
-                    f"step {self._step_id!r}: a record of {size} bytes (with overhead) exceeds "
-                    f"max_request_bytes={self._max_bytes} for topic {self._topic!r}; bound the "
-                    "record upstream or raise max_request_bytes (and the broker's message.max.bytes)"
-                )
-                raise ValueError(msg)
-            pending.append(self._producer.send(self._topic, key=key, value=value))
-        # Block until the broker has every record of the batch; Bytewax
-        # only moves on (and snapshots upstream) after we return.
-        self._producer.flush()
-        failed = [f for f in pending if not f.succeeded()]
+        encoded = [self._checked(item) for item in items]
+        failed, pending = self._send(encoded)
+        if failed and all(isinstance(f.exception, _PRODUCER_STATE_LOST) for f in failed):
+            # The broker lost this producer's id: start a new producer and send the batch once more
+            # (at-least-once, as after any retry: consumers de-duplicate by key).
+            log.warning("step %r: the broker forgot the producer's state (%r); sending the batch of %d records "
+                        "again with a new producer", self._step_id, failed[0].exception, len(encoded))
+            self._producer.close(timeout=5)
+            self._producer = self._new_producer()
+            failed, pending = self._send(encoded)
         if failed:
             first = failed[0].exception
             msg = (
@@ -538,6 +595,28 @@ class _KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
                 f"were not written to topic {self._topic!r}; first error: {first!r}"
             )
             raise RuntimeError(msg) from first
+
+    def _checked(self, item: SinkItem) -> tuple[Optional[bytes], bytes]:
+        key, value = _encode(self._step_id, item)
+        # The producer would fail the send with MessageSizeTooLargeError; say which step
+        # and limit instead. edgetune's own records are bounded (see operators.config).
+        size = len(value) + len(key or b"") + _RECORD_OVERHEAD
+        if size > self._max_bytes:
+            msg = (
+                f"step {self._step_id!r}: a record of {size} bytes (with overhead) exceeds "
+                f"max_request_bytes={self._max_bytes} for topic {self._topic!r}; bound the "
+                "record upstream or raise max_request_bytes (and the broker's message.max.bytes)"
+            )
+            raise ValueError(msg)
+        return key, value
+
+    def _send(self, encoded: list[tuple[Optional[bytes], bytes]]) -> tuple[list, list]:
+        """Send every record and block until the broker has them; returns (failed, all) futures."""
+        pending = [self._producer.send(self._topic, key=key, value=value) for key, value in encoded]
+        # Block until the broker has every record of the batch; Bytewax
+        # only moves on (and snapshots upstream) after we return.
+        self._producer.flush()
+        return [f for f in pending if not f.succeeded()], pending
 
     def close(self) -> None:
         self._producer.flush()

@@ -1,18 +1,23 @@
 """A broker that loses its log: a resumed Kafka run stops with a clear error, or re-reads if told to; never skips.
 
 Each test starts its own Tansu broker (memory storage) and restarts it on the same
-port, which loses every topic and record, as a broker without durable storage does.
+port, which loses every topic and record, as a broker without durable storage does:
+between two runs, and under a live one. (The broker with durable storage, restarted
+under a live run: tests/flows/test_faults.py.)
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import run_main
 
+from flows import stop
 from flows.kafka import OffsetLossError, ensure_topics
 from flows.kafka_flow import build_flow
 from flows.sinks import read_decisions, read_jsonl
@@ -120,3 +125,99 @@ def test_clients_do_not_create_missing_topics(broker):
         assert "loss.never-made" not in consumer.topics()
     finally:
         consumer.close()
+
+
+# --- while the run is live -----------------------------------------------------------------------
+
+
+class _LiveRun:
+    """``run_main`` of the Kafka flow on a thread, reading until it fails or ``stop()`` asks it to end."""
+
+    def __init__(self, settings, components, recovery):
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(settings, components, recovery), daemon=True)
+        self._thread.start()
+
+    def _run(self, settings, components, recovery):
+        try:
+            run_main(build_flow(settings, components), recovery_config=recovery)
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
+
+    def wait(self, until, timeout_s: float = 60.0) -> bool:
+        """Wait until ``until()`` holds or the flow ended; whether it holds."""
+        deadline = time.monotonic() + timeout_s
+        while not until() and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return until()
+
+    def stop(self, timeout_s: float = 60.0) -> BaseException | None:
+        """End the flow as SIGTERM would (if it still runs); the error it ended with, if any."""
+        stop.request_stop()
+        try:
+            self._thread.join(timeout_s)
+        finally:
+            stop.reset()
+        assert not self._thread.is_alive(), "the flow did not end"
+        return self.error
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+
+def _chain(exc: BaseException | None) -> str:
+    parts = []
+    while exc is not None:
+        parts.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)
+
+
+def _decided(folder: Path) -> list[str]:
+    return sorted(r["event_id"] for r in read_decisions(folder).to_pylist()) if list(folder.glob("part-*")) else []
+
+
+def _live_loss(broker, components, tmp_path: Path, expect: list[str], **extra):
+    """A live run reads 4 events per user; the broker restarts without its log; the topics come back longer.
+
+    Returns the error the run ended with (None: it was still reading when ``expect`` was all decided).
+    """
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    init_db_dir(recovery, 1)
+    create(broker)
+    # No idle stop: the consumers reconnect with backoff, which can take seconds on a busy machine.
+    settings = settings_for(broker, TOPICS, tmp_path / "out", **{
+        "buffer.policy": "fifo", "output.flush_rows": 1, "kafka.idle_stop_s": None, **extra})
+    folder = tmp_path / "out" / "decisions"
+    produce(broker, TOPICS["events"], [event(u, i) for i in range(4) for u in ("ann", "ben")])
+    run = _LiveRun(settings, components, RecoveryConfig(str(recovery)))
+    assert run.wait(lambda: len(_decided(folder)) >= 8), run.stop()
+    broker.restart()
+    create(broker)
+    # 10 events per user: the new log reaches past the offset (4) the live consumers are at.
+    produce(broker, TOPICS["events"], [event(u, i) for i in range(10, 20) for u in ("ann", "ben")])
+    run.wait(lambda: _decided(folder) == expect)
+    return run.stop()
+
+
+FIRST = [f"{u}-{i}" for u in ("ann", "ben") for i in range(4)]
+
+
+def test_a_broker_that_loses_its_log_under_a_live_run_stops_it(broker, components, tmp_path):
+    before = lost_count("recreated", "fail")
+    text = _chain(_live_loss(broker, components, tmp_path, expect=["never"]))
+    assert "OffsetLossError" in text and "topic 'loss.events' partition" in text, text
+    assert "while reading" in text and "kafka.on_offset_loss=earliest" in text
+    assert lost_count("recreated", "fail") > before
+    # Nothing of the new log was decided: a plain consumer would have gone on at offset 4, skipping 4 per user.
+    assert _decided(tmp_path / "out" / "decisions") == sorted(FIRST)
+
+
+def test_a_live_run_told_earliest_re_reads_the_new_log_whole(broker, components, tmp_path):
+    before = lost_count("recreated", "earliest")
+    expect = sorted(FIRST + [f"{u}-{i}" for u in ("ann", "ben") for i in range(10, 20)])
+    assert _live_loss(broker, components, tmp_path, expect, **{"kafka.on_offset_loss": "earliest"}) is None
+    assert lost_count("recreated", "earliest") > before
+    assert _decided(tmp_path / "out" / "decisions") == expect
