@@ -128,6 +128,7 @@ class Manifest:
     train_report: dict
     evaluation: Evaluation = field(default_factory=Evaluation)
     probe_ids: list[str] = field(default_factory=list)  # the user's gate probe: annotated, never trained on
+    window: int | None = None  # the user's training window this version was trained for (None: not from a stream)
     weights_sha256: dict[str, str] = field(default_factory=dict)  # weights file name -> sha256 hex; set by save
     version: int = 0
     created_at: str = ""

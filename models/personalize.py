@@ -12,6 +12,13 @@ A training request carries the user's labeled buffer. The run
 4. measures probe loss before/after and the general-probe loss, writes the
    version with its manifest, and promotes it only if the gate passes.
 
+A request is delivered at least once: after a crash the stream re-emits the windows
+it closed since its last checkpoint, and the trainer's journal re-runs what was
+queued or training. A request whose window and training set match a version
+already saved is a repeat: it trains nothing, and only finishes that version's gate
+if the process stopped between saving and gating it. So a crash never adds a
+version, nor trains a window twice.
+
 The runner owns a private copy of the base model: the stream keeps embedding
 with the original while a run trains, generates and wraps its copy in LoRA.
 """
@@ -109,6 +116,9 @@ class Personalizer:
         init = self.store.path(user, current) if (current is not None and cfg.warm_start) else None
         data_digest = training_data_digest(identified)
         train_config = cfg.train.to_dict() | {"warm_start_from": current if init else None}
+        repeat = self._trained_already(user, request.get("window"), data_digest, probe_ids, train_config)
+        if repeat is not None:
+            return self._finish(user, repeat, len(probe))
         same = self._same_run_as(user, data_digest, probe_ids, train_config)
         if same is not None:
             return RunResult(user, "skipped", f"same training set, probe, starting point and config as v{same.version} "
@@ -136,21 +146,61 @@ class Personalizer:
                 train_report=report.to_dict(),
                 evaluation=Evaluation(probe_before, probe_after, self._general_base, general),
                 probe_ids=probe_ids,
+                window=request.get("window"),
             )
             version = self.store.save(user, peft_model, manifest)
         finally:
             peft_model.unload()  # the plain base model again, for the next user
 
-        if probe_after is None:
-            ok, reason = True, "no probe samples yet: promoted on training alone"
-        else:
-            ok, reason = promotion_gate(probe_after, probe_before, cfg.gate_tolerance)
+        ok, reason = self._verdict(probe_after, probe_before)
         if ok:
             self.store.promote(user, version)
         else:
             self.store.reject(user, version, reason)
         return RunResult(user, "promoted" if ok else "rejected", reason, version, len(train), len(synthetic), len(probe),
                          time.perf_counter() - start, report.to_dict())
+
+    def _verdict(self, probe_after: float | None, probe_before: float | None) -> tuple[bool, str]:
+        if probe_after is None:
+            return True, "no probe samples yet: promoted on training alone"
+        return promotion_gate(probe_after, probe_before, self.config.gate_tolerance)
+
+    def _trained_already(self, user: str, window: int | None, data_digest: str, probe_ids: list[str],
+                         train_config: dict) -> Manifest | None:
+        """The version already trained for this very request (same window, training set, probe, config), if any.
+
+        The starting point is left out of the comparison: a re-delivered window finds the
+        version it made as the user's latest, so it would now start from it.
+        """
+        if window is None:
+            return None
+
+        def key(config: dict) -> dict:
+            return {k: v for k, v in config.items() if k != "warm_start_from"}
+
+        for m in reversed(self.store.list(user)):
+            if (m.window == window and m.data_digest == data_digest and m.probe_ids == probe_ids
+                    and key(m.train_config) == key(train_config) and m.base_weights_digest == self._digest()):
+                return m
+        return None
+
+    def _finish(self, user: str, m: Manifest, n_probe: int) -> RunResult:
+        """A repeated request: apply the gate to its version if a stopped process left it a candidate."""
+        counts = {"version": m.version, "n_real": m.n_real, "n_synthetic": m.n_synthetic, "n_probe": n_probe}
+        if m.status == "candidate":
+            ok, reason = self._verdict(m.evaluation.probe_loss_after, m.evaluation.probe_loss_before)
+            if ok:
+                self.store.promote(user, m.version)
+            else:
+                self.store.reject(user, m.version, reason)
+            return RunResult(user, "promoted" if ok else "rejected",
+                             f"v{m.version} of window {m.window} was saved by a run that stopped before its gate: "
+                             f"{reason}", **counts)
+        versions = self.store.list(user)
+        if m.status == "promoted" and self.store.latest(user) != m.version and versions[-1].version == m.version:
+            self.store.promote(user, m.version)  # the stop came between its status and the latest pointer
+        return RunResult(user, "skipped", f"window {m.window} was trained already as v{m.version} ({m.status}): "
+                         "a request delivered again after a restart", **counts)
 
     def _loss_with(self, version: int | None, user: str, pairs: list[tuple[str, str]]) -> float:
         if version is None:

@@ -94,7 +94,7 @@ def test_a_window_that_would_repeat_the_last_run_exactly_is_skipped(tmp_path):
                             base_model_id="tiny-random", warm_start=False)  # every run starts from base
     personalizer = Personalizer(model, tokenizer, AdapterStore(tmp_path / "adapters"), cfg)
     first = personalizer.run(request("ann", 12))
-    again = personalizer.run(request("ann", 12))
+    again = personalizer.run({**request("ann", 12), "window": 2})  # the next window, the buffer unchanged
     assert first.outcome in ("promoted", "rejected") and again.outcome == "skipped"
     assert "same training set, probe, starting point and config as v1" in again.reason
     assert [m.version for m in personalizer.store.list("ann")] == [1]
@@ -111,12 +111,64 @@ def test_a_window_that_would_repeat_the_last_run_exactly_is_skipped(tmp_path):
     assert personalizer.store.list("ann")[1].sample_ids == personalizer.store.list("ann")[0].sample_ids
 
 
-def test_a_promoted_version_is_the_next_starting_point_so_the_same_window_trains_again(personalizer):
+def test_a_promoted_version_is_the_next_starting_point_so_the_same_samples_train_again(personalizer):
     first = personalizer.run(request("ann", 12))
-    second = personalizer.run(request("ann", 12))
+    second = personalizer.run({**request("ann", 12), "window": 2})  # the next window, the buffer unchanged
     # Promoted: the next run warm-starts from v1, a different start, so it trains. Rejected: it would repeat v1.
     assert second.outcome == ("skipped" if first.outcome == "rejected" else second.outcome)
     assert first.outcome == "rejected" or second.outcome != "skipped"
+
+
+def test_a_window_delivered_again_trains_nothing(personalizer):
+    # After a crash the stream re-emits the windows it closed since its last checkpoint: each is a repeat.
+    first = personalizer.run(request("ann", 12))
+    again = personalizer.run({**request("ann", 12), "resumed": True})
+    assert first.outcome in ("promoted", "rejected") and again.outcome == "skipped"
+    assert "window 1 was trained already as v1" in again.reason and again.version == 1
+    personalizer.run({**request("ann", 12, offset=4), "window": 2})
+    latest = personalizer.store.latest("ann")
+    assert personalizer.run(request("ann", 12)).outcome == "skipped"  # window 1 once more, after window 2
+    assert [m.version for m in personalizer.store.list("ann")] == [1, 2] and personalizer.store.latest("ann") == latest
+    assert [m.window for m in personalizer.store.list("ann")] == [1, 2]
+
+
+class _StopBeforeGate(AdapterStore):
+    """A store whose second gate never happens: the process stops between saving a version and gating it."""
+
+    gates = 0
+
+    def promote(self, user, version):
+        self._stop()
+        super().promote(user, version)
+
+    def reject(self, user, version, reason):
+        self._stop()
+        super().reject(user, version, reason)
+
+    def _stop(self):
+        self.gates += 1
+        if self.gates == 2:
+            raise KeyboardInterrupt("the process stops here")
+
+
+def test_a_version_left_a_candidate_by_a_stop_gets_its_gate_when_the_window_comes_again(tmp_path):
+    model, tokenizer = tiny_llama(seed=0)
+    cfg = PersonalizeConfig(train=TrainConfig(max_steps=2, max_seq_len=64, lr=1e-2), synth_k=0, probe_every=4,
+                            base_model_id="tiny-random")
+    whole = Personalizer(model, tokenizer, AdapterStore(tmp_path / "whole"), cfg)
+    stopped = Personalizer(model, tokenizer, _StopBeforeGate(tmp_path / "stopped"), cfg)
+    windows = [request("ann", 12), {**request("ann", 12, offset=6), "window": 2}]
+    for req in windows:
+        whole.run(req)
+    stopped.run(windows[0])
+    with pytest.raises(KeyboardInterrupt):
+        stopped.run(windows[1])
+    assert [m.status for m in stopped.store.list("ann")][-1] == "candidate"
+    resumed = stopped.run({**windows[1], "resumed": True})  # the journal runs it again at the next start
+    assert "saved by a run that stopped before its gate" in resumed.reason and resumed.version == 2
+    want = [(m.version, m.status, m.weights_sha256) for m in whole.store.list("ann")]
+    assert [(m.version, m.status, m.weights_sha256) for m in stopped.store.list("ann")] == want
+    assert stopped.store.latest("ann") == whole.store.latest("ann")
 
 
 def test_a_request_without_training_samples_is_skipped(personalizer):
