@@ -45,12 +45,17 @@ REASONS = (
     "duplicate_event",
     "control_chars",
     "pii",
+    "too_deep",
 )
 """Every reason a payload can be dead-lettered for."""
 
 _EVENT_FIELDS = {"event_id": True, "user_id": True, "ts": True, "prompt": True, "response": False, "meta": False}
 _ANNOTATION_FIELDS = {"event_id": True, "user_id": True, "ts": True, "response": True}
 _MAX_ID_CHARS = 256
+MAX_META_DEPTH = 32
+"""Deepest nesting of lists and objects ``meta`` may hold. Deeper meta is ``too_deep``: every
+later step that walks it (NFC, snapshots, JSON outputs) recurses, and a few hundred levels
+exhaust Python's recursion limit (a crash on every restart at the same message)."""
 
 ControlChars = Literal["reject", "strip"]
 # C0 controls but tab, newline and carriage return; DEL; C1 controls (Unicode category Cc).
@@ -268,7 +273,26 @@ def _check_fields(obj: dict, spec: dict[str, bool], raw: Any) -> Rejected | None
             return _reject("wrong_type", f"{name} must be a string, got {type(obj[name]).__name__}", raw, obj)
     if "meta" in obj and not isinstance(obj["meta"], dict):
         return _reject("wrong_type", f"meta must be an object, got {type(obj['meta']).__name__}", raw, obj)
+    if "meta" in obj and _depth_over(obj["meta"], MAX_META_DEPTH):
+        return _reject("too_deep", f"meta nests lists and objects more than {MAX_META_DEPTH} levels deep", raw, obj)
     return None
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and dicts more than ``limit`` levels deep (walked without recursion).
+
+    >>> _depth_over({"a": [1, {"b": []}]}, 4), _depth_over({"a": [1, {"b": []}]}, 3)
+    (False, True)
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _clean_text(obj: dict, raw: Any, control_chars: ControlChars) -> dict | Rejected:

@@ -85,3 +85,14 @@ def test_a_raw_control_byte_inside_a_json_string_stays_malformed_json():
 def test_an_unknown_mode_is_a_configuration_error_naming_the_setting():
     with pytest.raises(ValueError, match="source.control_chars"):
         parse_event(event(), control_chars="drop")
+
+
+@pytest.mark.parametrize("depth", [33, 500, 950])
+def test_meta_nested_deeper_than_the_limit_is_too_deep_not_a_crash(depth):
+    # 500-989 levels parse as JSON but used to exhaust the recursion limit in the text cleaning: a crash
+    # on every restart at the same message. The limit counts meta itself as level 1.
+    line = '{"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "p", "meta": {"k": %s}}' % ("[" * (depth - 1) + "]" * (depth - 1))
+    out = parse_event(line)
+    assert out.reason == "too_deep" and "too_deep" in REASONS and out.event_id == "e1"
+    at_limit = '{"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "p", "meta": {"k": %s}}' % ("[" * 31 + "]" * 31)
+    assert isinstance(parse_event(at_limit), Event)
