@@ -387,11 +387,22 @@ def _add(found: dict[str, int] | None, pii: dict[str, int]) -> None:
             found[kind] = found.get(kind, 0) + n
 
 
+MAX_TS_MS = 253_402_300_799_999
+"""The latest epoch-ms timestamp accepted: 9999-12-31T23:59:59.999Z, the end of RFC 3339 (and of
+``datetime``). A larger integer is ``bad_timestamp``: it would not fit the decision log's int64
+column, and the sink would fail on it at every restart."""
+
+
 def _timestamp(value: Any) -> int | None:
+    """Epoch ms from an int or an RFC 3339 string, or None.
+
+    >>> _timestamp(1_700_000_000_000), _timestamp(-1), _timestamp(10**30), _timestamp("2024-01-01T00:00:00Z")
+    (1700000000000, None, None, 1704067200000)
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
+        return value if 0 <= value <= MAX_TS_MS else None
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))

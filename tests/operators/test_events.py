@@ -96,3 +96,10 @@ def test_meta_nested_deeper_than_the_limit_is_too_deep_not_a_crash(depth):
     assert out.reason == "too_deep" and "too_deep" in REASONS and out.event_id == "e1"
     at_limit = '{"event_id": "e1", "user_id": "u1", "ts": 0, "prompt": "p", "meta": {"k": %s}}' % ("[" * 31 + "]" * 31)
     assert isinstance(parse_event(at_limit), Event)
+
+
+@pytest.mark.parametrize("ts", [2**63 - 1, 2**63, 10**30])
+def test_an_epoch_ms_past_the_year_9999_is_a_bad_timestamp_not_a_crash_in_the_decision_log(ts):
+    # It used to be accepted, and the decision log's int64 column then failed at every restart.
+    assert parse_event(event(ts=ts)).reason == "bad_timestamp"
+    assert isinstance(parse_event(event(ts=253_402_300_799_999)), Event)
