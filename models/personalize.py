@@ -99,6 +99,7 @@ class Personalizer:
     def run(self, request: dict[str, Any]) -> RunResult:
         start = time.perf_counter()
         cfg, user = self.config, request["user_id"]
+        self._digest()  # of the plain base model: train_lora below wraps it, and its state dict then holds LoRA too
         samples = request["samples"]
         probe_samples = [s for s in samples if is_probe(s["event_id"], cfg.probe_every)]
         probe_ids = [s["event_id"] for s in probe_samples]
@@ -267,6 +268,7 @@ class Personalizer:
         return last if same else None
 
     def _digest(self) -> str:
+        """sha256 of the base model's weights; first called at the start of a run, before any LoRA wrapping."""
         if self._weights_digest is None:  # hashing 135M weights takes a moment: once per process
             from models.lm import weights_digest
 

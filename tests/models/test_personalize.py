@@ -350,3 +350,17 @@ def test_a_journal_that_cannot_be_written_does_not_stop_training(tmp_path):
     service.submit({"user_id": "ann", "window": 1})
     service.close()
     assert list(service.results) == [1]
+
+
+def test_the_base_weights_digest_is_of_the_base_model_whoever_trains_first(tmp_path):
+    # It was computed lazily after train_lora had wrapped the model, so it held the first run's LoRA
+    # weights: another value in every process (a restart), and repeats were no longer recognised.
+    from models.lm import weights_digest
+
+    model, tokenizer = tiny_llama(seed=0)
+    base = weights_digest(model)
+    cfg = PersonalizeConfig(train=TrainConfig(max_steps=1, max_seq_len=64), synth_k=0, probe_every=4,
+                            base_model_id="tiny-random")
+    for i, user in enumerate(("ann", "bob")):
+        Personalizer(model, tokenizer, AdapterStore(tmp_path / str(i)), cfg).run(request(user, 8))
+        assert [m.base_weights_digest for m in AdapterStore(tmp_path / str(i)).list(user)] == [base]
