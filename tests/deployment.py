@@ -147,7 +147,8 @@ def buffers(out: Path) -> dict[str, dict]:
 
 def dead_letter_lines(out: Path) -> list[str]:
     path = out / "dead_letters.jsonl"
-    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    # "\n" only: str.splitlines would also split inside JSON strings holding U+2028 or U+0085.
+    return [line for line in path.read_text(encoding="utf-8").split("\n") if line] if path.exists() else []
 
 
 def journal(out: Path) -> list[Path]:

@@ -193,3 +193,112 @@ def draw(strategy: st.SearchStrategy[Any], n: int, seed_value: int = 0) -> list[
 
     collect()
     return out
+
+
+# --- accounting: what became of every payload ------------------------------------------------------------
+
+
+def expected_outcomes(items: list[tuple[str, bytes]], dedup_window: int = 4096) -> list[str]:
+    """For each ``(channel, payload)`` in stream order: ``"decided"``, ``"counted"`` (a valid annotation:
+    it is not written to any file, only counted in edgetune_annotations_total), or the dead-letter reason.
+
+    The validator is the real one (``flows.deadletters.parse_bounded`` under :data:`LIMITS`); repeats are
+    found as the per-user state finds them: an accepted event whose id the same user sent within the last
+    ``dedup_window`` accepted events. The flow's job, checked by :func:`tally`, is to get each payload to
+    that outcome: none dropped on the way, none written twice.
+    """
+    from collections import deque
+
+    from flows.deadletters import parse_bounded
+    from operators.events import Annotation, Rejected
+
+    recent: dict[str, deque] = {}
+    out = []
+    for channel, payload in items:
+        parsed = parse_bounded((channel, payload), max_bytes=LIMITS["max_message_bytes"], max_chars=LIMITS["max_chars"])
+        if isinstance(parsed, Rejected):
+            out.append(parsed.reason)
+        elif isinstance(parsed, Annotation):
+            out.append("counted")
+        else:
+            ids = recent.setdefault(parsed.user_id, deque(maxlen=dedup_window))
+            if parsed.event_id in ids:
+                out.append("duplicate_event")
+            else:
+                ids.append(parsed.event_id)
+                out.append("decided")
+    return out
+
+
+def ids_of(payload: bytes) -> tuple[str, str] | None:
+    """(user_id, event_id) of a payload that decodes to an object with string ids, by plain json."""
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if isinstance(obj, dict) and isinstance(obj.get("user_id"), str) and isinstance(obj.get("event_id"), str):
+        return obj["user_id"], obj["event_id"]
+    return None
+
+
+def tally(items: list[tuple[str, bytes]], decision_rows: list[dict], dead_lines: list[str],
+          dedup_window: int = 4096) -> dict[str, Any]:
+    """Match every payload to its decision or dead letter; count what is missing and what is there twice.
+
+    ``decision_rows``: every row in the decision log's part files (copies included); ``dead_lines``:
+    every line of the dead-letter file(s). Returns counts: ``payloads``, ``bad`` (payloads whose
+    outcome is a dead letter), ``bad_dead_lettered``, ``decided``, ``counted`` (valid annotations),
+    ``lost`` (no decision or dead letter found), ``decision_rows_twice`` (a (user, event) row in
+    two part files), ``dead_letters_repeated`` (a line identical to one already matched: at-least-
+    once output after a restart, removed by dropping identical lines), ``unexpected`` (a decision
+    or dead letter no payload accounts for, after that removal: a duplicate that dedup misses),
+    ``max_dead_letter_bytes``, ``reasons``.
+    """
+    import hashlib
+    from collections import Counter
+
+    decided = Counter((r["user_id"], r["event_id"]) for r in decision_rows)
+    by_digest: dict[str, list[str]] = {}
+    by_ids: dict[tuple, list[str]] = {}
+    for line in dead_lines:
+        d = json.loads(line)
+        if d["reason"] == "duplicate_event":
+            by_ids.setdefault((d["user_id"], d["event_id"]), []).append(line)
+        else:
+            by_digest.setdefault(d["raw_sha256"], []).append(line)
+    matched: set[str] = set()
+    counts = Counter()
+    lost_examples = []
+    for (channel, payload), outcome in zip(items, expected_outcomes(items, dedup_window)):
+        counts["payloads"] += 1
+        if outcome == "counted":
+            counts["counted"] += 1
+            continue
+        if outcome == "decided":
+            key = ids_of(payload)
+            if decided.get(key):
+                decided[key] = -decided[key]  # matched; copies beyond the first are counted below
+                counts["decided"] += 1
+            else:
+                counts["lost"] += 1
+                lost_examples.append(payload[:120])
+            continue
+        counts["bad"] += 1
+        pool = by_ids.get(ids_of(payload), []) if outcome == "duplicate_event" else by_digest.get(
+            hashlib.sha256(payload).hexdigest(), [])
+        if pool:
+            matched.add(pool.pop(0))
+            counts["bad_dead_lettered"] += 1
+        else:
+            counts["lost"] += 1
+            lost_examples.append(payload[:120])
+    counts["decision_rows_twice"] = sum(-c - 1 for c in decided.values() if c < 0)
+    counts["unexpected"] = sum(c for c in decided.values() if c > 0)  # decisions no payload accounts for
+    for pool in [*by_digest.values(), *by_ids.values()]:
+        for line in pool:
+            counts["dead_letters_repeated" if line in matched else "unexpected"] += 1
+    sizes = [len(line.encode("utf-8")) for line in dead_lines]
+    reasons = Counter(json.loads(line)["reason"] for line in set(dead_lines))
+    return {**{k: counts[k] for k in ("payloads", "bad", "bad_dead_lettered", "decided", "counted", "lost",
+                                      "decision_rows_twice", "dead_letters_repeated", "unexpected")},
+            "max_dead_letter_bytes": max(sizes, default=0), "reasons": dict(reasons), "lost_examples": lost_examples}

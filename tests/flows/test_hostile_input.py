@@ -25,7 +25,7 @@ from flows import kafka_flow, replay_flow
 from flows.deadletters import bound_dead_letter, dead_letter_bytes, json_line, parse_bounded
 from flows.outputs import read_jsonl_file
 from flows.selection import build_components
-from flows.sinks import _decision_table, read_decisions
+from flows.sinks import _decision_table
 from operators import metrics
 from operators.config import load_settings
 from operators.events import REASONS, Annotation, Event, Rejected
@@ -33,7 +33,8 @@ from operators.policies import make_policy
 from operators.scoring import ScoredEvent
 from operators.state import UserState
 from tests.flows.test_kafka_flow import PARTITIONS, consume_all, settings_for, topics  # noqa: F401
-from tests.hostile import LIMITS, draw, hostile
+from tests.deployment import dead_letter_lines, decision_copies
+from tests.hostile import LIMITS, draw, hostile, ids_of, tally
 
 N = 1200
 EXCERPT = LIMITS["dead_letter_excerpt_bytes"]
@@ -105,57 +106,19 @@ def test_one_hostile_payload_never_breaks_a_step(item):
 # --- end to end ----------------------------------------------------------------------------------------
 
 
-def ids_of(payload: bytes) -> tuple[str, str] | None:
-    """(user_id, event_id) of a payload that decodes to an object with string ids, by plain json."""
-    try:
-        obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    if isinstance(obj, dict) and isinstance(obj.get("user_id"), str) and isinstance(obj.get("event_id"), str):
-        return obj["user_id"], obj["event_id"]
-    return None
-
-
-def account(payloads: list[bytes], out: Path, dead: list[dict], answers: list[bytes] = ()) -> Counter:
-    """Match every payload to one decision or one dead letter; fail on anything left over either side.
-
-    ``answers`` (annotation payloads) are never decided: a rejected one must match a dead letter.
-    """
-    rows = read_decisions(out / "decisions").to_pylist()
-    decided = Counter((r["user_id"], r["event_id"]) for r in rows)
-    assert max(decided.values(), default=1) == 1  # one decision per (user, event)
-    rejected = Counter(d["raw_sha256"] for d in dead if d["reason"] != "duplicate_event")
-    duplicates = Counter((d["user_id"], d["event_id"]) for d in dead if d["reason"] == "duplicate_event")
-    unmatched = []
-    for payload in answers:
-        parsed = parse_bounded(("annotation", payload), max_bytes=LIMITS["max_message_bytes"],
-                               max_chars=LIMITS["max_chars"])
-        if isinstance(parsed, Rejected):
-            digest = hashlib.sha256(payload).hexdigest()
-            if rejected[digest]:
-                rejected[digest] -= 1
-            else:
-                unmatched.append(payload[:200])
-    for payload in payloads:
-        digest = hashlib.sha256(payload).hexdigest()
-        key = ids_of(payload)
-        if rejected[digest]:
-            rejected[digest] -= 1
-        elif key is not None and decided[key]:
-            decided[key] -= 1
-        elif key is not None and duplicates[key]:
-            duplicates[key] -= 1
-        else:
-            unmatched.append(payload[:200])
-    assert not unmatched, unmatched[:5]
-    assert not +rejected and not +decided and not +duplicates  # nothing decided or dead-lettered twice
-    return Counter(d["reason"] for d in dead)
+def assert_accounted(items: list[tuple[str, bytes]], out: Path) -> dict:
+    """Every payload reached its outcome once: decided, dead-lettered, or (a valid annotation) counted."""
+    report = tally(items, decision_copies(out), dead_letter_lines(out))
+    assert report["lost"] == 0, report["lost_examples"][:5]
+    assert report["bad_dead_lettered"] == report["bad"] > N // 2
+    assert report["decision_rows_twice"] == report["dead_letters_repeated"] == report["unexpected"] == 0, report
+    return report
 
 
 def assert_bounded(path: Path) -> list[dict]:
     read = read_jsonl_file(path)
     assert read.torn == 0 and read.bad == 0
-    sizes = [len(line.encode("utf-8")) for line in path.read_text(encoding="utf-8").splitlines()]
+    sizes = [len(line.encode("utf-8")) for line in dead_letter_lines(path.parent)]
     assert max(sizes) <= BOUND, max(sizes)
     return read.records
 
@@ -170,8 +133,9 @@ def test_a_replay_of_the_hostile_corpus_decides_or_dead_letters_every_line(corpu
         "annotation.replay_answers": "keep", **LIMITS})
     settings = settings.model_copy(update={"source": settings.source.model_copy(update={"limit": None})})
     run_main(replay_flow.build_flow(settings, components))  # returns: the flow did not stop on any of them
-    reasons = account(lines, tmp_path / "out", assert_bounded(tmp_path / "out" / "dead_letters.jsonl"))
-    assert sum(reasons.values()) > N // 2 and reasons["duplicate_event"] > 0
+    assert_bounded(tmp_path / "out" / "dead_letters.jsonl")
+    report = assert_accounted([("event", line) for line in lines], tmp_path / "out")
+    assert report["decided"] > 50 and report["reasons"]["duplicate_event"] > 0
 
 
 def produce(broker, topic: str, payloads: list[bytes]) -> None:
@@ -200,11 +164,27 @@ def test_the_hostile_corpus_over_kafka_is_decided_dead_lettered_or_counted(corpu
     run_main(kafka_flow.build_flow(settings, components))
 
     dead = assert_bounded(tmp_path / "dead_letters.jsonl")
-    account(events, tmp_path, dead, answers)
+    # Events and answers come from two topics and four partitions: accounted per channel, in their order.
+    report = assert_accounted([("event", p) for p in events] + [("annotation", p) for p in answers], tmp_path)
     # Valid answers are not dead letters: each is counted in edgetune_annotations_total (attached, early, ...).
-    valid = [p for p in answers if not isinstance(parse_bounded(
-        ("annotation", p), max_bytes=LIMITS["max_message_bytes"], max_chars=LIMITS["max_chars"]), Rejected)]
     counted = sum(metrics.ANNOTATIONS.labels(status=s)._value.get() - before[s] for s in statuses)
-    assert len(valid) > 20 and counted >= len(valid)
+    assert report["counted"] > 20 and counted >= report["counted"]
     on_topic = consume_all(kafka_broker, topics["dead"], expected=len(dead), timeout_s=30)
     assert Counter(d["reason"] for d in on_topic) == Counter(d["reason"] for d in dead)
+
+
+def test_the_tally_sees_a_lost_payload_a_repeated_line_and_a_row_written_twice():
+    good = b'{"event_id": "e1", "user_id": "ann", "ts": 1, "prompt": "hi"}'
+    bad = b'{"event_id": "e2", "user_id": "ann", "ts": 1'
+    items = [("event", good), ("event", bad), ("event", good)]  # the second good is a repeat
+    parsed = parse_bounded(("event", bad), max_bytes=LIMITS["max_message_bytes"], max_chars=LIMITS["max_chars"])
+    dead = json_line(bound_dead_letter(parsed.to_dict(), excerpt_bytes=EXCERPT))
+    dup = json_line({"reason": "duplicate_event", "user_id": "ann", "event_id": "e1"})
+    row = {"user_id": "ann", "event_id": "e1"}
+    whole = tally(items, [row], [dead, dup])
+    assert (whole["lost"], whole["bad"], whole["bad_dead_lettered"], whole["decided"]) == (0, 2, 2, 1)
+    assert tally(items, [], [dead, dup])["lost"] == 1
+    assert tally(items, [row], [dup])["lost"] == 1
+    twice = tally(items, [row, row], [dead, dead, dup])
+    assert (twice["decision_rows_twice"], twice["dead_letters_repeated"], twice["unexpected"]) == (1, 1, 0)
+    assert tally(items, [row, {"user_id": "bob", "event_id": "x"}], [dead, dup])["unexpected"] == 1
