@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-BENCHMARKS = ("bench_stream", "bench_flops", "bench_buffer", "bench_buffer_rss", "bench_authors_loop")
+BENCHMARKS = ("bench_stream", "bench_flops", "bench_buffer", "bench_buffer_rss", "bench_authors_loop", "bench_faults")
 OPTIONAL = ("bench_flops_rerun",)  # paired re-runs of a subset (bench_flops --configs ... --tag rerun), if present
 
 
@@ -50,7 +50,7 @@ def main() -> int:
         for t in data["targets"]:
             rows.append({"benchmark": name, "target": t["target"], "measured": t["measured"],
                          "met": "met" if t["met"] else "**missed**", "note": t.get("note", ""),
-                         "command": f"`{t['command']}`"})
+                         "command": f"`{t.get('command', h['command'])}`"})
     first = json.loads((folder / f"{BENCHMARKS[0]}.json").read_text())["header"] if not missing or BENCHMARKS[0] not in missing else None
     machine = ""
     if first:

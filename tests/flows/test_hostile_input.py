@@ -175,16 +175,25 @@ def test_the_hostile_corpus_over_kafka_is_decided_dead_lettered_or_counted(corpu
 
 def test_the_tally_sees_a_lost_payload_a_repeated_line_and_a_row_written_twice():
     good = b'{"event_id": "e1", "user_id": "ann", "ts": 1, "prompt": "hi"}'
+    again = b'{"event_id": "e1", "user_id": "ann", "ts": 2, "prompt": "hi again"}'  # the same id, other content
     bad = b'{"event_id": "e2", "user_id": "ann", "ts": 1'
-    items = [("event", good), ("event", bad), ("event", good)]  # the second good is a repeat
+    items = [("event", good), ("event", bad), ("event", good), ("event", again)]
+
+    def dead_letter(record: dict) -> str:
+        return json_line(bound_dead_letter(record, excerpt_bytes=EXCERPT))
+
     parsed = parse_bounded(("event", bad), max_bytes=LIMITS["max_message_bytes"], max_chars=LIMITS["max_chars"])
-    dead = json_line(bound_dead_letter(parsed.to_dict(), excerpt_bytes=EXCERPT))
-    dup = json_line({"reason": "duplicate_event", "user_id": "ann", "event_id": "e1"})
+    dead = dead_letter(parsed.to_dict())
+    dup1, dup2 = (dead_letter({"reason": "duplicate_event", "user_id": "ann", "event_id": "e1", "detail": "seen",
+                               "raw": json.dumps({"event_id": "e1", "user_id": "ann", "ts": ts, "prompt": p},
+                                                 ensure_ascii=False)}) for ts, p in ((1, "hi"), (2, "hi again")))
     row = {"user_id": "ann", "event_id": "e1"}
-    whole = tally(items, [row], [dead, dup])
-    assert (whole["lost"], whole["bad"], whole["bad_dead_lettered"], whole["decided"]) == (0, 2, 2, 1)
-    assert tally(items, [], [dead, dup])["lost"] == 1
-    assert tally(items, [row], [dup])["lost"] == 1
-    twice = tally(items, [row, row], [dead, dead, dup])
-    assert (twice["decision_rows_twice"], twice["dead_letters_repeated"], twice["unexpected"]) == (1, 1, 0)
-    assert tally(items, [row, {"user_id": "bob", "event_id": "x"}], [dead, dup])["unexpected"] == 1
+    whole = tally(items, [row], [dead, dup1, dup2])
+    assert (whole["lost"], whole["bad"], whole["bad_dead_lettered"], whole["decided"]) == (0, 3, 3, 1)
+    assert tally(items, [], [dead, dup1, dup2])["lost"] == 1
+    assert tally(items, [row], [dup1, dup2])["lost"] == 1
+    assert tally(items, [row], [dead, dup1, dup1])["lost"] == 1  # one repeat's dead letter is missing
+    # A restart wrote a line again: repeated (identical, merged by dedup), not unexpected.
+    twice = tally(items, [row, row], [dead, dup1, dead, dup1, dup2])
+    assert (twice["decision_rows_twice"], twice["dead_letters_repeated"], twice["unexpected"]) == (1, 2, 0)
+    assert tally(items, [row, {"user_id": "bob", "event_id": "x"}], [dead, dup1, dup2])["unexpected"] == 1
