@@ -267,7 +267,10 @@ class _SnapshotPart(StatelessSinkPartition[dict]):
         # Output folders written before user_file_name named snapshots by _old_snapshot_name;
         # once the user's snapshot is written under the new name, the old file is stale.
         old = self._folder / f"{_old_snapshot_name(user)}.json"
-        if old.name == path.name or not old.is_file():
+        try:
+            if old.name == path.name or not old.is_file():
+                return
+        except OSError:  # e.g. ENAMETOOLONG: the old scheme could not have written such a name
             return
         try:
             owner = json.loads(old.read_bytes()).get("user_id")

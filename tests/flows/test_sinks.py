@@ -98,3 +98,12 @@ def test_the_decision_schema_is_generated_from_the_row_and_unchanged():
         ("select_seconds", f),
     ])
     assert all(field.nullable for field in sinks.DECISION_SCHEMA)
+
+
+def test_the_longest_valid_user_id_gets_a_snapshot(tmp_path: Path):
+    # A 256-character id (the longest valid one) is 256 bytes or more under the old naming scheme: looking for
+    # the stale old file failed with ENAMETOOLONG and stopped the flow (found by the hostile-input fault suite).
+    users = ["u" * 256, "\u05e9" * 256]
+    part = SnapshotSink(tmp_path / "buffers").build("snapshot", 0, 1)
+    part.write_batch([{"user_id": u, "samples": []} for u in users])
+    assert sorted(json.loads(p.read_text())["user_id"] for p in (tmp_path / "buffers").iterdir()) == sorted(users)
