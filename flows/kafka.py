@@ -37,13 +37,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
-from kafka.errors import (
-    InvalidProducerEpochError,
-    KafkaError,
-    OffsetOutOfRangeError,
-    OutOfOrderSequenceNumberError,
-    UnknownProducerIdError,
-)
+from kafka.errors import KafkaError, OffsetOutOfRangeError
 
 from flows.deadletters import json_line
 from flows.stop import stopping
@@ -554,11 +548,6 @@ def _encode(step_id: str, item: Any) -> tuple[Optional[bytes], bytes]:
     return key, value
 
 
-# What an idempotent producer gets from a broker that forgot its producer id (it restarted without its
-# state): the producer cannot go on, a new one can. Seen from Tansu restarted in memory.
-_PRODUCER_STATE_LOST = (UnknownProducerIdError, OutOfOrderSequenceNumberError, InvalidProducerEpochError)
-
-
 class _KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
     def __init__(self, step_id: str, config: KafkaSinkConfig, worker_index: int) -> None:
         self._step_id = step_id
@@ -575,19 +564,15 @@ class _KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
             acks="all",
             max_request_size=self._config.max_request_bytes,
             allow_auto_create_topics=False,
+            # Not idempotent: the sink is at-least-once anyway (consumers de-duplicate by key), and an
+            # idempotent producer cannot go on when a broker restarts without its producer state
+            # (UnknownProducerIdError, then a failing InitProducerId: the run stopped in the trial).
+            enable_idempotence=False,
         )
 
     def write_batch(self, items: list[SinkItem]) -> None:
         encoded = [self._checked(item) for item in items]
         failed, pending = self._send(encoded)
-        if failed and all(isinstance(f.exception, _PRODUCER_STATE_LOST) for f in failed):
-            # The broker lost this producer's id: start a new producer and send the batch once more
-            # (at-least-once, as after any retry: consumers de-duplicate by key).
-            log.warning("step %r: the broker forgot the producer's state (%r); sending the batch of %d records "
-                        "again with a new producer", self._step_id, failed[0].exception, len(encoded))
-            self._producer.close(timeout=5)
-            self._producer = self._new_producer()
-            failed, pending = self._send(encoded)
         if failed:
             first = failed[0].exception
             msg = (
