@@ -237,10 +237,11 @@ def expected_outcomes(items: list[tuple[str, bytes]], dedup_window: int = 4096) 
     letter's field of that name must be (the payload's digest; for a repeated event, the digest of the
     event as the per-user state writes it back), None when there is no dead letter.
 
-    The validator is the real one (``flows.deadletters.parse_bounded`` under :data:`LIMITS`); repeats are
-    found as the per-user state finds them: an accepted event whose id the same user sent within the last
-    ``dedup_window`` accepted events. The flow's job, checked by :func:`tally`, is to get each payload to
-    that outcome: none dropped on the way, none written twice.
+    The validator is the real one (``flows.deadletters.parse_bounded`` under :data:`LIMITS` and the default
+    PII redaction, as the flow runs it); repeats are found as the per-user state finds them: an accepted
+    event whose id the same user sent within the last ``dedup_window`` accepted events. The flow's job,
+    checked by :func:`tally`, is to get each payload to that outcome: none dropped on the way, none
+    written twice.
     """
     import hashlib
     from collections import deque
@@ -250,10 +251,12 @@ def expected_outcomes(items: list[tuple[str, bytes]], dedup_window: int = 4096) 
     from operators.events import Annotation, Rejected
     from operators.state import _event_json
 
+    redactor = default_redactor()
     recent: dict[str, deque] = {}
     out: list[tuple[str, str | None]] = []
     for channel, payload in items:
-        parsed = parse_bounded((channel, payload), max_bytes=LIMITS["max_message_bytes"], max_chars=LIMITS["max_chars"])
+        parsed = parse_bounded((channel, payload), max_bytes=LIMITS["max_message_bytes"], max_chars=LIMITS["max_chars"],
+                               redactor=redactor)
         if isinstance(parsed, Rejected):
             out.append((parsed.reason, hashlib.sha256(payload).hexdigest()))
         elif isinstance(parsed, Annotation):
@@ -267,6 +270,14 @@ def expected_outcomes(items: list[tuple[str, bytes]], dedup_window: int = 4096) 
                 ids.append(parsed.event_id)
                 out.append(("decided", None))
     return out
+
+
+def default_redactor() -> Any:
+    """The PII redactor the flow uses under the default settings (``privacy.pii: redact``), or None if off."""
+    from flows.selection import redactor_for
+    from operators.config import load_settings
+
+    return redactor_for(load_settings(**LIMITS))
 
 
 def ids_of(payload: bytes) -> tuple[str, str] | None:

@@ -34,11 +34,12 @@ from operators.scoring import ScoredEvent
 from operators.state import UserState
 from tests.flows.test_kafka_flow import PARTITIONS, consume_all, settings_for, topics  # noqa: F401
 from tests.deployment import dead_letter_lines, decision_copies
-from tests.hostile import LIMITS, draw, hostile, ids_of, tally
+from tests.hostile import LIMITS, default_redactor, draw, hostile, ids_of, tally
 
 N = 1200
 EXCERPT = LIMITS["dead_letter_excerpt_bytes"]
 BOUND = dead_letter_bytes(EXCERPT)
+REDACTOR = default_redactor()  # the flow's path: PII redacted (privacy.pii: redact, the default)
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +59,11 @@ def components():
 
 def check_one(channel: str, payload: bytes, state: UserState) -> str:
     """What the flow's steps do with one payload, each checked; returns the reason or the kind."""
-    parsed = parse_bounded((channel, payload), max_bytes=LIMITS["max_message_bytes"], max_chars=LIMITS["max_chars"])
+    parsed = parse_bounded((channel, payload), max_bytes=LIMITS["max_message_bytes"], max_chars=LIMITS["max_chars"],
+                           redactor=REDACTOR)
     if isinstance(parsed, Rejected):
         assert parsed.reason in REASONS, parsed
-        dead = bound_dead_letter(parsed.to_dict(), excerpt_bytes=EXCERPT)
+        dead = bound_dead_letter(parsed.to_dict(), excerpt_bytes=EXCERPT, redactor=REDACTOR)
         line = json_line(dead).encode("utf-8")  # what both dead-letter sinks write
         assert len(line) <= BOUND, (len(line), parsed.reason)
         assert dead["raw_bytes"] == len(payload) and dead["raw_sha256"] == hashlib.sha256(payload).hexdigest()
