@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="Print the effective configuration as YAML.")
     _config_file(p)
-    add_settings(p, (*COMMON, "source", "kafka", "generate"))
+    add_settings(p, (*COMMON, "source", "kafka", "generate", "serve"))
     p.add_argument("--all", action="store_true", help="Replay the whole source (same as --limit none).")
 
     p = sub.add_parser("replay", help="Replay a file or bundled dataset through the selection stream.",
@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     _config_file(p)
     add_settings(p, (*COMMON, "generate"))
     _forget_parser(sub)
+
+    p = sub.add_parser("serve", help="Answer users over HTTP (OpenAI chat completions) with their latest adapters; "
+                       "served turns and feedback flow back into the stream.", epilog=_STOP_EPILOG)
+    _config_file(p)
+    add_settings(p, (*COMMON, "kafka", "generate", "serve"))
+    p.add_argument("--print-user-token", metavar="USER", help="Print USER's bearer token (derived from serve.token) "
+                   "and exit: it lets a client act as that user only.")
+    _run_args(p)
     return parser
 
 
@@ -126,6 +134,18 @@ def cmd_forget(args: argparse.Namespace) -> int:
     print("Kafka topics still hold this user's raw events (and the dead letters and annotation requests edgetune "
           "wrote there) until the topics' retention deletes them: see the README's privacy section.")
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows import serve
+
+    settings = settings_from_args(args)
+    if args.print_user_token:
+        if settings.serve.token is None:
+            raise ValueError("--print-user-token needs serve.token (EDGETUNE_SERVE__TOKEN): user tokens derive from it")
+        print(serve.user_token(settings.serve.token.get_secret_value(), args.print_user_token))
+        return 0
+    return serve.run(settings, args)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -372,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_eval(args)
         if args.command == "forget":
             return cmd_forget(args)
+        if args.command == "serve":
+            return cmd_serve(args)
     except ValueError as exc:
         print(f"edgetune: error: {exc}", file=sys.stderr)
         return 2

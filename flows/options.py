@@ -50,6 +50,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "kafka.dead_letter_topic": ("--dead-letter-topic",), "kafka.starting": ("--starting",),
     "kafka.idle_stop_s": ("--idle-stop",),
     "generate.max_new_tokens": ("--max-new-tokens",), "generate.no_repeat_ngram_size": ("--no-repeat-ngram-size",),
+    "serve.host": ("--host",), "serve.port": ("--port",), "serve.with_stream": ("--with-stream",),
 }
 # Booleans whose short form is the negation that users reach for.
 NEGATIONS = {"train.enabled": "--no-train"}
@@ -75,6 +76,7 @@ NOT_SETTINGS: dict[str, str] = {
     "versions": "which adapter versions eval scores",
     "report": "where eval writes its JSON",
     "out": "summary's folder to read",
+    "print_user_token": "serve: prints a user's bearer token and exits, an administrative action",
     "page": "summary paging", "page_size": "summary paging", "examples": "summary display",
 }
 

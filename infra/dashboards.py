@@ -209,6 +209,31 @@ ROWS: tuple[Row, ...] = (
         Panel("Samples per training run (1h)", quantiles("edgetune_train_samples", 0.5, 0.95, window="1h"), unit="none"),
         Panel("Adapter versions written (range)", total("edgetune_adapter_versions_total"), kind="stat", width=4),
     )),
+    Row("Serving", (
+        Panel("Requests/s by route and status", rate("edgetune_serve_requests_total", by="route, status",
+                                                     legend="{{route}} {{status}}"), unit="ops", stack=True,
+              description="`edgetune serve`; 429: refused because serve.max_queue requests already waited."),
+        Panel("Answer seconds by mode", quantiles("edgetune_serve_seconds", 0.5, 0.95, by="mode"), unit="s",
+              description="From the request to the whole answer, plain or streamed."),
+        Panel("Time to first token", quantiles("edgetune_serve_ttft_seconds", 0.5, 0.95), unit="s",
+              description="From the request entering the generation queue to its first text (waiting included)."),
+        Panel("Tokens generated/s", rate("edgetune_serve_tokens_total", legend="tokens"), unit="ops"),
+        Panel("Answers/s by model", rate("edgetune_serve_answers_total", by="model"), unit="ops", stack=True,
+              description="base: the user had no promoted adapter; adapter: their latest version answered."),
+        Panel("Resident adapter version by user", gauge("edgetune_serve_adapter_version", by="user"), kind="bargauge",
+              unit="none", description="The version each loaded user adapter has (at most serve.max_resident users)."),
+        Panel("Adapter loads/s and switch seconds",
+              (rate("edgetune_serve_adapter_loads_total", legend="loads/s"),
+               quantiles("edgetune_serve_adapter_switch_seconds", 0.95)), unit="short"),
+        Panel("Generation queue", gauge("edgetune_serve_queue", legend="running + waiting"), kind="stat", width=4),
+        Panel("Served turns/s by outcome", rate("edgetune_serve_turns_total", by="outcome"), unit="ops", stack=True,
+              description="emitted: into the stream as a conversation event; failed: not recorded (503); "
+                          "cancelled: the client left mid-stream."),
+        Panel("Feedback/s by kind", rate("edgetune_serve_feedback_total", by="kind, outcome",
+                                         legend="{{kind}} {{outcome}}"), unit="ops", stack=True,
+              description="Thumbs up/down, preferred answers and answered annotation requests; outcome says whether "
+                          "it became an annotation (a thumbs-down alone does not)."),
+    )),
 )
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from operators.config import GenerateSettings
 
@@ -106,11 +106,13 @@ def generate(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     config: GenerateConfig,
+    streamer: Any = None,
 ) -> list[str]:
     """Answer each prompt as a single user turn; return only the new text.
 
     Special tokens are stripped and the text is whitespace-trimmed. Output order
-    follows ``prompts``.
+    follows ``prompts``. ``streamer`` (a ``transformers`` streamer, one prompt only)
+    receives the tokens as they are decoded: serving streams an answer with it.
     """
     import torch
 
@@ -119,6 +121,8 @@ def generate(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError("generate: the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
+    if streamer is not None and len(prompts) != 1:
+        raise ValueError(f"generate(streamer=...) streams one prompt; got {len(prompts)}")
     ids = [render_prompt_ids(tokenizer, prompt, config.max_prompt_tokens) for prompt in prompts]
 
     knobs = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample}
@@ -126,6 +130,8 @@ def generate(
         knobs.update(temperature=config.temperature, top_p=config.top_p, top_k=0)
     if config.no_repeat_ngram_size:
         knobs["no_repeat_ngram_size"] = config.no_repeat_ngram_size
+    if streamer is not None:
+        knobs["streamer"] = streamer
 
     outputs: list[str] = []
     device = model.device

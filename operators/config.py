@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -229,6 +229,60 @@ class PrivacyConfig(_Section):
         return self
 
 
+class ServeConfig(_Section):
+    """`edgetune serve`: the chat API (flows/serve.py) and where its served turns go."""
+
+    host: str = Field("127.0.0.1", description="Bind address; loopback unless told otherwise. Any other address "
+                      "needs serve.token.")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: any free port, printed at start).")
+    token: SecretStr | None = Field(None, description="Bearer token every request must carry (Authorization: "
+                              "Bearer ...); required when serve.host is not loopback. Prefer EDGETUNE_SERVE__TOKEN "
+                              "to the flag: command lines are visible to other local users.")
+    max_queue: int = Field(4, ge=0, description="Chat requests that may wait for the generation worker besides the "
+                           "one it runs; more at once are refused with 429 and Retry-After.")
+    max_resident: int = Field(4, ge=1, description="Users' adapters kept loaded on the one base model (peft named "
+                              "adapters); the least recently used is unloaded past this.")
+    max_request_bytes: int = Field(65_536, ge=1024, description="Request bodies larger than this are refused with 413.")
+    max_tokens: int | None = Field(None, ge=1, description="Most new tokens a request may ask for (max_tokens); "
+                                   "default generate.max_new_tokens, which is also what a request gets by default.")
+    recent_turns: int = Field(1024, ge=1, description="Served turns remembered in memory for feedback (a thumbs-up "
+                              "needs the answer given); older turns take only a preferred answer.")
+    emit: Literal["auto", "spool", "kafka"] = Field(
+        "auto", description="Where served turns and feedback go: kafka (the events and annotations topics), spool "
+        "(JSONL files under serve.spool_dir that the stream reads), auto: kafka when kafka.brokers is set, else spool.")
+    spool_dir: Path | None = Field(None, description="The local spool; default <output.dir>/spool.")
+    with_stream: bool = Field(False, description="Run the selection stream (and training) in this process too, "
+                              "reading what the server emits: one device, one process.")
+
+    @model_validator(mode="after")
+    def _secure(self) -> "ServeConfig":
+        token = self.token.get_secret_value() if self.token is not None else None
+        if token is not None and len(token) < 16:
+            raise ValueError("serve.token is shorter than 16 characters; use a long random one, e.g. "
+                             "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+        if token is None and not is_loopback(self.host):
+            raise ValueError(f"serve.host={self.host!r} is not a loopback address, and serve.token is unset: anyone "
+                             "who can reach the port could read and write every user's data; set "
+                             "EDGETUNE_SERVE__TOKEN to a long random string, or bind 127.0.0.1")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("::1"), is_loopback("0.0.0.0")
+    (True, True, True, False)
+    """
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     """Everything a run needs; see the module docstring for where values come from."""
 
@@ -256,10 +310,15 @@ class Settings(BaseSettings):
     train: TrainSettings = TrainSettings()
     generate: GenerateSettings = GenerateSettings()
     privacy: PrivacyConfig = PrivacyConfig()
+    serve: ServeConfig = ServeConfig()
 
     @property
     def adapters_dir(self) -> Path:
         return self.train.adapters_dir or self.output.dir / "adapters"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.serve.spool_dir or self.output.dir / "spool"
 
     @model_validator(mode="after")
     def _message_sizes(self) -> "Settings":

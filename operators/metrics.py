@@ -130,3 +130,45 @@ def record_annotation(payload: dict[str, Any]) -> None:
     ANNOTATIONS.labels(status=payload["status"]).inc()
     if payload.get("latency_ms") is not None:
         ANNOTATION_LATENCY.observe(payload["latency_ms"] / 1000.0)
+
+
+# Serving (flows/serve.py): the chat API and the turns it feeds back into the stream.
+SERVE_REQUESTS = Counter("edgetune_serve_requests_total", "HTTP requests to `edgetune serve` by route and status.",
+                         ["route", "status"])
+SERVE_SECONDS = Histogram("edgetune_serve_seconds", "Seconds from request to the whole answer (plain or stream).",
+                          ["mode"], buckets=_SLOW_BUCKETS)
+SERVE_TTFT_SECONDS = Histogram("edgetune_serve_ttft_seconds", "Seconds from a chat request reaching the generation "
+                               "worker's queue to its first generated text.", buckets=_SLOW_BUCKETS)
+SERVE_TOKENS = Counter("edgetune_serve_tokens_total", "New tokens generated for served answers.")
+SERVE_ANSWERS = Counter("edgetune_serve_answers_total", "Served answers by what answered: base (the user has no "
+                        "promoted adapter) or adapter.", ["model"])
+SERVE_ADAPTER_VERSION = Gauge("edgetune_serve_adapter_version", "Adapter version of each resident user adapter "
+                              "(at most serve.max_resident users).", ["user"])
+SERVE_ADAPTER_LOADS = Counter("edgetune_serve_adapter_loads_total", "Adapters loaded onto the base model (a new "
+                              "version promoted, or one evicted from the LRU and asked for again).")
+SERVE_SWITCH_SECONDS = Histogram("edgetune_serve_adapter_switch_seconds", "Seconds to make a user's adapter the "
+                                 "active one before generating (loading it when not resident).", buckets=_FAST_BUCKETS)
+SERVE_QUEUE = Gauge("edgetune_serve_queue", "Chat requests running or waiting for the generation worker.")
+SERVE_TURNS = Counter("edgetune_serve_turns_total", "Served turns by fate: emitted into the stream as a conversation "
+                      "event, failed (not recorded: 503), cancelled (the client left mid-stream).", ["outcome"])
+SERVE_FEEDBACK = Counter("edgetune_serve_feedback_total", "Feedback by kind (up, down, preferred, request_answer) and "
+                         "whether it became an annotation.", ["kind", "outcome"])
+
+
+def record_served(answer: Any, resident: list[tuple[str, int]]) -> None:
+    """Count one served answer (a ``models.serving.Answer``); ``resident``: the pool's loaded (user, version)s."""
+    SERVE_TOKENS.inc(answer.n_tokens)
+    SERVE_ANSWERS.labels(model="base" if answer.version is None else "adapter").inc()
+    SERVE_SWITCH_SECONDS.observe(answer.switch_seconds)
+    if answer.loaded:
+        SERVE_ADAPTER_LOADS.inc()
+    users = dict(resident)
+    for user in _GAUGED_USERS - set(users):  # evicted users leave the gauge: its cardinality is bounded
+        SERVE_ADAPTER_VERSION.remove(user)
+    for user, version in users.items():
+        SERVE_ADAPTER_VERSION.labels(user=user).set(version)
+    _GAUGED_USERS.clear()
+    _GAUGED_USERS.update(users)
+
+
+_GAUGED_USERS: set[str] = set()

@@ -62,7 +62,7 @@ def test_rows_and_datasource_variable() -> None:
     model = _committed()
     assert model["schemaVersion"] == 39 and model["uid"] == "edgetune"
     rows = [p["title"] for p in model["panels"] if p["type"] == "row"]
-    assert rows == ["Stream", "Selection", "Latency", "Personalization"]
+    assert rows == ["Stream", "Selection", "Latency", "Personalization", "Serving"]
     (variable,) = model["templating"]["list"]
     assert (variable["type"], variable["name"], variable["query"]) == ("datasource", "datasource", "prometheus")
     for panel in _all_panels(model):

@@ -107,6 +107,17 @@ def _sick_tick() -> None:
     metrics.KAFKA_OFFSET_LOSS.labels(kind="recreated", action="earliest").inc()  # a broker lost its log
     metrics.record_pii({"email": 1, "phone": 2})
     metrics.record_pii({"card": 1}, dropped=True)
+    metrics.SERVE_REQUESTS.labels(route="/v1/chat/completions", status="200").inc()
+    metrics.SERVE_REQUESTS.labels(route="/v1/chat/completions", status="429").inc()
+    metrics.SERVE_SECONDS.labels(mode="stream").observe(1.2)
+    metrics.SERVE_TTFT_SECONDS.observe(0.3)
+    metrics.SERVE_QUEUE.set(2)
+    metrics.SERVE_TURNS.labels(outcome="emitted").inc()
+    metrics.SERVE_FEEDBACK.labels(kind="up", outcome="annotation").inc()
+    from models.serving import Answer
+
+    metrics.record_served(Answer("text", 2, n_tokens=5, n_prompt_tokens=9, switch_seconds=0.01, loaded=True),
+                          [("u1", 2)])
 
 
 def _run_workload(stop: threading.Event) -> None:
