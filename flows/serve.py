@@ -404,6 +404,9 @@ def build_app(server: Server) -> Any:
             raise ApiError(404, f"no served turn {body.id!r} of this user is remembered (the server keeps the last "
                            f"serve.recent_turns={settings.serve.recent_turns}); send a preferred answer instead",
                            "turn_not_found")
+        if body.preferred is None and body.rating == "up" and not served.strip():
+            raise ApiError(409, "the answer given was empty, so it cannot be the reference; send a preferred answer",
+                           "empty_answer")
         annotation = feedback_annotation(body.id, body.user, body.rating, body.preferred, served)
         if annotation is None:
             metrics.SERVE_FEEDBACK.labels(kind=kind, outcome="no_annotation").inc()
@@ -539,7 +542,11 @@ async def _chunks(queue: asyncio.Queue, cancel: threading.Event, first: list[flo
 
 
 class _BodyLimit:
-    """Pure ASGI middleware: refuse a body over ``max_bytes`` with 413, by its Content-Length or as it arrives."""
+    """Pure ASGI middleware: refuse a body over ``max_bytes`` with 413, by its Content-Length or as it arrives.
+
+    The body is read here (at most ``max_bytes`` of it are ever held) and handed on whole, so a chunked
+    upload without a Content-Length is cut off at the limit too.
+    """
 
     def __init__(self, app: Any, max_bytes: int):
         self.app = app
@@ -549,33 +556,36 @@ class _BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        too_big = _error(413, f"request body over serve.max_request_bytes={self.max_bytes}", "request_too_large")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            metrics.SERVE_REQUESTS.labels(route="other", status="413").inc()
-            await too_big(scope, receive, send)
-            return
-        seen = 0
-
-        async def bounded() -> dict:
-            nonlocal seen
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = length is not None and (not length.isdigit() or int(length) > self.max_bytes)
+        chunks, seen, more = [], 0, not too_big
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge()
-            return message
-
-        try:
-            await self.app(scope, bounded, send)
-        except _TooLarge:
+            if message["type"] != "http.request":  # the client went away
+                break
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                too_big = True
+                break
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        if too_big:
             metrics.SERVE_REQUESTS.labels(route="other", status="413").inc()
-            await too_big(scope, receive, send)
+            await _error(413, f"request body over serve.max_request_bytes={self.max_bytes}", "request_too_large")(
+                scope, receive, send)
+            return
+        body = b"".join(chunks)
+        delivered = False
 
+        async def replay() -> dict:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for a disconnect, as the server would
 
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 # --- running it -----------------------------------------------------------------------------
