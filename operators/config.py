@@ -99,12 +99,17 @@ class BufferConfig(_Section):
     domain_quota: Literal["balanced", "stream"] = Field(
         "stream", description="sdss: which domain gives up a slot: the user's own domain mix (stream, default: "
         "best in the policy table) or the candidate's domain / the largest one (balanced, the first design).")
+    scale: Literal["z", "rank"] = Field(
+        "z", description="sdss: how scores of unrelated units are made comparable before they are weighted: running "
+        "z-value (shipped) or running mid-rank among the last 1,024 offers (a heavy-tailed score cannot dominate).")
+    coverage: float = Field(0.0, ge=0, description="sdss: weight of a k-center-style term, the cosine distance to the "
+                            "nearest buffered sample (0: off, as shipped).")
 
     def policy_params(self) -> dict[str, Any]:
         """The chosen policy's constructor arguments that this section holds, matched by name.
 
         >>> BufferConfig(capacity=8).policy_params()
-        {'capacity': 8, 'weights': (2.0, 1.0, 1.0), 'dup_threshold': 0.95, 'domain_quota': 'stream'}
+        {'capacity': 8, 'weights': (2.0, 1.0, 1.0), 'dup_threshold': 0.95, 'domain_quota': 'stream', 'scale': 'z', 'coverage': 0.0}
         >>> BufferConfig(policy="fifo", capacity=8).policy_params()
         {'capacity': 8}
         """

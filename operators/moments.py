@@ -60,3 +60,75 @@ class RunningMoments:
         if x.shape != (self.size,):
             raise ValueError(f"expected {self.size} scores, got shape {x.shape}")
         return x
+
+
+class RunningRanks:
+    """Each score's rank among the last ``window`` offers, in [0, 1]: a scale that no outlier can stretch.
+
+    ``RunningMoments``' z-value lets one heavy-tailed score dominate a weighted sum: on both
+    bundled datasets DSS is 0 for 40-57 % of prompts and its rare positive values reach z = 14,
+    while EOE never passes z = 4. A mid-rank (the share of remembered values below ``x``, plus
+    half the share equal to it) gives every score the same spread whatever its tail, in
+    O(size * window) memory: the oldest value is forgotten when the window is full.
+
+    >>> r = RunningRanks(2, window=3)
+    >>> for x in ([1.0, 0.0], [2.0, 0.0], [3.0, 9.0]):
+    ...     r.update(x)
+    >>> r.rank([2.0, 0.0]).tolist()   # one of three below 2, one equal; two of three equal 0
+    [0.5, 0.3333333333333333]
+    >>> r.update([4.0, 0.0])          # forgets [1.0, 0.0]
+    >>> r.rank([2.0, 0.0]).tolist()
+    [0.16666666666666666, 0.3333333333333333]
+    """
+
+    def __init__(self, size: int, window: int = 1024):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be an int >= 1 (scores tracked), got {size!r}; e.g. size=3")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be an int >= 1 (offers remembered), got {window!r}; e.g. window=1024")
+        self.size = size
+        self.window = window
+        self._recent: list[list[float]] = []  # arrival order, oldest first
+        self._sorted: list[list[float]] = [[] for _ in range(size)]
+
+    @property
+    def n(self) -> int:
+        return len(self._recent)
+
+    def update(self, x: Any) -> None:
+        import bisect
+
+        row = [float(v) for v in self._vector(x)]
+        if len(self._recent) == self.window:
+            for column, old in zip(self._sorted, self._recent.pop(0)):
+                del column[bisect.bisect_left(column, old)]
+        self._recent.append(row)
+        for column, value in zip(self._sorted, row):
+            bisect.insort(column, value)
+
+    def rank(self, x: Any) -> np.ndarray:
+        """Mid-ranks of ``x``'s components; 0.5 (a tie with everything) before any update."""
+        import bisect
+
+        if not self._recent:
+            return np.full(self.size, 0.5)
+        n = len(self._recent)
+        out = np.empty(self.size)
+        for k, (column, value) in enumerate(zip(self._sorted, self._vector(x))):
+            below, upto = bisect.bisect_left(column, value), bisect.bisect_right(column, value)
+            out[k] = (below + 0.5 * (upto - below)) / n
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"window": self.window, "recent": [list(r) for r in self._recent]}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self._recent, self._sorted = [], [[] for _ in range(self.size)]
+        for row in state["recent"]:
+            self.update(row)
+
+    def _vector(self, x: Any) -> np.ndarray:
+        x = np.array(x, dtype=np.float64)
+        if x.shape != (self.size,):
+            raise ValueError(f"expected {self.size} scores, got shape {x.shape}")
+        return x

@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from benchmarks.policy_table.bookkeeping import set_command_args
     from benchmarks.selection.features import distinct_pairs, ensure_features, load_features
-    from benchmarks.selection.plan import plan_cells
+    from benchmarks.selection.plan import plan_cells, plan_validation_cells
     from benchmarks.selection.streams import build
 
     set_command_args(["python", "-m", "benchmarks.selection", *(argv if argv is not None else __import__("sys").argv[1:])])
@@ -115,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 loaded[dataset] = ({u["user"]: u for u in chosen[dataset]}, feats, gen, lm())
             return loaded[dataset]
 
-        cells = plan_cells(datasets, {d: [u["user"] for u in chosen[d]] for d in datasets})
+        plan = plan_cells if args.split == "test" else plan_validation_cells
+        cells = plan(datasets, {d: [u["user"] for u in chosen[d]] for d in datasets})
         if args.only:
             keep = set(args.only.split("+"))
             cells = [c for c in cells if c.row in keep]

@@ -45,9 +45,16 @@ ROWS: dict[str, Row] = {r.name: r for r in (
     Row("sdss-no-idd", "policy", "sdss", _sdss(2, 1, 0), label="sdss without IDD"),
     Row("sdss-synth1", "policy", "sdss", SHIPPED, synth_k=1, label="sdss + 1 synthetic pair per sample"),
     Row("sdss-synth3", "policy", "sdss", SHIPPED, synth_k=3, label="sdss + 3 synthetic pairs per sample"),
+    # Candidate rules, tried on the validation users only (benchmarks/README.md); sdss-no-dss is the fourth.
+    Row("sdss-rank", "policy", "sdss", (*SHIPPED, ("scale", "rank")), label="candidate: sdss on running ranks, not z-values"),
+    Row("sdss-coverage", "policy", "sdss", (*SHIPPED, ("coverage", 1.0)), label="candidate: sdss + k-center coverage term"),
+    Row("deita", "policy", "deita", label="candidate: DEITA-style, quality (2 EOE + DSS) first, then a 0.9 cosine diversity filter"),
 )}
 BASELINES = ("random", "fifo", "reservoir", "kcenter", "ifd", "uds")
 NAIVE = ("random", "fifo", "reservoir", "kcenter")
+CANDIDATES = ("sdss-rank", "sdss-no-dss", "sdss-coverage", "deita")
+"""At most four, fixed before any validation cell; judged against shipped sdss by ``report.verdict``."""
+VALIDATION_ROWS = ("sdss", "reservoir", *CANDIDATES)
 SYNTH_USERS = 3  # synthesis rows run on the first 3 users of each dataset: they cost 3-10x a plain cell
 
 
@@ -122,3 +129,11 @@ def plan_cells(datasets: list[str], users: dict[str, list[str]]) -> list[Cell]:
                         continue
                     cells.append(Cell(dataset, order, row, users[dataset][k]))
     return cells
+
+
+def plan_validation_cells(datasets: list[str], users: dict[str, list[str]]) -> list[Cell]:
+    """The validation users' cells: shipped sdss, reservoir (for scale) and the candidates, on the
+    realistic streams only (the rule is judged there), user-major so a prefix pairs every row."""
+    n_users = max(len(users[d]) for d in datasets)
+    return [Cell(d, "realistic", row, users[d][k]) for k in range(n_users) for d in datasets if k < len(users[d])
+            for row in VALIDATION_ROWS]

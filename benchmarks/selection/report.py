@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .plan import BASELINES, ROWS, TableConfig
+from .plan import BASELINES, CANDIDATES, ROWS, TableConfig
 
 METRICS = {"rouge1": 100.0, "answer_loss": 1.0}  # ROUGE-1 reported in points
 POLICY_ROWS = [r for r in ROWS if ROWS[r].kind == "policy"]
@@ -66,7 +66,7 @@ def write_report(out: Path, cfg: TableConfig, stream_stats: dict[str, list[dict]
     for (dataset, order, row), mine in sorted(cells.items()):
         if row not in POLICY_ROWS and row != "whole":
             continue
-        for base in COMPARE_TO:
+        for base in (*COMPARE_TO, "sdss") if row in CANDIDATES else COMPARE_TO:
             if base == row or (dataset, order, base) not in cells:
                 continue
             for metric in METRICS:
@@ -109,6 +109,18 @@ def _markdown(cells: dict, rows_out: list[dict], cfg: TableConfig, stream_stats:
         mark = " **" if r["lo"] > 0 or r["hi"] < 0 else ""
         lines.append(f"| {r['dataset']} | {r['stream']} | {r['metric']} | {r['policy']} | {r['baseline']} | {r['diff']:+.3f}{mark.strip()} "
                      f"| [{r['lo']:+.3f}, {r['hi']:+.3f}] | {r['n_prompts']} | {r['n_users']} | {r['user_std']:.3f} |")
+    decided = verdict(rows_out)
+    if decided:
+        lines += ["", "## Candidate rules against shipped sdss (the rule committed in benchmarks/README.md)", "",
+                  "A candidate passes on a dataset if, on the realistic streams, its ROUGE-1 interval against sdss lies above 0",
+                  "and its answer-loss interval's low end is <= 0; it wins only if it passes on every dataset.", "",
+                  "| candidate | dataset | ROUGE-1 diff [95 % CI] | answer loss diff [95 % CI] | passes |", "|---|---|---|---|---|"]
+        for name, v in decided.items():
+            for dataset, d in v["datasets"].items():
+                r, a = d["rouge1"], d["answer_loss"]
+                lines.append(f"| {name} | {dataset} | {r['diff']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}] "
+                             f"| {a['diff']:+.3f} [{a['lo']:+.3f}, {a['hi']:+.3f}] | {'yes' if d['passes'] else 'no'} |")
+            lines.append(f"| **{name}** | all | | | **{'WINS' if v['wins'] else 'does not win'}** |")
     lines += ["", "Every comparison, every row: `paired.csv`.", "", "## Stream statistics", ""]
     for dataset, stats in stream_stats.items():
         keys = [k for k in stats[0] if k not in ("user",)]
@@ -116,6 +128,31 @@ def _markdown(cells: dict, rows_out: list[dict], cfg: TableConfig, stream_stats:
         lines += ["| " + s["user"] + " | " + " | ".join(str(s[k]) for k in keys) + " |" for s in stats]
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def verdict(rows_out: list[dict]) -> dict[str, dict]:
+    """The committed rule applied to each candidate: per dataset, on realistic streams against shipped sdss,
+    ROUGE-1 ``lo > 0`` and answer-loss ``lo <= 0``; a candidate wins if it passes on every dataset present.
+
+    >>> rows = [{"policy": "deita", "baseline": "sdss", "stream": "realistic", "dataset": d, "metric": m,
+    ...          "diff": x, "lo": lo, "hi": hi} for d, m, x, lo, hi in [
+    ...     ("chitchat", "rouge1", 1.2, 0.3, 2.0), ("chitchat", "answer_loss", 0.01, -0.01, 0.03),
+    ...     ("sharegpt", "rouge1", 0.5, -0.2, 1.1), ("sharegpt", "answer_loss", -0.02, -0.04, 0.0)]]
+    >>> v = verdict(rows)["deita"]
+    >>> v["datasets"]["chitchat"]["passes"], v["datasets"]["sharegpt"]["passes"], v["wins"]
+    (True, False, False)
+    """
+    found: dict[str, dict[str, dict]] = {}
+    for r in rows_out:
+        if r["policy"] in CANDIDATES and r["baseline"] == "sdss" and r["stream"] == "realistic":
+            found.setdefault(r["policy"], {}).setdefault(r["dataset"], {})[r["metric"]] = r
+    out = {}
+    for name, datasets in found.items():
+        judged = {d: {**m, "passes": m["rouge1"]["lo"] > 0 and m["answer_loss"]["lo"] <= 0}
+                  for d, m in sorted(datasets.items()) if set(m) == set(METRICS)}
+        if judged:
+            out[name] = {"datasets": judged, "wins": all(j["passes"] for j in judged.values())}
+    return out
 
 
 def _forest(path: Path, rows_out: list[dict]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 from operators.policies.base import BufferPolicy
 from operators.sample import Candidate

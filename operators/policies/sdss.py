@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from operators.config import BufferConfig
-from operators.moments import RunningMoments
+from operators.moments import RunningMoments, RunningRanks
 from operators.policies.base import BufferPolicy
 from operators.sample import NEAR_COPY, Candidate
 
@@ -49,6 +49,15 @@ class SDSS(BufferPolicy):
        its score is strictly higher; ties keep the incumbent. Ties between victims go to the
        older sample, and between equally large domains to the one that arrived first.
 
+    Two options, off as shipped, are candidates for a better rule (benchmarks/README.md, selection):
+
+    - ``scale="rank"`` puts each score on its running mid-rank among the last 1,024 offers
+      (:class:`operators.moments.RunningRanks`) instead of its z-value, so a heavy-tailed score
+      (DSS: mostly 0, rare values at z = 14) cannot outvote the others;
+    - ``coverage > 0`` adds ``coverage * scale(d)``, where ``d`` is the cosine distance to the
+      nearest buffered sample of any domain (k-center's quantity; the candidate's is measured
+      without the victim, a buffered sample's against the rest of the buffer).
+
     ``Decision.score`` is the candidate's combined score as compared (nan for duplicates).
 
     Below, ``e2`` nearly copies ``e0``; ``e3`` has the lowest EOE; ``e4`` has a high EOE but
@@ -86,6 +95,8 @@ class SDSS(BufferPolicy):
         weights: tuple[float, float, float] = _SHIPPED.weights,
         dup_threshold: float = _SHIPPED.dup_threshold,
         domain_quota: str = _SHIPPED.domain_quota,
+        scale: str = _SHIPPED.scale,
+        coverage: float = _SHIPPED.coverage,
     ):
         super().__init__(capacity=capacity, seed=seed)
         if domain_quota not in ("balanced", "stream"):
@@ -100,9 +111,17 @@ class SDSS(BufferPolicy):
             )
         if not 0.0 < dup_threshold <= 1.0:
             raise ValueError(f"dup_threshold must be in (0, 1] (a cosine similarity), got {dup_threshold!r}; e.g. 0.95")
+        if scale not in ("z", "rank"):
+            raise ValueError(f"scale must be 'z' or 'rank', got {scale!r}")
+        if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not math.isfinite(coverage) or coverage < 0:
+            raise ValueError(f"coverage must be a finite number >= 0 (the weight of the distance term), got {coverage!r}; e.g. 1.0")
         self.weights = weights
         self.dup_threshold = float(dup_threshold)
+        self.scale = scale
+        self.coverage = float(coverage)
         self._moments = RunningMoments(3)  # of (EOE, DSS, IDD) over non-duplicate offers
+        self._ranks = RunningRanks(3) if scale == "rank" else None
+        self._distances = (RunningRanks(1) if scale == "rank" else RunningMoments(1)) if coverage else None
 
     def _choose(self, c: Candidate) -> tuple[str, str | None, float]:
         if c.max_sim >= self.dup_threshold:
@@ -110,9 +129,9 @@ class SDSS(BufferPolicy):
         self._observe(c)
         self._offered[c.domain] = self._offered.get(c.domain, 0) + 1
         if len(self._samples) < self.capacity:
-            return "admitted", None, self._score(c.eoe, c.dss, c.idd)
+            return "admitted", None, self._score(c.eoe, c.dss, c.idd, 1.0 - c.max_sim)
         victim, victim_score = self._weakest(self._victim_domain(c.domain))
-        score = self._score(c.eoe, c.dss, self._idd_without(c, victim))
+        score = self._score(c.eoe, c.dss, self._idd_without(c, victim), self._distance_without(c, victim))
         return ("replaced", victim, score) if score > victim_score else ("rejected", None, score)
 
     def _observe(self, c: Candidate) -> None:
@@ -122,10 +141,21 @@ class SDSS(BufferPolicy):
                 f"candidate {c.event_id!r} has a non-finite score (eoe, dss, idd) = {tuple(x)}; score it first"
             )
         self._moments.update(x)
+        if self._ranks is not None:
+            self._ranks.update(x)
+        if self._distances is not None and math.isfinite(c.max_sim):
+            self._distances.update([1.0 - c.max_sim])
 
-    def _score(self, eoe: float, dss: float, idd: float) -> float:
-        z = self._moments.z([eoe, dss, idd])  # no spread yet: every sample ties
-        return float(sum(w * zk for w, zk in zip(self.weights, z)))
+    def _score(self, eoe: float, dss: float, idd: float, distance: float = math.nan) -> float:
+        if self._ranks is not None:
+            z = self._ranks.rank([eoe, dss, idd])
+        else:
+            z = self._moments.z([eoe, dss, idd])  # no spread yet: every sample ties
+        score = float(sum(w * zk for w, zk in zip(self.weights, z)))
+        if self._distances is not None and math.isfinite(distance):
+            scaled = self._distances.rank([distance]) if self.scale == "rank" else self._distances.z([distance])
+            score += self.coverage * float(scaled[0])
+        return score
 
     def _victim_domain(self, domain: str) -> str:
         sizes: dict[str, int] = {}
@@ -139,13 +169,26 @@ class SDSS(BufferPolicy):
 
     def _weakest(self, domain: str) -> tuple[str, float]:
         loo = self._index.loo_idd(domain)
+        distance = self._buffered_distances(domain) if self._distances is not None else {}
         best: tuple[str, float] | None = None
         for s in self._samples.values():
             if s.domain == domain:
-                score = self._score(s.eoe, s.dss, loo[s.event_id])
+                score = self._score(s.eoe, s.dss, loo[s.event_id], distance.get(s.event_id, math.nan))
                 if best is None or score < best[1]:  # strict: ties keep the older sample as victim
                     best = (s.event_id, score)
         return best
+
+    def _buffered_distances(self, domain: str) -> dict[str, float]:
+        """Cosine distance from each buffered sample of ``domain`` to its nearest other buffered sample."""
+        ids = [s.event_id for s in self._samples.values() if s.domain == domain]
+        hits = self._index.search(np.stack([self._samples[i].embedding for i in ids]), 2)
+        return {i: next((1.0 - sim for j, sim in row if j != i), math.nan) for i, row in zip(ids, hits)}
+
+    def _distance_without(self, c: Candidate, victim: str) -> float:
+        """The candidate's cosine distance to its nearest buffered sample other than ``victim``."""
+        if self._distances is None:
+            return math.nan
+        return next((1.0 - sim for j, sim in self._index.nearest(c.embedding, 2) if j != victim), math.nan)
 
     def _idd_without(self, c: Candidate, victim: str) -> float:
         """The candidate's IDD against its domain's buffered samples other than ``victim``."""
@@ -159,8 +202,17 @@ class SDSS(BufferPolicy):
         return 1.0 - sim_sum / (n - 1)
 
     def _state(self) -> dict[str, Any]:
-        return {**self._moments.state(), "offered": dict(self._offered)}
+        state = {**self._moments.state(), "offered": dict(self._offered)}
+        if self._ranks is not None:
+            state["ranks"] = self._ranks.state()
+        if self._distances is not None:
+            state["distances"] = self._distances.state()
+        return state
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self._moments.load(state)
         self._offered = dict(state.get("offered", {}))
+        if self._ranks is not None:
+            self._ranks.load(state["ranks"])
+        if self._distances is not None:
+            self._distances.load(state["distances"])

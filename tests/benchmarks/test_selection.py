@@ -67,3 +67,16 @@ def test_stream_statistics_are_measured_not_configured():
     stats = stream_stats({"user": "u", "stream": events, "test": []})
     assert stats["mean_topic_run"] == pytest.approx((2 + 1 + 1) / 3, abs=0.005)  # runs a,a | b | a (stats round to 0.01)
     assert stats["low_value_share"] == 0.25 and stats["exact_duplicate_prompt_share"] == 0.25
+
+
+def test_the_validation_split_runs_the_candidates_and_judges_them(smoke):
+    assert cli.main(["all", "--smoke", "--split", "validation", "--datasets", "chitchat", "--out", str(smoke)]) == 0
+    cells = list((smoke / "validation" / "cells").glob("chitchat/realistic/*/*.json"))
+    from benchmarks.selection.plan import VALIDATION_ROWS
+
+    assert {p.parent.name for p in cells} == set(VALIDATION_ROWS)
+    assert {p.stem for p in cells} == {"chitchat-val2"}  # the validation user only, never a table user
+    table = (smoke / "validation" / "table.md").read_text()
+    assert "## Candidate rules against shipped sdss" in table
+    for name in ("sdss-rank", "sdss-no-dss", "sdss-coverage", "deita"):
+        assert f"| **{name}** | all |" in table

@@ -505,3 +505,63 @@ def test_uds_refuses_a_candidate_without_uncertainty():
 def test_uds_bad_diversity_weight_names_the_parameter(bad):
     with pytest.raises(ValueError, match="diversity_weight"):
         make_policy("uds", diversity_weight=bad)
+
+
+# -- sdss's candidate options (benchmarks/README.md: the rule for changing the combination rule) --
+
+@pytest.mark.parametrize("params", [{"scale": "rank"}, {"coverage": 1.0}, {"scale": "rank", "coverage": 0.5}])
+def test_sdss_options_make_the_same_decisions_after_a_snapshot(params):
+    candidates = stream(5, 300)
+    whole = SDSS(capacity=6, **params)
+    expected = trace(whole, copy.deepcopy(candidates))
+    first = SDSS(capacity=6, **params)
+    head = trace(first, copy.deepcopy(candidates[:140]))
+    restored = SDSS.from_snapshot(pickle.loads(pickle.dumps(first.snapshot())))
+    assert head + trace(restored, copy.deepcopy(candidates[140:])) == expected
+    assert restored.params() == whole.params()
+
+
+def test_sdss_rank_scale_keeps_a_rare_outlier_score_from_deciding():
+    """DSS is mostly 0; one low-EOE prompt with a large DSS wins under z-values (z of about 7), not under ranks."""
+    rng = np.random.default_rng(3)
+    vecs = unit(rng.normal(size=(60, DIM)))
+    eoe = np.linspace(0.2, 0.9, 60)
+    rng.shuffle(eoe)
+    outlier = int(np.argsort(eoe)[5])  # a low EOE
+    dss = np.zeros(60)
+    dss[outlier] = 1.0
+
+    def kept(scale):
+        policy = SDSS(capacity=3, weights=(1.0, 1.0, 0.0), scale=scale, domain_quota="balanced")
+        for i in range(60):
+            policy.offer(Candidate(f"e{i}", i, vecs[i], eoe=float(eoe[i]), dss=float(dss[i])))
+        return {c.event_id for c in policy.samples()}
+
+    top3 = {f"e{i}" for i in np.argsort(eoe)[-3:]}
+    assert f"e{outlier}" in kept("z")
+    assert kept("rank") == top3
+
+
+def test_sdss_coverage_keeps_a_far_sample_that_scores_alone_would_not():
+    rng = np.random.default_rng(4)
+    centre = unit(rng.normal(size=DIM))
+    cluster = unit(centre + 0.15 * rng.normal(size=(40, DIM)))
+    far = unit(-centre)
+    candidates = [Candidate(f"e{i}", i, v, eoe=0.5 + 0.01 * i, dss=0.0) for i, v in enumerate(cluster)]
+    candidates.insert(20, Candidate("far", 20, far, eoe=0.3, dss=0.0))
+
+    def kept(coverage):
+        policy = SDSS(capacity=4, weights=(1.0, 0.0, 0.0), coverage=coverage, dup_threshold=1.0)
+        for c in copy.deepcopy(candidates):
+            policy.offer(c)
+        return {c.event_id for c in policy.samples()}
+
+    assert "far" not in kept(0.0)
+    assert "far" in kept(5.0)
+
+
+@pytest.mark.parametrize("params, match", [({"scale": "minmax"}, "scale"), ({"coverage": -1.0}, "coverage"),
+                                           ({"coverage": math.nan}, "coverage")])
+def test_sdss_bad_option_names_it(params, match):
+    with pytest.raises(ValueError, match=match):
+        SDSS(**params)
