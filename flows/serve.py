@@ -20,7 +20,8 @@ The JSON contract (errors are ``{"error": {"message", "type", "code"}}`` with th
     ``"adapter_version": N | null`` (null: the base model answered); the same in the
     header ``X-Edgetune-Adapter-Version`` (``base`` or ``N``) and in ``system_fingerprint``
     (``edgetune-base`` / ``edgetune-vN``). With ``"stream": true``: server-sent events,
-    ``chat.completion.chunk`` objects (each with ``adapter_version``), then ``data: [DONE]``;
+    ``chat.completion.chunk`` objects (each with the turn's ``id`` and ``adapter_version``; the last with
+    ``finish_reason`` and ``usage``), then ``data: [DONE]``;
     the turn is emitted once the whole answer is generated (a client that disconnects
     first stops the generation, and nothing is emitted). 429 with ``Retry-After`` when
     ``serve.max_queue`` requests already wait; 503 when the turn could not be recorded.
@@ -153,7 +154,7 @@ class Server:
 
     # --- generation (runs on the worker thread) ----------------------------------------
 
-    def _answer(self, user: str, prompt: str, max_tokens: int, on_text: Any, started: float,
+    def _answer(self, event_id: str, user: str, prompt: str, max_tokens: int, on_text: Any, started: float,
                 first: list[float]) -> tuple[Any, dict[str, Any]]:
         """Generate, then emit the turn; returns (Answer, event)."""
         from dataclasses import replace
@@ -169,7 +170,6 @@ class Server:
         metrics.record_served(answer, self.pool.resident())
         if first:
             metrics.SERVE_TTFT_SECONDS.observe(first[0])
-        event_id = f"chatcmpl-{uuid.uuid4().hex}"
         from flows.turns import served_event
 
         event = served_event(event_id, user, prompt, answer.text, answer.version, self.model_id)
@@ -184,21 +184,23 @@ class Server:
         self._remember(event_id, user, answer.text)
         return answer, event
 
-    async def complete(self, user: str, prompt: str, max_tokens: int) -> tuple[Any, dict[str, Any], float | None]:
+    async def complete(self, event_id: str, user: str, prompt: str,
+                       max_tokens: int) -> tuple[Any, dict[str, Any], float | None]:
         """Answer in full; returns (Answer, event, seconds to first token)."""
         loop = asyncio.get_running_loop()
         started, first = time.perf_counter(), []
 
         def run() -> tuple[Any, dict[str, Any]]:
             try:
-                return self._answer(user, prompt, max_tokens, None, started, first)
+                return self._answer(event_id, user, prompt, max_tokens, None, started, first)
             finally:
                 self.release()  # here, not in the handler: a client that leaves does not free the worker
 
         answer, event = await loop.run_in_executor(self._worker, run)
         return answer, event, first[0] if first else None
 
-    def stream(self, user: str, prompt: str, max_tokens: int) -> tuple[asyncio.Queue, threading.Event, list[float]]:
+    def stream(self, event_id: str, user: str, prompt: str,
+               max_tokens: int) -> tuple[asyncio.Queue, threading.Event]:
         """Start generating on the worker; text pieces arrive on the queue, then ``("done", (answer, event))``
         or ``("error", exc)``. Set the event to stop early."""
         loop = asyncio.get_running_loop()
@@ -215,7 +217,7 @@ class Server:
             try:
                 if cancel.is_set():  # gone while waiting for the worker
                     raise _Cancelled()
-                result = self._answer(user, prompt, max_tokens, on_text, started, first)
+                result = self._answer(event_id, user, prompt, max_tokens, on_text, started, first)
                 loop.call_soon_threadsafe(queue.put_nowait, ("done", result))
             except _Cancelled:
                 metrics.SERVE_TURNS.labels(outcome="cancelled").inc()
@@ -226,7 +228,7 @@ class Server:
                 self.release()
 
         self._worker.submit(run)
-        return queue, cancel, first
+        return queue, cancel
 
     def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
@@ -381,12 +383,13 @@ def build_app(server: Server) -> Any:
         asked = body.max_completion_tokens or body.max_tokens or server.max_tokens
         max_tokens = min(asked, server.max_tokens)
         server.admit()
+        event_id = f"chatcmpl-{uuid.uuid4().hex}"  # the completion id is the served turn's event_id
         if not body.stream:
-            answer, event, _ = await server.complete(body.user, prompt, max_tokens)
+            answer, event, _ = await server.complete(event_id, body.user, prompt, max_tokens)
             payload = _completion(event, answer, server.model_id, max_tokens)
             return JSONResponse(payload, headers=_adapter_header(answer.version))
-        queue, cancel, first = server.stream(body.user, prompt, max_tokens)
-        return EventSourceResponse(_chunks(queue, cancel, first, server, body.user, max_tokens),
+        queue, cancel = server.stream(event_id, body.user, prompt, max_tokens)
+        return EventSourceResponse(_chunks(event_id, queue, cancel, server, body.user, max_tokens),
                                    headers=_adapter_header(server.pool.latest(body.user)), ping=15)
 
     @app.post("/v1/feedback")
@@ -494,17 +497,15 @@ def _completion(event: dict[str, Any], answer: Any, model_id: str, max_tokens: i
     }
 
 
-async def _chunks(queue: asyncio.Queue, cancel: threading.Event, first: list[float], server: Server, user: str,
+async def _chunks(event_id: str, queue: asyncio.Queue, cancel: threading.Event, server: Server, user: str,
                   max_tokens: int) -> Any:
-    """The SSE events of one streamed answer; the chunk id is known only at the end, so chunks carry a stream id
-    until then, and the last chunk carries the served turn's id as well."""
-    stream_id = f"chatcmpl-{uuid.uuid4().hex}"
+    """The SSE events of one streamed answer; every chunk's id is the served turn's event_id."""
     created = int(time.time())
     version = server.pool.latest(user)
     started = time.perf_counter()
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        return json.dumps({"id": stream_id, "object": "chat.completion.chunk", "created": created,
+        return json.dumps({"id": event_id, "object": "chat.completion.chunk", "created": created,
                            "model": server.model_id, "system_fingerprint": _fingerprint(version),
                            "adapter_version": version, **extra,
                            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}, ensure_ascii=False)
@@ -523,7 +524,7 @@ async def _chunks(queue: asyncio.Queue, cancel: threading.Event, first: list[flo
                 answer, event = value
                 version = answer.version
                 metrics.SERVE_SECONDS.labels(mode="stream").observe(time.perf_counter() - started)
-                yield {"data": chunk({}, _finish(answer, max_tokens), turn_id=event["event_id"],
+                yield {"data": chunk({}, _finish(answer, max_tokens),
                                      usage={"prompt_tokens": answer.n_prompt_tokens,
                                             "completion_tokens": answer.n_tokens,
                                             "total_tokens": answer.n_prompt_tokens + answer.n_tokens})}

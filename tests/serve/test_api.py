@@ -26,9 +26,9 @@ TOKEN = "s3cret-token-for-tests-0123456789"
 SECRET_PROMPT = "my private question about zebras"
 
 
-def make(tmp_path, **serve):
+def make(tmp_path, max_new_tokens=4, **serve):
     settings = Settings(model={"lm": "tiny-random"}, output={"dir": str(tmp_path)}, metrics={"port": 0},
-                        generate={"max_new_tokens": 4}, serve={"port": 0, **serve})
+                        generate={"max_new_tokens": max_new_tokens}, serve={"port": 0, **serve})
     model, tokenizer = tiny_llama(seed=0)
     pool = AdapterPool(model, tokenizer, AdapterStore(settings.adapters_dir))
     return Server(settings, pool, SpoolTurns(settings.spool_dir)), settings
@@ -173,3 +173,45 @@ def test_no_conversation_text_reaches_info_logs(open_server, caplog):
     text = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
     assert SECRET_PROMPT not in text and "secret preferred text" not in text
     assert not answer.strip() or answer not in text
+
+
+def test_a_client_that_leaves_mid_stream_stops_the_generation_and_no_turn_is_recorded(tmp_path):
+    import time
+
+    from operators import metrics
+
+    server, settings = make(tmp_path, max_new_tokens=1000)
+    cancelled = metrics.SERVE_TURNS.labels(outcome="cancelled")
+    before = cancelled._value.get()
+    with running(server, settings) as base:
+        with httpx.stream("POST", f"{base}/chat/completions", timeout=60, json={
+                "model": "tiny-random", "user": "ann", "stream": True,
+                "messages": [{"role": "user", "content": SECRET_PROMPT}]}) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            assert next(line for line in lines if line.startswith("data:"))  # the stream started
+        deadline = time.monotonic() + 60
+        while cancelled._value.get() == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert cancelled._value.get() == before + 1
+        assert spool_lines(settings.spool_dir, EVENTS_FILE) == []
+        # The worker is free again: the next request is answered at once.
+        assert chat(base, "ann", max_tokens=2).status_code == 200
+
+
+def test_streaming_names_the_adapter_and_ends_with_done(open_server):
+    base, settings = open_server
+    with httpx.stream("POST", f"{base}/chat/completions", timeout=60, json={
+            "model": "tiny-random", "user": "ann", "stream": True,
+            "messages": [{"role": "user", "content": "hello"}]}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-edgetune-adapter-version"] == "base"
+        data = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert all(c["object"] == "chat.completion.chunk" and c["adapter_version"] is None for c in chunks)
+    last = chunks[-1]
+    (event,) = spool_lines(settings.spool_dir, EVENTS_FILE)
+    assert {c["id"] for c in chunks} == {event["event_id"]} and last["usage"]["completion_tokens"] >= 1
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == event["meta"]["answer"]

@@ -87,7 +87,8 @@ def test_streaming_gives_the_same_answer_in_pieces_and_names_the_adapter(world):
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 2  # really streamed
     assert {c.model_extra["adapter_version"] for c in chunks} == {1}
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
-    turn_id = chunks[-1].model_extra["turn_id"]
+    assert len({c.id for c in chunks}) == 1
+    turn_id = chunks[-1].id
     (event,) = [e for e in spool_lines(world["settings"].spool_dir, EVENTS_FILE) if e["event_id"] == turn_id]
     assert event["meta"]["answer"] == text and event["meta"]["adapter_version"] == 1
 
