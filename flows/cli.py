@@ -126,7 +126,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from flows.forget import forget_user
 
     settings = settings_from_args(args)
-    done = forget_user(args.user, settings.output.dir, settings.adapters_dir, args.recovery_dir)
+    done = forget_user(args.user, settings.output.dir, settings.adapters_dir, args.recovery_dir, settings.spool_dir)
     print(f"edgetune forget: user {args.user!r}, deleted from {settings.output.dir}"
           + (f" and {args.recovery_dir}" if args.recovery_dir else "") + ":")
     for line in done.lines():

@@ -14,6 +14,9 @@ What is deleted, in the output folder (``output.dir``), the adapters folder
 - ``dead_letters*.jsonl``: the user's dead letters, and those that name no user but whose
   payload excerpt carries ``"user_id": "<user>"`` (a payload that did not parse);
 - ``annotation_requests*.jsonl``, ``heldout.jsonl``: the user's lines;
+- ``spool/conversations.jsonl``, ``spool/annotations.jsonl`` (``edgetune serve``'s served turns and
+  feedback, ``flows/spool.py``): the user's lines are overwritten with spaces in place, so the byte offsets
+  a stream reading the spool has saved stay valid (blank lines are skipped);
 - ``<adapters>/.pending/``: the user's journaled training runs;
 - ``<adapters>/<user>/``: every adapter version with its manifest;
 - the recovery store: the user's state snapshots and pending decision rows
@@ -65,6 +68,7 @@ class Forgotten:
     dead_letters: int = 0
     annotation_requests: int = 0
     heldout_rows: int = 0
+    served_lines: int = 0
     pending_runs: int = 0
     adapter_versions: int = 0
     recovery_snapshots: int = 0
@@ -78,6 +82,7 @@ class Forgotten:
             f"decision rows              {self.decision_rows}",
             f"dead letters               {self.dead_letters}",
             f"annotation requests        {self.annotation_requests}",
+            f"served turns and feedback  {self.served_lines} (spool lines blanked)",
             f"held-out rows              {self.heldout_rows}",
             f"pending training runs      {self.pending_runs}",
             f"adapter versions           {self.adapter_versions}",
@@ -86,7 +91,8 @@ class Forgotten:
         ]
 
 
-def forget_user(user: str, out: Path, adapters: Path, recovery: Path | None = None) -> Forgotten:
+def forget_user(user: str, out: Path, adapters: Path, recovery: Path | None = None,
+                spool: Path | None = None) -> Forgotten:
     """Delete ``user``'s data under ``out``, ``adapters`` and ``recovery``; see the module docstring.
 
     >>> import tempfile
@@ -97,7 +103,8 @@ def forget_user(user: str, out: Path, adapters: Path, recovery: Path | None = No
     """
     if not isinstance(user, str) or not user:
         raise ValueError(f"forget --user {user!r}: give a non-empty user id")
-    roots = [p for p in (out, adapters, recovery) if p is not None]
+    spool = out / "spool" if spool is None else spool
+    roots = [p for p in (out, adapters, recovery, spool) if p is not None]
     busy = processes_using(roots)
     if busy:
         who = "; ".join(f"pid {pid}: {cmd}" for pid, cmd in busy[:5])
@@ -111,6 +118,8 @@ def forget_user(user: str, out: Path, adapters: Path, recovery: Path | None = No
                                              lambda r: r.get("user_id") == user, done)
     done.heldout_rows = _forget_lines(out / "heldout.jsonl", user, lambda r: r.get("user_id") == user, done,
                                       workers=False)
+    for name in ("conversations.jsonl", "annotations.jsonl"):
+        done.served_lines += _blank_lines(spool / name, user, done)
     done.pending_runs = _forget_pending(adapters / PENDING_DIR, user, done)
     done.adapter_versions = _forget_adapters(adapters, user, done)
     if recovery is not None:
@@ -190,6 +199,19 @@ def _forget_lines(path: Path, user: str, belongs, done: Forgotten, *, workers: b
         atomic_write(p, b"\n".join(kept))
         done.files.append(str(p))
     return removed
+
+
+def _blank_lines(path: Path, user: str, done: Forgotten) -> int:
+    """Overwrite the user's lines of ``path`` with as many spaces (offsets into the file stay valid)."""
+    if not path.is_file():
+        return 0
+    lines = path.read_bytes().split(b"\n")
+    mine = [_line_belongs(line, lambda r: r.get("user_id") == user, user) for line in lines]
+    if not any(mine):
+        return 0
+    atomic_write(path, b"\n".join(b" " * len(line) if m else line for line, m in zip(lines, mine)))
+    done.files.append(str(path))
+    return sum(mine)
 
 
 def _line_belongs(line: bytes, belongs, user: str) -> bool:
