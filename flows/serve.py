@@ -17,14 +17,17 @@ The JSON contract (errors are ``{"error": {"message", "type", "code"}}`` with th
     ``max_completion_tokens``) is capped at ``serve.max_tokens``; sampling fields
     (``temperature``, ``top_p``, ...) are accepted and ignored. Answer: an OpenAI
     ``chat.completion`` whose ``id`` is the served turn's ``event_id``, plus
-    ``"adapter_version": N | null`` (null: the base model answered); the same in the
-    header ``X-Edgetune-Adapter-Version`` (``base`` or ``N``) and in ``system_fingerprint``
-    (``edgetune-base`` / ``edgetune-vN``). With ``"stream": true``: server-sent events,
+    ``"adapter_version": N | null`` (null: the base model answered); the same in
+    ``system_fingerprint`` (``edgetune-base`` / ``edgetune-vN``) and, on plain answers, in the
+    header ``X-Edgetune-Adapter-Version`` (``base`` or ``N``). With ``"stream": true``: server-sent events,
     ``chat.completion.chunk`` objects (each with the turn's ``id`` and ``adapter_version``; the last with
     ``finish_reason`` and ``usage``), then ``data: [DONE]``;
     the turn is emitted once the whole answer is generated (a client that disconnects
     first stops the generation, and nothing is emitted). 429 with ``Retry-After`` when
-    ``serve.max_queue`` requests already wait; 503 when the turn could not be recorded.
+    ``serve.max_queue`` requests already wait; 503 when the turn could not be recorded, or the
+    user's latest adapter is refused (integrity, ``models/adapters.py``: never silently replaced
+    by another version) or the store's ``latest`` pointer is unreadable; a stream reports these
+    as a last ``data: {"error": ...}`` event.
 
 ``GET /v1/models?user=<id>``
     ``{"object": "list", "data": [{"id": "<model>", "object": "model", "owned_by": "edgetune",
@@ -76,7 +79,6 @@ import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from operators import metrics
@@ -155,8 +157,17 @@ class Server:
     # --- generation (runs on the worker thread) ----------------------------------------
 
     def _answer(self, event_id: str, user: str, prompt: str, max_tokens: int, on_text: Any, started: float,
-                first: list[float]) -> tuple[Any, dict[str, Any]]:
-        """Generate, then emit the turn; returns (Answer, event)."""
+                first: list[float], on_version: Any = None) -> tuple[Any, dict[str, Any]]:
+        """Generate, then emit the turn; returns (Answer, event). Errors come out as ``ApiError``."""
+        try:
+            return self._answer_raw(event_id, user, prompt, max_tokens, on_text, started, first, on_version)
+        except (ApiError, _Cancelled):
+            raise
+        except Exception as exc:
+            raise _as_api_error(exc) from exc
+
+    def _answer_raw(self, event_id: str, user: str, prompt: str, max_tokens: int, on_text: Any, started: float,
+                    first: list[float], on_version: Any) -> tuple[Any, dict[str, Any]]:
         from dataclasses import replace
 
         def timed(text: str) -> None:
@@ -166,7 +177,15 @@ class Server:
                 on_text(text)
 
         config = replace(self.gen, max_new_tokens=max_tokens)
-        answer = self.pool.answer(user, prompt, config, on_text=timed)
+        try:
+            version = self.pool.latest(user)  # read once: the version named to the client is the one that answers
+        except ValueError as exc:  # a corrupt latest pointer
+            log.error("the adapter store cannot say which adapter answers a user: %s", exc)
+            raise ApiError(503, f"the adapter store cannot say which adapter answers this user: {exc}",
+                           "adapter_store_error") from exc
+        if on_version is not None:
+            on_version(version)
+        answer = self.pool.answer(user, prompt, config, on_text=timed, version=version)
         metrics.record_served(answer, self.pool.resident())
         if first:
             metrics.SERVE_TTFT_SECONDS.observe(first[0])
@@ -217,7 +236,8 @@ class Server:
             try:
                 if cancel.is_set():  # gone while waiting for the worker
                     raise _Cancelled()
-                result = self._answer(event_id, user, prompt, max_tokens, on_text, started, first)
+                result = self._answer(event_id, user, prompt, max_tokens, on_text, started, first,
+                                      lambda v: loop.call_soon_threadsafe(queue.put_nowait, ("version", v)))
                 loop.call_soon_threadsafe(queue.put_nowait, ("done", result))
             except _Cancelled:
                 metrics.SERVE_TURNS.labels(outcome="cancelled").inc()
@@ -333,9 +353,7 @@ def build_app(server: Server) -> Any:
     @app.middleware("http")
     async def count(request: Request, call_next: Any) -> Any:
         start = time.perf_counter()
-        route = request.url.path if request.url.path in _ROUTES else "other"
-        if route.startswith("/v1/annotation-requests/"):
-            route = "/v1/annotation-requests/{id}/answer"
+        route = _route(request.url.path)
         try:
             response = await call_next(request)
         except Exception:
@@ -389,8 +407,7 @@ def build_app(server: Server) -> Any:
             payload = _completion(event, answer, server.model_id, max_tokens)
             return JSONResponse(payload, headers=_adapter_header(answer.version))
         queue, cancel = server.stream(event_id, body.user, prompt, max_tokens)
-        return EventSourceResponse(_chunks(event_id, queue, cancel, server, body.user, max_tokens),
-                                   headers=_adapter_header(server.pool.latest(body.user)), ping=15)
+        return EventSourceResponse(_chunks(event_id, queue, cancel, server, max_tokens), ping=15)
 
     @app.post("/v1/feedback")
     async def feedback(request: Request, body: Feedback) -> dict[str, Any]:
@@ -445,6 +462,19 @@ def build_app(server: Server) -> Any:
 _ROUTES = ("/healthz", "/v1/models", "/v1/chat/completions", "/v1/feedback", "/v1/annotation-requests")
 
 
+def _route(path: str) -> str:
+    """The metrics label of a path: one of the routes, never an id (bounded cardinality).
+
+    >>> _route("/v1/chat/completions"), _route("/v1/annotation-requests/e1/answer"), _route("/etc/passwd")
+    ('/v1/chat/completions', '/v1/annotation-requests/{id}/answer', 'other')
+    """
+    if path in _ROUTES:
+        return path
+    if path.startswith("/v1/annotation-requests/") and path.endswith("/answer"):
+        return "/v1/annotation-requests/{id}/answer"
+    return "other"
+
+
 def _is_stream(response: Any) -> bool:
     return response.headers.get("content-type", "").startswith("text/event-stream")
 
@@ -474,6 +504,18 @@ def _prompt(messages: list[Any], max_chars: int) -> str:
     return content
 
 
+def _as_api_error(exc: Exception) -> ApiError:
+    """What the client is told when answering failed; the log gets the detail (no conversation text in it)."""
+    from models.adapters import AdapterIntegrityError, AdapterNotAppliedError
+
+    if isinstance(exc, (AdapterIntegrityError, AdapterNotAppliedError)):
+        log.error("the user's latest adapter was refused: %s", exc)
+        return ApiError(503, f"this user's latest adapter is refused ({exc}); it is not replaced by another version "
+                        "silently: `edgetune adapters rollback --user USER` withdraws it", "adapter_refused")
+    log.exception("answering failed")
+    return ApiError(500, f"answering failed ({type(exc).__name__}); see the server log", "server_error")
+
+
 def _adapter_header(version: int | None) -> dict[str, str]:
     return {"X-Edgetune-Adapter-Version": "base" if version is None else str(version)}
 
@@ -497,11 +539,13 @@ def _completion(event: dict[str, Any], answer: Any, model_id: str, max_tokens: i
     }
 
 
-async def _chunks(event_id: str, queue: asyncio.Queue, cancel: threading.Event, server: Server, user: str,
+async def _chunks(event_id: str, queue: asyncio.Queue, cancel: threading.Event, server: Server,
                   max_tokens: int) -> Any:
-    """The SSE events of one streamed answer; every chunk's id is the served turn's event_id."""
+    """The SSE events of one streamed answer; every chunk's id is the served turn's event_id.
+
+    The first chunk waits for the worker to say which adapter version answers (it may wait in the queue)."""
     created = int(time.time())
-    version = server.pool.latest(user)
+    version = None
     started = time.perf_counter()
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
@@ -511,11 +555,13 @@ async def _chunks(event_id: str, queue: asyncio.Queue, cancel: threading.Event, 
                            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}, ensure_ascii=False)
 
     try:
-        yield {"data": chunk({"role": "assistant", "content": ""})}
         leading = True
         while True:
             kind, value = await queue.get()
-            if kind == "text":
+            if kind == "version":
+                version = value
+                yield {"data": chunk({"role": "assistant", "content": ""})}
+            elif kind == "text":
                 text = value.lstrip() if leading else value  # generate() strips the answer; so does the stream
                 if text:
                     leading = False

@@ -44,9 +44,12 @@ from models.generate import GenerateConfig, generate, render_prompt_ids
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["AdapterPool", "Answer", "TokenCallback"]
+__all__ = ["LATEST", "AdapterPool", "Answer", "TokenCallback"]
 
 log = logging.getLogger(__name__)
+
+LATEST = object()
+"""``AdapterPool.answer(version=LATEST)``: whatever the store says is the user's latest."""
 
 TokenCallback = Callable[[str], None]
 """Receives each piece of decoded text as generation produces it."""
@@ -88,9 +91,11 @@ class AdapterPool:
         """The version that answers ``user`` now (the store's ``latest``; None: the base model)."""
         return self.store.latest(user)
 
-    def answer(self, user: str, prompt: str, config: GenerateConfig, on_text: TokenCallback | None = None) -> Answer:
-        """Answer ``prompt`` with ``user``'s latest adapter; ``on_text`` receives the text as it is decoded."""
-        version = self.latest(user)
+    def answer(self, user: str, prompt: str, config: GenerateConfig, on_text: TokenCallback | None = None,
+               version: int | None | object = LATEST) -> Answer:
+        """Answer ``prompt`` with ``user``'s latest adapter (or ``version``: None for the base model);
+        ``on_text`` receives the text as it is decoded."""
+        version = self.latest(user) if version is LATEST else version
         start = time.perf_counter()
         loaded = version is not None and (user, version) not in self._resident
         with self._using(user, version) as model:

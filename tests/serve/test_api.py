@@ -205,7 +205,6 @@ def test_streaming_names_the_adapter_and_ends_with_done(open_server):
             "model": "tiny-random", "user": "ann", "stream": True,
             "messages": [{"role": "user", "content": "hello"}]}) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
-        assert response.headers["x-edgetune-adapter-version"] == "base"
         data = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
     assert data[-1] == "[DONE]"
     chunks = [json.loads(d) for d in data[:-1]]
@@ -215,3 +214,29 @@ def test_streaming_names_the_adapter_and_ends_with_done(open_server):
     (event,) = spool_lines(settings.spool_dir, EVENTS_FILE)
     assert {c["id"] for c in chunks} == {event["event_id"]} and last["usage"]["completion_tokens"] >= 1
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == event["meta"]["answer"]
+
+
+def test_a_tampered_latest_adapter_is_refused_with_503_not_replaced_by_another_version(tmp_path):
+    from tests.models.test_adapters import _lora
+    from tests.serve.helpers import save_promoted
+
+    server, settings = make(tmp_path)
+    store = server.pool.store
+    save_promoted(store, "ann", _lora(seed=3))
+    with running(server, settings) as base:
+        ok = chat(base, "ann")
+        assert ok.status_code == 200 and ok.json()["adapter_version"] == 1
+        assert ok.headers["x-edgetune-adapter-version"] == "1"
+        save_promoted(store, "ann", _lora(seed=4))
+        weights = store.path("ann", 2) / "adapter_model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # changed after training
+        refused = chat(base, "ann")
+        assert refused.status_code == 503 and refused.json()["error"]["type"] == "adapter_refused"
+        assert "rollback" in refused.json()["error"]["message"]
+        store.rollback("ann")  # what the message says to do: v1 answers again
+        assert chat(base, "ann").json()["adapter_version"] == 1
+        (store.root / "ann" / "latest").write_text("garbage\n")
+        broken = chat(base, "ann")
+        assert broken.status_code == 503 and broken.json()["error"]["type"] == "adapter_store_error"
+        assert chat(base, "bob").status_code == 200  # the server goes on for everyone else
+    assert len(spool_lines(settings.spool_dir, EVENTS_FILE)) == 3  # only answered turns were recorded

@@ -122,6 +122,8 @@ def test_serve_with_stream_closes_the_loop(tmp_path):
         assert _metric(text, "edgetune_train_runs_total", outcome="promoted") == 1
         assert _metric(text, "edgetune_serve_adapter_version", user="ann") == 1
         assert _metric(text, "edgetune_serve_requests_total", route="/v1/chat/completions", status="200") == 4
+        assert _metric(text, "edgetune_serve_requests_total", route="/v1/annotation-requests/{id}/answer",
+                       status="200") == 1
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
