@@ -106,8 +106,10 @@ class SelectLogic(StatefulLogic):
     def on_eof(self) -> tuple[list[Output], bool]:
         out = [Output("snapshot", self.state.buffer_view())]
         t = self.settings.train
-        # A stop (SIGINT/SIGTERM) is not the end of the input: no window closes, so a restart
-        # goes on exactly as an uninterrupted run would.
+        # A stop (SIGINT/SIGTERM) is not the end of the input: no window closes and early answers
+        # keep waiting, so a restart goes on exactly as an uninterrupted run would.
+        if not stopping():
+            out += self.state.end_of_input()  # answers whose event never came: dead letters
         if t.enabled and t.train_on_eof and not stopping() and self.state.n_events > self.state.last_window_events:
             out.append(self.state.close_window("end_of_input"))
         return out, StatefulLogic.RETAIN

@@ -142,7 +142,8 @@ class AnnotationConfig(_Section):
     )
     answer_delay_events: int = Field(16, ge=0, description="oracle: events between a sample and the user's answer.")
     max_early: int = Field(256, ge=0, description="Answers per user that may arrive before their event (separate Kafka "
-                           "topics, re-reads after a restart) and wait for it; 0: drop them as unknown_event.")
+                           "topics, re-reads after a restart) and wait for it; one pushed out, or still waiting when the input "
+                           "ends, is dead-lettered as unknown_event; 0: each is dead-lettered at once.")
 
 
 class SynthConfig(_Section):

@@ -46,8 +46,10 @@ REASONS = (
     "control_chars",
     "pii",
     "too_deep",
+    "unknown_event",
 )
-"""Every reason a payload can be dead-lettered for."""
+"""Every reason a payload can be dead-lettered for (``duplicate_event`` and ``unknown_event``, an answer
+whose event never came, are found by the per-user state, the others by validation)."""
 
 _EVENT_FIELDS = {"event_id": True, "user_id": True, "ts": True, "prompt": True, "response": False, "meta": False}
 _ANNOTATION_FIELDS = {"event_id": True, "user_id": True, "ts": True, "response": True}

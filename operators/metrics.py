@@ -100,7 +100,7 @@ def serve(port: int, addr: str = "127.0.0.1") -> None:
 ANNOTATION_REQUESTS = Counter("edgetune_annotation_requests_total", "Admitted unlabeled samples the user was asked to answer.")
 ANNOTATIONS = Counter(
     "edgetune_annotations_total",
-    "Answers and asks by status: attached, replaced, unrequested, not_buffered (late: sample evicted, or its event not admitted), early (waiting for its event), unknown_event (no such event, or pushed out of the early stash), unanswered (evicted before an answer).",
+    "Answers and asks by status: attached, replaced, unrequested, not_buffered (late: sample evicted, or its event not admitted), early (waiting for its event), unknown_event (its event never came: pushed out of the early stash or waiting at the end of input; also dead-lettered), unanswered (evicted before an answer).",
     ["status"],
 )
 ANNOTATION_LATENCY = Histogram(

@@ -4,14 +4,17 @@ Answers and events come from separate Kafka topics read independently, and after
 restart from a checkpoint both are re-read, so an answer can arrive first. The stash keeps
 up to ``max_early`` of them, oldest first; a full stash gives up its oldest to make room,
 and a repeated answer replaces the waiting one and queues last. ``max_early=0`` keeps none.
+What leaves it without its event (pushed out, or still waiting when the input ends:
+:meth:`AnswerStash.waiting`) is handed back, so the caller can dead-letter it.
 
 >>> from operators.events import Annotation
 >>> stash = AnswerStash(max_early=2)
->>> [stash.put(Annotation(e, "u", t, f"answer {t}")) for e, t in (("e1", 1), ("e2", 2), ("e1", 3), ("e3", 4))]
+>>> [[a.event_id for a in stash.put(Annotation(e, "u", t, f"answer {t}"))]
+...  for e, t in (("e1", 1), ("e2", 2), ("e1", 3), ("e3", 4))]
 [[], [], [], ['e2']]
 >>> list(stash.early), stash.take("e1").response, stash.take("e1")
 (['e1', 'e3'], 'answer 3', None)
->>> AnswerStash(max_early=0).put(Annotation("e4", "u", 5, "no room"))
+>>> [a.event_id for a in AnswerStash(max_early=0).put(Annotation("e4", "u", 5, "no room"))]
 ['e4']
 >>> AnswerStash.from_snapshot(stash.snapshot()).snapshot()
 {'max_early': 2, 'early': [{'event_id': 'e3', 'user_id': 'u', 'ts_ms': 4, 'response': 'answer 4'}]}
@@ -34,16 +37,15 @@ class AnswerStash:
         self.max_early = max_early
         self.early: dict[str, Annotation] = {}  # insertion order is arrival order
 
-    def put(self, a: Annotation) -> list[str]:
-        """Keep ``a`` until its event arrives; returns the event ids given up to make room
-        (``a``'s own when ``max_early`` is 0)."""
+    def put(self, a: Annotation) -> list[Annotation]:
+        """Keep ``a`` until its event arrives; returns the answers given up to make room
+        (``a`` itself when ``max_early`` is 0)."""
         if not self.max_early:
-            return [a.event_id]
+            return [a]
         gone = []
         if a.event_id not in self.early and len(self.early) >= self.max_early:
             oldest = next(iter(self.early))
-            del self.early[oldest]
-            gone.append(oldest)
+            gone.append(self.early.pop(oldest))
         self.early.pop(a.event_id, None)  # a repeated early answer: the newest wins, and queues last
         self.early[a.event_id] = a
         return gone
@@ -51,6 +53,10 @@ class AnswerStash:
     def take(self, event_id: str) -> Annotation | None:
         """The answer waiting for ``event_id``, which leaves the stash; None if none waits."""
         return self.early.pop(event_id, None)
+
+    def waiting(self) -> list[Annotation]:
+        """The answers still waiting, oldest first (the stash keeps them)."""
+        return list(self.early.values())
 
     def __contains__(self, event_id: object) -> bool:
         return event_id in self.early

@@ -57,7 +57,11 @@ from operators.sample import Decision
 from operators.scoring import ScoredEvent
 from operators.stash import AnswerStash
 
-__all__ = ["BufferedText", "Output", "REPEATED_EVENT", "UserState"]
+__all__ = ["BufferedText", "Output", "REPEATED_EVENT", "UNKNOWN_EVENT", "UserState"]
+
+UNKNOWN_EVENT = "unknown_event"
+"""Dead-letter reason (and answer status) of an answer whose event never came: pushed out of the
+stash of early answers, or still waiting when the input ended."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,10 @@ class UserState:
 
     An answer whose event has not arrived waits in the :class:`~operators.stash.AnswerStash`
     (up to ``max_early``, status ``early``) and attaches the moment its event is
-    admitted, without asking again; an answer pushed out of a full stash is
-    ``unknown_event``, one whose event is not admitted ``not_buffered``.
+    admitted, without asking again; one whose event is not admitted is ``not_buffered``
+    (only buffered samples need answers). An answer pushed out of a full stash, or still
+    waiting at :meth:`end_of_input`, is ``unknown_event`` and is dead-lettered, so no
+    answer is dropped without a record.
     """
 
     def __init__(self, user_id: str, policy: BufferPolicy, window_events: int = 0, window_ms: int = 0,
@@ -126,15 +132,29 @@ class UserState:
 
     def on_annotation(self, a: Annotation) -> list[Output]:
         """Attach a user's answer to a buffered sample; one whose event has not arrived yet waits for it
-        (up to ``max_early``); anything else is counted and dropped."""
+        (up to ``max_early``); one for an event seen but not buffered is counted (``not_buffered``), one pushed
+        out of the stash is dead-lettered (``unknown_event``)."""
         attached = self.buffer.attach(a)
         if attached is not None:
             return [self._answer_outcome(a.event_id, *attached)]
         if a.event_id in self.guard:
             return [self._answer_outcome(a.event_id, "not_buffered")]
-        out = [self._answer_outcome(gone, "unknown_event") for gone in self.stash.put(a)]
+        out = []
+        for gone in self.stash.put(a):
+            why = ("annotation.max_early is 0, so answers do not wait for their event" if not self.stash.max_early else
+                   f"pushed out of the {self.stash.max_early} answers waiting for their event (annotation.max_early)")
+            out += self._unknown_event(gone, why)
         if a.event_id in self.stash:
             out.append(self._answer_outcome(a.event_id, "early"))
+        return out
+
+    def end_of_input(self) -> list[Output]:
+        """The input ended: the answers still waiting for their event never get one. Each is dead-lettered
+        as ``unknown_event`` (and counted so) and leaves the stash, so no answer is dropped unseen."""
+        out = []
+        for a in self.stash.waiting():
+            self.stash.take(a.event_id)
+            out += self._unknown_event(a, "the input ended before the event arrived")
         return out
 
     def close_window(self, trigger: str = "end_of_input") -> Output:
@@ -212,6 +232,17 @@ class UserState:
             "event_id": event.event_id,
         })
 
+    def _unknown_event(self, a: Annotation, why: str) -> list[Output]:
+        """An answer whose event never came: counted as ``unknown_event`` and dead-lettered with it in ``raw``."""
+        return [self._answer_outcome(a.event_id, UNKNOWN_EVENT), Output("dead_letter", {
+            "reason": UNKNOWN_EVENT,
+            "detail": f"an answer for event_id {a.event_id!r}, which user {self.user_id!r} never sent: {why}",
+            "raw": _annotation_json(a),
+            "raw_encoding": "utf-8",
+            "user_id": self.user_id,
+            "event_id": a.event_id,
+        })]
+
     def _decision_row(self, se: ScoredEvent, seq: int, decision: Decision, select_seconds: float) -> dict[str, Any]:
         event = se.event
         return DecisionRow(
@@ -253,3 +284,8 @@ def _event_json(se: ScoredEvent) -> str:
     if e.meta:
         obj["meta"] = e.meta
     return json.dumps(obj, ensure_ascii=False)
+
+
+def _annotation_json(a: Annotation) -> str:
+    return json.dumps({"event_id": a.event_id, "user_id": a.user_id, "ts": a.ts_ms, "response": a.response},
+                      ensure_ascii=False)

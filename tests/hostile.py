@@ -232,10 +232,15 @@ def digest(items: list[tuple[str, bytes]]) -> str:
 def expected_outcomes(items: list[tuple[str, bytes]], dedup_window: int = 4096) -> list[tuple[str, str | None]]:
     """For each ``(channel, payload)`` in stream order: ``(outcome, raw_sha256)``.
 
-    ``outcome`` is ``"decided"``, ``"counted"`` (a valid annotation: it is not written to any file, only
-    counted in edgetune_annotations_total), or the dead-letter reason; ``raw_sha256`` is what the dead
-    letter's field of that name must be (the payload's digest; for a repeated event, the digest of the
-    event as the per-user state writes it back), None when there is no dead letter.
+    ``outcome`` is ``"decided"``, ``"counted"`` (a valid annotation for an event the user sent: it attaches
+    or is counted in edgetune_annotations_total, and is written to no file), ``"superseded"`` (an answer
+    for an event the user never sent, followed by a newer answer for the same event, which replaces it
+    while both wait), or the dead-letter reason (``unknown_event``: the last answer for an event the user
+    never sent); ``raw_sha256`` is what the dead letter's field of that name must be (the payload's digest;
+    for a repeated event or an answer, the digest of the event or answer as the per-user state writes it
+    back). A ``counted`` or ``superseded`` answer may also have a dead letter (pushed out of a full stash of
+    early answers while it waited, which depends on how the two topics interleave): its digest is given
+    too, and the dead letter is optional.
 
     The validator is the real one (``flows.deadletters.parse_bounded`` under :data:`LIMITS` and the default
     PII redaction, as the flow runs it); repeats are found as the per-user state finds them: an accepted
@@ -249,10 +254,15 @@ def expected_outcomes(items: list[tuple[str, bytes]], dedup_window: int = 4096) 
 
     from flows.deadletters import bound_dead_letter, parse_bounded
     from operators.events import Annotation, Rejected
-    from operators.state import _event_json
+    from operators.state import _annotation_json, _event_json
+
+    def digest(raw: str) -> str:
+        return bound_dead_letter({"reason": "", "raw": raw}, excerpt_bytes=0)["raw_sha256"]
 
     redactor = default_redactor()
     recent: dict[str, deque] = {}
+    accepted: set[tuple[str, str]] = set()
+    answers: dict[int, tuple[str, str]] = {}  # position -> (user, event) of each valid annotation
     out: list[tuple[str, str | None]] = []
     for channel, payload in items:
         parsed = parse_bounded((channel, payload), max_bytes=LIMITS["max_message_bytes"], max_chars=LIMITS["max_chars"],
@@ -260,15 +270,22 @@ def expected_outcomes(items: list[tuple[str, bytes]], dedup_window: int = 4096) 
         if isinstance(parsed, Rejected):
             out.append((parsed.reason, hashlib.sha256(payload).hexdigest()))
         elif isinstance(parsed, Annotation):
-            out.append(("counted", None))
+            answers[len(out)] = (parsed.user_id, parsed.event_id)
+            out.append(("answer", digest(_annotation_json(parsed))))
         else:
             ids = recent.setdefault(parsed.user_id, deque(maxlen=dedup_window))
             if parsed.event_id in ids:
-                raw = _event_json(SimpleNamespace(event=parsed))
-                out.append(("duplicate_event", bound_dead_letter({"reason": "", "raw": raw}, excerpt_bytes=0)["raw_sha256"]))
+                out.append(("duplicate_event", digest(_event_json(SimpleNamespace(event=parsed)))))
             else:
                 ids.append(parsed.event_id)
+                accepted.add((parsed.user_id, parsed.event_id))
                 out.append(("decided", None))
+    # Answers: events and answers may be read in any interleaving, so whether the event came is decided
+    # over the whole stream; of the answers for an event that never came, the newest is dead-lettered.
+    last = {key: pos for pos, key in answers.items()}
+    for pos, key in answers.items():
+        outcome = "counted" if key in accepted else "unknown_event" if last[key] == pos else "superseded"
+        out[pos] = (outcome, out[pos][1])
     return out
 
 
@@ -292,12 +309,16 @@ def ids_of(payload: bytes) -> tuple[str, str] | None:
 
 
 def tally(items: list[tuple[str, bytes]], decision_rows: list[dict], dead_lines: list[str],
-          dedup_window: int = 4096) -> dict[str, Any]:
+          dedup_window: int = 4096, ended: bool = True) -> dict[str, Any]:
     """Match every payload to its decision or dead letter; count what is missing and what is there twice.
+
+    ``ended``: the run's input ended (``--idle-stop``, end of a replay), so every answer whose event never
+    came is dead-lettered. After a stop by signal such an answer may still wait for its event in the
+    user's state (the recovery store): without a dead letter it is counted as ``waiting``, not lost.
 
     ``decision_rows``: every row in the decision log's part files (copies included); ``dead_lines``:
     every line of the dead-letter file(s). Returns counts: ``payloads``, ``bad`` (payloads whose
-    outcome is a dead letter), ``bad_dead_lettered``, ``decided``, ``counted`` (valid annotations),
+    outcome is a dead letter), ``bad_dead_lettered``, ``decided``, ``counted``, ``superseded`` and ``waiting`` (valid answers),
     ``lost`` (no decision or dead letter found), ``decision_rows_twice`` (a (user, event) row in
     two part files), ``dead_letters_repeated`` (a line identical to one already matched: at-least-
     once output after a restart, removed by dropping identical lines), ``unexpected`` (a decision
@@ -314,10 +335,12 @@ def tally(items: list[tuple[str, bytes]], decision_rows: list[dict], dead_lines:
     matched: set[str] = set()
     counts = Counter()
     lost_examples = []
+    optional = []  # digests of answers whose dead letter may or may not be there: matched after the required ones
     for (channel, payload), (outcome, sha) in zip(items, expected_outcomes(items, dedup_window)):
         counts["payloads"] += 1
-        if outcome == "counted":
-            counts["counted"] += 1
+        if outcome in ("counted", "superseded"):
+            counts[outcome] += 1
+            optional.append(sha)
             continue
         if outcome == "decided":
             key = ids_of(payload)
@@ -328,14 +351,21 @@ def tally(items: list[tuple[str, bytes]], decision_rows: list[dict], dead_lines:
                 counts["lost"] += 1
                 lost_examples.append(payload[:120])
             continue
-        counts["bad"] += 1
         pool = by_digest.get(sha, [])
+        if outcome == "unknown_event" and not ended and not pool:
+            counts["waiting"] += 1
+            continue
+        counts["bad"] += 1
         if pool:
             matched.add(pool.pop(0))
             counts["bad_dead_lettered"] += 1
         else:
             counts["lost"] += 1
             lost_examples.append(payload[:120])
+    for sha in optional:
+        pool = by_digest.get(sha, [])
+        if pool:
+            matched.add(pool.pop(0))
     counts["decision_rows_twice"] = sum(-c - 1 for c in decided.values() if c < 0)
     unexpected = [f"decision {key!r}" for key, c in decided.items() if c > 0]  # decisions no payload accounts for
     for pool in by_digest.values():
@@ -347,7 +377,7 @@ def tally(items: list[tuple[str, bytes]], decision_rows: list[dict], dead_lines:
     counts["unexpected"] = len(unexpected)
     sizes = [len(line.encode("utf-8")) for line in dead_lines]
     reasons = Counter(json.loads(line)["reason"] for line in set(dead_lines))
-    return {**{k: counts[k] for k in ("payloads", "bad", "bad_dead_lettered", "decided", "counted", "lost",
+    return {**{k: counts[k] for k in ("payloads", "bad", "bad_dead_lettered", "decided", "counted", "superseded", "waiting", "lost",
                                       "decision_rows_twice", "dead_letters_repeated", "unexpected")},
             "max_dead_letter_bytes": max(sizes, default=0), "reasons": dict(reasons), "lost_examples": lost_examples,
             "unexpected_examples": unexpected}

@@ -171,6 +171,7 @@ def test_the_hostile_corpus_over_kafka_is_decided_dead_lettered_or_counted(corpu
     # Valid answers are not dead letters: each is counted in edgetune_annotations_total (attached, early, ...).
     counted = sum(metrics.ANNOTATIONS.labels(status=s)._value.get() - before[s] for s in statuses)
     assert report["counted"] > 20 and counted >= report["counted"]
+    assert report["reasons"]["unknown_event"] > 0  # answers whose event never came: dead letters, not dropped
     on_topic = consume_all(kafka_broker, topics["dead"], expected=len(dead), timeout_s=30)
     assert Counter(d["reason"] for d in on_topic) == Counter(d["reason"] for d in dead)
 
@@ -199,3 +200,27 @@ def test_the_tally_sees_a_lost_payload_a_repeated_line_and_a_row_written_twice()
     twice = tally(items, [row, row], [dead, dup1, dead, dup1, dup2])
     assert (twice["decision_rows_twice"], twice["dead_letters_repeated"], twice["unexpected"]) == (1, 2, 0)
     assert tally(items, [row, {"user_id": "bob", "event_id": "x"}], [dead, dup1, dup2])["unexpected"] == 1
+
+
+def test_the_tally_wants_one_dead_letter_for_an_answer_whose_event_never_came():
+    event = b'{"event_id": "e1", "user_id": "ann", "ts": 1, "prompt": "hi"}'
+    answered = b'{"event_id": "e1", "user_id": "ann", "ts": 2, "response": "yes"}'
+    first, newer = (json.dumps({"event_id": "e9", "user_id": "ann", "ts": ts, "response": r}).encode()
+                    for ts, r in ((3, "first"), (4, "newer")))
+    items = [("annotation", answered), ("event", event), ("annotation", first), ("annotation", newer)]
+
+    def dead_letter(ts: int, response: str) -> str:
+        raw = json.dumps({"event_id": "e9", "user_id": "ann", "ts": ts, "response": response}, ensure_ascii=False)
+        return json_line(bound_dead_letter({"reason": "unknown_event", "user_id": "ann", "event_id": "e9",
+                                            "detail": "never sent", "raw": raw}, excerpt_bytes=EXCERPT))
+    row = {"user_id": "ann", "event_id": "e1"}
+    whole = tally(items, [row], [dead_letter(4, "newer")])
+    assert (whole["lost"], whole["unexpected"], whole["counted"], whole["superseded"], whole["bad_dead_lettered"]) == (
+        0, 0, 1, 1, 1)
+    assert tally(items, [row], [])["lost"] == 1  # the newest answer for e9 was dropped
+    # The older answer's dead letter is allowed too (pushed out of a full stash before the newer came).
+    assert tally(items, [row], [dead_letter(3, "first"), dead_letter(4, "newer")])["unexpected"] == 0
+    assert tally(items, [row], [dead_letter(3, "first")])["lost"] == 1
+    stopped = tally(items, [row], [], ended=False)  # stopped by a signal: the answer still waits in the state
+    assert (stopped["lost"], stopped["waiting"], stopped["bad"]) == (0, 1, 0)
+

@@ -128,6 +128,23 @@ def test_kafka_answers_produced_before_their_events_still_attach(kafka_broker, t
     assert sorted(s["response"] for s in snap["samples"]) == [f"answer {i}" for i in range(5)]
 
 
+def test_kafka_answers_whose_event_never_comes_are_dead_lettered_not_dropped(kafka_broker, topics, components, tmp_path):
+    # An answer waits for its event; when the input ends without it, it is a dead letter with the answer in it.
+    settings = settings_for(kafka_broker, topics, tmp_path / "out", **{"buffer.policy": "fifo", "buffer.capacity": 5})
+    answers = [{"event_id": e, "user_id": "eve", "ts": 1_700_000_000_000, "response": f"answer to {e}"}
+               for e in ("eve-0", "eve-lost", "eve-1", "eve-gone")]
+    produce(kafka_broker, topics["annotations"], [json.dumps(a).encode() for a in answers])
+    produce(kafka_broker, topics["events"], [event("eve", i) for i in range(2)])
+    run_main(build_flow(settings, components))
+    snap = json.loads((tmp_path / "out" / "buffers" / "eve.json").read_text())
+    assert sorted(s["response"] for s in snap["samples"]) == ["answer to eve-0", "answer to eve-1"]
+    dead = read_jsonl(tmp_path / "out" / "dead_letters.jsonl")
+    assert sorted((d["reason"], d["event_id"]) for d in dead) == [("unknown_event", "eve-gone"), ("unknown_event", "eve-lost")]
+    assert {json.loads(d["raw"])["response"] for d in dead} == {"answer to eve-lost", "answer to eve-gone"}
+    on_topic = consume_all(kafka_broker, topics["dead"], expected=2)
+    assert sorted(d["event_id"] for d in on_topic) == ["eve-gone", "eve-lost"]
+
+
 def test_kafka_resume_from_recovery_reads_only_new_events(kafka_broker, topics, components, tmp_path):
     recovery = tmp_path / "recovery"
     recovery.mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -130,7 +131,11 @@ def test_the_early_stash_is_bounded_and_survives_a_snapshot():
     state.on_annotation(Annotation("e0", "u", 1, "a0"))
     state.on_annotation(Annotation("e1", "u", 2, "a1"))
     out = state.on_annotation(Annotation("e2", "u", 3, "a2"))  # full: the oldest, e0, is given up
-    assert [(o.payload["event_id"], o.payload["status"]) for o in out] == [("e0", "unknown_event"), ("e2", "early")]
+    assert kinds(out) == [("annotation", "unknown_event"), ("dead_letter", ""), ("annotation", "early")]
+    assert [o.payload["event_id"] for o in out] == ["e0", "e0", "e2"]
+    dead = out[1].payload  # not dropped unseen: dead-lettered with the answer itself
+    assert (dead["reason"], dead["user_id"], "max_early" in dead["detail"]) == ("unknown_event", "u", True)
+    assert json.loads(dead["raw"]) == {"event_id": "e0", "user_id": "u", "ts": 1, "response": "a0"}
     restored = UserState.from_snapshot(state.snapshot())
     assert list(restored.early) == ["e1", "e2"] and restored.max_early == 2
     assert kinds(restored.on_event(unlabeled("e0", 10, 0))) == [("decision", "admitted"), ("annotation_request", "")]
@@ -138,10 +143,24 @@ def test_the_early_stash_is_bounded_and_survives_a_snapshot():
     assert restored.texts["e2"].response == "a2"
 
 
-def test_without_a_stash_an_answer_before_its_event_is_an_unknown_event():
+def test_without_a_stash_an_answer_before_its_event_is_an_unknown_event_and_dead_lettered():
     state = UserState("u", make_policy("fifo", capacity=2), max_early=0)
-    assert kinds(state.on_annotation(Annotation("e0", "u", 50, "early"))) == [("annotation", "unknown_event")]
+    out = state.on_annotation(Annotation("e0", "u", 50, "early"))
+    assert kinds(out) == [("annotation", "unknown_event"), ("dead_letter", "")]
+    assert out[1].payload["reason"] == "unknown_event" and json.loads(out[1].payload["raw"])["response"] == "early"
     assert kinds(state.on_event(unlabeled("e0", 100, 0)))[-1] == ("annotation_request", "")
+
+
+def test_answers_still_waiting_when_the_input_ends_are_dead_lettered_once():
+    state = UserState("u", make_policy("fifo", capacity=2))
+    state.on_annotation(Annotation("e0", "u", 1, "a0"))
+    state.on_annotation(Annotation("e9", "u", 2, "a9"))  # its event never comes
+    state.on_event(unlabeled("e0", 10, 0))  # e0's answer attaches
+    out = state.end_of_input()
+    assert kinds(out) == [("annotation", "unknown_event"), ("dead_letter", "")]
+    assert json.loads(out[1].payload["raw"]) == {"event_id": "e9", "user_id": "u", "ts": 2, "response": "a9"}
+    assert "input ended" in out[1].payload["detail"] and state.early == {}
+    assert state.end_of_input() == []  # a second end (a resumed run ending again) writes nothing twice
 
 
 # --- the repeat guard: bounded, with a stated guarantee ------------------------------------
