@@ -8,8 +8,8 @@ Two rules keep one bad message from stopping the stream or filling the disk:
 - :func:`bound_dead_letter` turns a rejected payload into a record of bounded
   size: at most ``excerpt_bytes`` of the payload (UTF-8 when the excerpt decodes,
   base64 otherwise), plus its full size and sha256, so an operator can still
-  match the record against the producer's copy. ``detail``, ``user_id`` and
-  ``event_id`` are cut to fixed lengths too (a wrong-typed id may be huge).
+  match the record against the producer's copy. ``detail``, ``user_id``,
+  ``event_id`` and ``source`` are cut to fixed lengths too (a wrong-typed id may be huge).
   Every sink of dead letters (JSONL, Kafka topic) then writes a few KiB at most,
   whatever the input was.
 - With a redactor (``operators.redact``; setting ``privacy.pii`` redact or drop), the
@@ -54,9 +54,9 @@ def dead_letter_bytes(excerpt_bytes: int) -> int:
     base64 grows the excerpt by only 4/3.
 
     >>> dead_letter_bytes(4096)
-    35858
+    37394
     """
-    return 6 * excerpt_bytes + 6 * (DETAIL_CHARS + 2 * ID_CHARS + 3) + _ENVELOPE_BYTES
+    return 6 * excerpt_bytes + 6 * (DETAIL_CHARS + 3 * ID_CHARS + 3) + _ENVELOPE_BYTES  # ids and source
 
 
 def parse_bounded(item: tuple[str, Any], *, max_bytes: int, max_chars: int, **validation: Any) -> Parsed:
@@ -127,6 +127,8 @@ def bound_dead_letter(record: dict[str, Any], *, excerpt_bytes: int, redactor: R
         out["raw_pii"] = found
     for key in ("user_id", "event_id"):
         out[key] = _cut(record.get(key), ID_CHARS)
+    if record.get("source") is not None:
+        out["source"] = _cut(record["source"], ID_CHARS)
     return out
 
 

@@ -34,7 +34,8 @@ def build_flow(
         cfg = KafkaSourceConfig(brokers=brokers, topic=topic, starting=k.starting, idle_stop_s=k.idle_stop_s,
                                 max_message_bytes=settings.max_message_bytes, on_offset_loss=k.on_offset_loss)
         records = op.input(step_id, flow, KafkaSource(cfg))  # KafkaRecord
-        return op.map(f"{step_id}_tag", records, lambda r: (channel, r.value))  # (channel, bytes)
+        return op.map(f"{step_id}_tag", records,
+                      lambda r: (channel, r.value, f"{r.topic}/{r.partition}/{r.offset}"))  # (channel, bytes, source)
 
     flow = Dataflow("edgetune_kafka")
     events = consume("consume_events", k.events_topic, "event")

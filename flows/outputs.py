@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JsonlRead", "DecisionsRead", "read_jsonl", "read_jsonl_file", "read_decision_rows"]
+__all__ = ["JsonlRead", "DecisionsRead", "dead_letter_key", "read_jsonl", "read_jsonl_file", "read_decision_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ def read_jsonl(path: str | Path, *, key: Callable[[dict[str, Any]], Hashable] | 
     distinct records: a producer that re-sends an event twice makes two identical
     ``duplicate_event`` dead letters. ``key`` gives the idempotency key of an output
     a resumed run can re-emit: only the first record of each key is kept (annotation
-    requests: ``lambda r: (r["user_id"], r["event_id"])``). Dead letters have no key,
-    so one re-emitted after a crash is read twice.
+    requests: ``lambda r: (r["user_id"], r["event_id"])``; dead letters: :func:`dead_letter_key`).
+    A record whose key is None has none and is always kept.
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "asks.jsonl"
@@ -132,12 +132,37 @@ def read_jsonl(path: str | Path, *, key: Callable[[dict[str, Any]], Hashable] | 
                          "fix or remove the line")
     if read.torn:
         log.warning("%s: skipped %d torn last line(s), written when a stop cut a write short", path, read.torn)
-    if key is None:
-        return read.records
-    first: dict[Hashable, dict[str, Any]] = {}
-    for record in read.records:
-        first.setdefault(key(record), record)
-    return list(first.values())
+    return read.records if key is None else first_per_key(read.records, key)
+
+
+def first_per_key(records: list[dict[str, Any]], key: Callable[[dict[str, Any]], Hashable | None]) -> list[dict[str, Any]]:
+    """The first record of each key, in order; records whose key is None are all kept."""
+    seen: set[Hashable] = set()
+    out = []
+    for record in records:
+        k = key(record)
+        if k is None or k not in seen:
+            out.append(record)
+        if k is not None:
+            seen.add(k)
+    return out
+
+
+def dead_letter_key(record: dict[str, Any]) -> Hashable | None:
+    """A dead letter's idempotency key: where its payload was read (``source``: ``topic/partition/offset``,
+    ``replay/<n>``), its reason and the payload's sha256. A resumed run that reads the payload again
+    writes the same record again (Bytewax's output is at-least-once); this key tells that copy from a
+    new message with the same content, which has another source. None for a record without
+    ``source`` (written before it existed): such lines are each counted.
+
+    >>> a = {"source": "events/0/17", "reason": "malformed_json", "raw_sha256": "ab"}
+    >>> dead_letter_key(a) == dead_letter_key(dict(a)), dead_letter_key(a) == dead_letter_key({**a, "source": "events/0/18"})
+    (True, False)
+    >>> dead_letter_key({"reason": "malformed_json"}) is None
+    True
+    """
+    source = record.get("source")
+    return None if source is None else (source, record.get("reason"), record.get("raw_sha256"))
 
 
 def read_decision_rows(folder: Path) -> DecisionsRead:

@@ -86,9 +86,15 @@ def build_flow(
 ) -> Dataflow:
     components = components or build_components(settings)
     flow = Dataflow("edgetune_replay")
-    items = op.input("read", flow, ReplaySource(lambda: replay_items(settings), rate=settings.source.rate))  # (channel, payload)
+    items = op.input("read", flow, ReplaySource(lambda: _numbered(replay_items(settings)), rate=settings.source.rate))  # (channel, payload, source)
     write_outputs(select(items, settings, components, progress), settings, trainer_sink)
     return flow
+
+
+def _numbered(items: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any, str]]:
+    """Each item with its place in the replay, ``replay/<n>`` (answers included): a replay yields the same
+    items every time, so the place names the same payload when a resumed run reads it again."""
+    return ((channel, payload, f"replay/{n}") for n, (channel, payload) in enumerate(items))
 
 
 def __getattr__(name: str) -> Dataflow:

@@ -15,7 +15,7 @@ import threading
 import time
 import zlib
 from datetime import datetime, timedelta, timezone
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Callable
 
@@ -144,7 +144,10 @@ def redactor_for(settings: Settings) -> Redactor | None:
 
 
 def select(raw: Stream, s: Settings, components: Components, progress: Callable[[], None] | None = None) -> SelectionOutputs:
-    """Wire the selection steps onto a stream of ``(channel, payload)`` items, channel "event" or "annotation"."""
+    """Wire the selection steps onto a stream of ``(channel, payload)`` items, channel "event" or "annotation",
+    or ``(channel, payload, source)``: ``source`` says where the payload was read, the same on every re-read
+    (``topic/partition/offset``, ``replay/<n>``), and keys its dead letter, so readers can drop the copies an
+    at-least-once restart writes (``flows.outputs.dead_letter_key``)."""
     redactor = redactor_for(s)
     parsed = op.map("parse", raw, partial(_parse, max_bytes=s.max_message_bytes, max_chars=s.max_chars,
                                           control_chars=s.source.control_chars,
@@ -172,15 +175,16 @@ def select(raw: Stream, s: Settings, components: Components, progress: Callable[
     )
 
 
-def _parse(item: tuple[str, Any], **validation: Any) -> Event | Annotation | Rejected:
-    """Validate one item (``flows.deadletters.parse_bounded``) and count the PII redacted from it or dropped with it."""
+def _parse(item: tuple[str, Any] | tuple[str, Any, str], **validation: Any) -> Event | Annotation | Rejected:
+    """Validate one ``(channel, payload[, source])`` item (``flows.deadletters.parse_bounded``) and count the PII
+    redacted from it or dropped with it. ``source`` (where it was read) goes with the result: a dead letter's key."""
     found: dict[str, int] = {}
-    parsed = parse_bounded(item, found=found, **validation)
+    parsed = parse_bounded(item[:2], found=found, **validation)
     if isinstance(parsed, Rejected):
         metrics.record_pii(parsed.pii, dropped=True)
     else:
         metrics.record_pii(found)
-    return parsed
+    return replace(parsed, source=item[2]) if len(item) > 2 else parsed
 
 
 def _record_dead_letter(d: dict) -> None:

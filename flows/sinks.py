@@ -3,8 +3,9 @@
 Bytewax output is at-least-once, so a resumed run can emit an item again:
 decision rows are keyed by ``(user_id, event_id)`` (readers keep the last copy),
 snapshots by user (each write replaces the file), annotation requests by
-``(user_id, event_id)`` (``read_jsonl(key=...)``). Dead letters have no key, so
-a re-emitted one appears twice (see ``flows.outputs.read_jsonl``).
+``(user_id, event_id)`` (``read_jsonl(key=...)``), dead letters by where their payload
+was read (``flows.outputs.dead_letter_key``): a re-emitted line is in the file twice and
+read once.
 
 Whole files (parts, snapshots) go through ``operators.files.atomic_write``; the
 JSONL logs are appended, see that module for why they are not fsynced.

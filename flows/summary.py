@@ -20,24 +20,26 @@ def print_summary(out: Path, users: Sequence[str] | None = None, page: int = 1, 
     kept examples are labelled with the lexicon domain the scorer assigned them, which is
     not the event's own ``meta.domain``.
     """
-    from flows.outputs import read_decision_rows, read_jsonl_file
+    from flows.outputs import dead_letter_key, first_per_key, read_decision_rows, read_jsonl_file
 
     if page < 1 or page_size < 1:
         raise ValueError(f"summary --page={page} --page-size={page_size}: both must be >= 1")
     decisions = read_decision_rows(out / "decisions")
     rows = decisions.rows
     dead = read_jsonl_file(out / "dead_letters.jsonl")
+    letters = first_per_key(dead.records, dead_letter_key)  # one per payload: copies a restart wrote again go
     copies = f" ({decisions.n_rows} decision rows in the files)" if decisions.n_rows != len(rows) else ""
-    repeats = f" ({dead.distinct} distinct lines)" if dead.distinct != len(dead.records) else ""
-    print(f"\nedgetune: {len(rows)} events decided{copies}, {len(dead.records)} dead letters{repeats}  (output: {out})")
+    again = len(dead.records) - len(letters)
+    repeats = f" ({len(dead.records)} lines in the files, {again} written again after a restart)" if again else ""
+    print(f"\nedgetune: {len(rows)} events decided{copies}, {len(letters)} dead letters{repeats}  (output: {out})")
     if dead.torn or dead.bad:
         print(f"  dead letters: {dead.torn} torn last line(s) (a write cut short by a stop) and {dead.bad} unreadable "
               "line(s), not counted above")
     if decisions.unreadable:
         print(f"  decisions: {len(decisions.unreadable)} unreadable part(s), not counted above: "
               + ", ".join(p.name for p in decisions.unreadable))
-    if dead.records:
-        print("dead letters: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(d.get("reason") for d in dead.records).items())))
+    if letters:
+        print("dead letters: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(d.get("reason") for d in letters).items())))
     snapshots = _snapshots(out)
     if not rows and not snapshots:
         return

@@ -76,6 +76,8 @@ class Event:
     prompt: str
     response: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False, repr=False)
+    """Where the payload was read (``topic/partition/offset``, ``replay/<n>``): a dead letter's idempotency key."""
 
     @property
     def text(self) -> str:
@@ -91,6 +93,8 @@ class Annotation:
     user_id: str
     ts_ms: int
     response: str
+    source: str | None = field(default=None, compare=False, repr=False)
+    """Where the payload was read, as ``Event.source``."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ class Rejected:
     user_id: str | None = None
     event_id: str | None = None
     pii: dict[str, int] = field(default_factory=dict)
+    source: str | None = None
+    """Where the payload was read, as ``Event.source``."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -120,6 +126,8 @@ class Rejected:
         }
         if self.pii:
             out["pii"] = dict(self.pii)
+        if self.source is not None:
+            out["source"] = self.source
         return out
 
 

@@ -65,7 +65,9 @@ class AnswerStash:
         return len(self.early)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"max_early": self.max_early, "early": [asdict(a) for a in self.early.values()]}
+        # ``source`` only when known, so snapshots keep the format they had before it existed
+        return {"max_early": self.max_early,
+                "early": [{k: v for k, v in asdict(a).items() if k != "source" or v is not None} for a in self.early.values()]}
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> "AnswerStash":

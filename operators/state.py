@@ -230,6 +230,7 @@ class UserState:
             "raw_encoding": "utf-8",
             "user_id": self.user_id,
             "event_id": event.event_id,
+            **({"source": event.source} if event.source is not None else {}),
         })
 
     def _unknown_event(self, a: Annotation, why: str) -> list[Output]:
@@ -241,6 +242,7 @@ class UserState:
             "raw_encoding": "utf-8",
             "user_id": self.user_id,
             "event_id": a.event_id,
+            **({"source": a.source} if a.source is not None else {}),
         })]
 
     def _decision_row(self, se: ScoredEvent, seq: int, decision: Decision, select_seconds: float) -> dict[str, Any]:

@@ -320,20 +320,32 @@ def tally(items: list[tuple[str, bytes]], decision_rows: list[dict], dead_lines:
     every line of the dead-letter file(s). Returns counts: ``payloads``, ``bad`` (payloads whose
     outcome is a dead letter), ``bad_dead_lettered``, ``decided``, ``counted``, ``superseded`` and ``waiting`` (valid answers),
     ``lost`` (no decision or dead letter found), ``decision_rows_twice`` (a (user, event) row in
-    two part files), ``dead_letters_repeated`` (a line identical to one already matched: at-least-
-    once output after a restart, removed by dropping identical lines), ``unexpected`` (a decision
-    or dead letter no payload accounts for, after that removal: a duplicate that dedup misses),
+    two part files), ``dead_letters_repeated`` (a line with the key of an earlier one,
+    ``flows.outputs.dead_letter_key``: written again by at-least-once output after a restart, and
+    removed by that key), ``unexpected`` (a decision or dead letter no payload accounts for, after that
+    removal: a duplicate that dedup misses),
     ``max_dead_letter_bytes``, ``reasons``, and the first lost payloads and unexpected records.
     """
     import hashlib
     from collections import Counter
 
+    from flows.outputs import dead_letter_key
+
     decided = Counter((r["user_id"], r["event_id"]) for r in decision_rows)
-    by_digest: dict[str, list[str]] = {}
+    counts = Counter()
+    keys: set = set()
+    kept = []  # one line per dead-letter key: copies a resumed run wrote again go
     for line in dead_lines:
+        key = dead_letter_key(json.loads(line))
+        if key is not None and key in keys:
+            counts["dead_letters_repeated"] += 1
+            continue
+        keys.add(key)
+        kept.append(line)
+    by_digest: dict[str, list[str]] = {}
+    for line in kept:
         by_digest.setdefault(json.loads(line)["raw_sha256"], []).append(line)
     matched: set[str] = set()
-    counts = Counter()
     lost_examples = []
     optional = []  # digests of answers whose dead letter may or may not be there: matched after the required ones
     for (channel, payload), (outcome, sha) in zip(items, expected_outcomes(items, dedup_window)):
@@ -370,13 +382,13 @@ def tally(items: list[tuple[str, bytes]], decision_rows: list[dict], dead_lines:
     unexpected = [f"decision {key!r}" for key, c in decided.items() if c > 0]  # decisions no payload accounts for
     for pool in by_digest.values():
         for line in pool:
-            if line in matched:
+            if line in matched:  # a line without a key (no source), identical to a matched one
                 counts["dead_letters_repeated"] += 1
             else:
                 unexpected.append(line[:300])
     counts["unexpected"] = len(unexpected)
     sizes = [len(line.encode("utf-8")) for line in dead_lines]
-    reasons = Counter(json.loads(line)["reason"] for line in set(dead_lines))
+    reasons = Counter(json.loads(line)["reason"] for line in kept if line not in unexpected)
     return {**{k: counts[k] for k in ("payloads", "bad", "bad_dead_lettered", "decided", "counted", "superseded", "waiting", "lost",
                                       "decision_rows_twice", "dead_letters_repeated", "unexpected")},
             "max_dead_letter_bytes": max(sizes, default=0), "reasons": dict(reasons), "lost_examples": lost_examples,

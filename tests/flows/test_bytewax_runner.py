@@ -1,5 +1,5 @@
-"""`python -m bytewax.run flows.replay_flow:flow` has what `edgetune replay` has: INFO logs, the Prometheus
-exporter on EDGETUNE_METRICS__PORT, and a clean stop on SIGINT."""
+"""`python -m bytewax.run flows.replay_flow:flow` (and `flows.kafka_flow:flow`) has what `edgetune replay` (`run`)
+has: INFO logs, the Prometheus exporter on EDGETUNE_METRICS__PORT, and a clean stop on SIGINT (SIGTERM)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +30,36 @@ def test_the_bytewax_runner_logs_serves_metrics_and_stops_cleanly(tmp_path: Path
            "EDGETUNE_SOURCE__PATH": str(REPO / "tests" / "data" / "events.jsonl"), "EDGETUNE_SOURCE__SPLIT": "field",
            "EDGETUNE_SOURCE__RATE": "2", "EDGETUNE_TRAIN__ENABLED": "false", "EDGETUNE_METRICS__PORT": str(port),
            "EDGETUNE_OUTPUT__DIR": str(tmp_path / "out")}
-    proc = subprocess.Popen([sys.executable, "-m", "bytewax.run", "flows.replay_flow:flow"], cwd=REPO, env=env,
+    run_scrape_and_stop("flows.replay_flow:flow", env, port, signal.SIGINT, tmp_path)
+
+
+@pytest.mark.kafka
+def test_the_bytewax_runner_runs_the_kafka_flow_with_logs_and_metrics(kafka_broker, tmp_path: Path) -> None:
+    from kafka import KafkaProducer
+
+    from flows.kafka import ensure_topics
+    from tests.flows.test_kafka_flow import event
+
+    base = f"runner{os.getpid()}x{time.monotonic_ns() % 10**9}"
+    topics = {kind: f"{base}.{kind}" for kind in ("events", "annotations", "dead", "asks")}
+    ensure_topics((kafka_broker.bootstrap,), {name: 1 for name in topics.values()})
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+    for i in range(6):
+        producer.send(topics["events"], value=event("ann", i))
+    producer.flush()
+    producer.close()
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EDGETUNE_MODEL__LM": "tiny-random",
+           "EDGETUNE_TRAIN__ENABLED": "false", "EDGETUNE_METRICS__PORT": str(port),
+           "EDGETUNE_OUTPUT__DIR": str(tmp_path / "out"), "EDGETUNE_KAFKA__BROKERS": kafka_broker.bootstrap,
+           "EDGETUNE_KAFKA__EVENTS_TOPIC": topics["events"], "EDGETUNE_KAFKA__ANNOTATIONS_TOPIC": topics["annotations"],
+           "EDGETUNE_KAFKA__DEAD_LETTER_TOPIC": topics["dead"], "EDGETUNE_KAFKA__REQUESTS_TOPIC": topics["asks"]}
+    run_scrape_and_stop("flows.kafka_flow:flow", env, port, signal.SIGTERM, tmp_path)
+
+
+def run_scrape_and_stop(flow: str, env: dict, port: int, sig: signal.Signals, tmp_path: Path) -> None:
+    """Run ``flow`` under Bytewax's runner until its exporter counts events, stop it with ``sig``, check what it left."""
+    proc = subprocess.Popen([sys.executable, "-m", "bytewax.run", flow], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     scraped = ""
     try:
@@ -40,7 +71,7 @@ def test_the_bytewax_runner_logs_serves_metrics_and_stops_cleanly(tmp_path: Path
             except OSError:
                 pass
             time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:

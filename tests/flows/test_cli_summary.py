@@ -31,21 +31,27 @@ def summary(capsys, *args: str) -> str:
     return capsys.readouterr().out
 
 
-def test_every_dead_letter_line_counts_also_identical_ones_and_a_torn_last_line_is_reported(out, tmp_path, capsys):
+def test_every_dead_letter_counts_once_also_identical_ones_and_a_torn_last_line_is_reported(out, tmp_path, capsys):
+    import json
     import shutil
 
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     dead = copy / "dead_letters.jsonl"
     lines = dead.read_bytes().splitlines(keepends=True)
-    assert len(lines) == 8  # one per bad line of the sample file
-    # Two more inputs that fail the same way give two identical lines; then a stop cuts a write short.
-    dead.write_bytes(b"".join(lines) + lines[0] * 2 + lines[1][:25])
+    # One per bad line of the sample file, and the replay's answer to one of them (bad-2, whose event was rejected).
+    assert len(lines) == 9
+    first = json.loads(lines[0])
+    assert first["source"].startswith("replay/")
+    # The same bad input sent twice more: two identical records but for where they were read, both counted;
+    # a restart wrote the first line again (the same source): counted once; then a stop cut a write short.
+    resent = [(json.dumps({**first, "source": f"replay/{900 + i}"}) + "\n").encode() for i in range(2)]
+    dead.write_bytes(b"".join(lines) + b"".join(resent) + lines[0] + lines[1][:25])
     text = summary(capsys, str(copy))
-    assert "10 dead letters (8 distinct lines)" in text
+    assert "11 dead letters (12 lines in the files, 1 written again after a restart)" in text
     assert "1 torn last line(s) (a write cut short by a stop) and 0 unreadable line(s)" in text
     reasons = dict(re.findall(r"(\w+) (\d+)", text.split("dead letters: ")[-1].splitlines()[0]))
-    assert sum(map(int, reasons.values())) == 10
+    assert sum(map(int, reasons.values())) == 11
 
 
 def test_every_user_gets_examples_labelled_with_the_lexicon_domain(out, capsys):

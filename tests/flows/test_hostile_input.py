@@ -200,6 +200,13 @@ def test_the_tally_sees_a_lost_payload_a_repeated_line_and_a_row_written_twice()
     twice = tally(items, [row, row], [dead, dup1, dead, dup1, dup2])
     assert (twice["decision_rows_twice"], twice["dead_letters_repeated"], twice["unexpected"]) == (1, 2, 0)
     assert tally(items, [row, {"user_id": "bob", "event_id": "x"}], [dead, dup1, dup2])["unexpected"] == 1
+    # With the key (where each payload was read): the same bad payload sent twice is two dead letters;
+    # the same line written again by a restart is one.
+    at = {n: json_line({**json.loads(dead), "source": f"replay/{n}"}) for n in (1, 2)}
+    resent = [("event", bad), ("event", bad)]
+    assert tally(resent, [], [at[1], at[2]])["lost"] == 0
+    again = tally(resent, [], [at[1], at[1]])
+    assert (again["lost"], again["dead_letters_repeated"]) == (1, 1)
 
 
 def test_the_tally_wants_one_dead_letter_for_an_answer_whose_event_never_came():

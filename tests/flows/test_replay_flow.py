@@ -54,6 +54,11 @@ def test_every_event_is_decided_or_dead_lettered(components, tmp_path):
     replay(components, tmp_path, **{"buffer.policy": "fifo", "buffer.capacity": 4})
     rows = read_decisions(tmp_path / "decisions").to_pylist()
     dead = read_jsonl(tmp_path / "dead_letters.jsonl")
+    # The replay's oracle answers every line that carries a response, also bad-2, whose event is rejected
+    # (no prompt): that answer never finds its event, and is dead-lettered when the input ends.
+    answers = [d for d in dead if d["reason"] == "unknown_event"]
+    assert [(d["user_id"], d["event_id"]) for d in answers] == [("bob", "bad-2")]
+    dead = [d for d in dead if d["reason"] != "unknown_event"]
     lines = EVENTS.read_bytes().splitlines()
     assert len(rows) + len(dead) == len([ln for ln in lines if ln.strip()])
     # The sample file holds one malformed line of each kind, written by hand.
