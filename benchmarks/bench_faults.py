@@ -266,7 +266,7 @@ def main() -> None:
          "dead-lettered at the end of input)"},
         {"target": "duplicates after dedup", "measured": dupes, "met": dupes == 0,
          "note": f"decision rows written twice {summary['decision_rows_twice']}; dead-letter lines repeated by "
-                 f"at-least-once output after restarts (identical, removed by line dedup) "
+                 f"at-least-once output after restarts (removed by their key: source, reason, raw_sha256) "
                  f"{summary['dead_letters_repeated']}"},
         {"target": "largest dead-letter record <= bound", "measured": f"{summary['max_dead_letter_bytes']} bytes",
          "met": summary["max_dead_letter_bytes"] <= summary["dead_letter_bound_bytes"],
@@ -282,8 +282,9 @@ def main() -> None:
         "repeated id, an unknown_event dead letter for the newest answer to an event its user never sent, or "
         "(an answer to an event that came, or one replaced by a newer answer) nothing on disk, only "
         "edgetune_annotations_total.",
-        "Lost = a payload whose outcome is not on disk after the final stop. Duplicates after dedup = decision rows "
-        "in two part files plus records no payload accounts for once identical dead-letter lines are merged.",
+        "Lost = a payload whose outcome is not on disk after the end of input. Duplicates after dedup = decision rows "
+        "in two part files plus records no payload accounts for once dead-letter lines with the same key (source, "
+        "reason, raw_sha256) are merged.",
         "Kills and the SIGTERM come at seeded points of progress (outcomes on disk), after a seeded delay of up to "
         "2 s, while the producer sends; each is followed by a restart with "
         "the same recovery store. A crash is any exit the benchmark did not cause; three in a row without a fault "
