@@ -113,6 +113,7 @@ def _sick_tick() -> None:
     metrics.SERVE_TTFT_SECONDS.observe(0.3)
     metrics.SERVE_QUEUE.set(2)
     metrics.SERVE_TURNS.labels(outcome="emitted").inc()
+    metrics.SERVE_TURNS.labels(outcome="failed").inc()  # a turn not recorded: the loop is open
     metrics.SERVE_FEEDBACK.labels(kind="up", outcome="annotation").inc()
     from models.serving import Answer
 
