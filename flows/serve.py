@@ -54,6 +54,8 @@ The JSON contract (errors are ``{"error": {"message", "type", "code"}}`` with th
 
 ``GET /healthz`` → ``{"status": "ok"}`` (no token needed).
 
+``GET /`` → the chat page (``flows/page.py``; no token needed: it holds no data).
+
 Trust model. The server binds 127.0.0.1 by default; there, without ``serve.token``, every
 local process may act as any user, as it may read the output folder anyway. With a token
 (required for any other address), every request but ``/healthz`` carries
@@ -380,6 +382,10 @@ def build_app(server: Server) -> Any:
                        "this token may not act for this user" if value.startswith("u-") else "invalid bearer token",
                        "forbidden" if value.startswith("u-") else "unauthorized")
 
+    from flows.page import add_page_route
+
+    add_page_route(app)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -459,7 +465,7 @@ def build_app(server: Server) -> Any:
     return app
 
 
-_ROUTES = ("/healthz", "/v1/models", "/v1/chat/completions", "/v1/feedback", "/v1/annotation-requests")
+_ROUTES = ("/", "/healthz", "/v1/models", "/v1/chat/completions", "/v1/feedback", "/v1/annotation-requests")
 
 
 def _route(path: str) -> str:
