@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="edgetune-page-"))
     with serve(work / "out", work / "serve.log", args.model, ("--max-new-tokens", "48")) as (url, _), \
-            browser(1280, 760) as driver:
+            browser(1280, 900) as driver:
         open_page(driver, url, args.user)
         first = chat(driver, "How often should I water a cactus in winter?")
         second = chat(driver, "Give me one tip for a better sourdough crust.")
