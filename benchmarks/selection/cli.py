@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the table's users or the validation users, for choosing a rule (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results/selection)")
     p.add_argument("--only", default=None, help="run only cells whose row is in this +-separated list")
+    p.add_argument("--readme", type=Path, default=None, help="report: also copy the headline table into this README")
     p.add_argument("--smoke", action="store_true", help="tiny model, short streams: checks the code, not the method")
     return p
 
@@ -127,5 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         stats = {d: json.loads((out / "streams" / f"{d}.json").read_text())["stats"] for d in datasets}
         write_report(out if args.split == "test" else out / "validation", cfg, stats)
+        if args.readme:
+            from benchmarks.selection.report import splice_readme
+
+            splice_readme(args.readme, out if args.split == "test" else out / "validation")
         log.info("report written to %s", out)
     return 0

@@ -83,7 +83,54 @@ def write_report(out: Path, cfg: TableConfig, stream_stats: dict[str, list[dict]
         for r in rows_out:
             writer.writerow({k: (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k]) for k in fields})
     (out / "table.md").write_text(_markdown(cells, rows_out, cfg, stream_stats))
+    (out / "headline.md").write_text(headline(cells, rows_out))
     _forest(out / "forest.png", rows_out)
+
+
+README_BEGIN, README_END = "<!-- selection:begin -->", "<!-- selection:end -->"
+HEADLINE_ROWS = ("base", "whole", "random", "fifo", "reservoir", "kcenter", "ifd", "uds", "sdss")
+
+
+def headline(cells: dict, rows_out: list[dict]) -> str:
+    """Per dataset, the realistic streams' rows with sdss's paired difference against each: the README's table."""
+    pairs = {(r["dataset"], r["baseline"], r["metric"]): r for r in rows_out
+             if r["policy"] == "sdss" and r["stream"] == "realistic"}
+    lines = []
+    for dataset in sorted({d for d, _, _ in cells}):
+        rows = [r for r in HEADLINE_ROWS if (dataset, "realistic", r) in cells]
+        if not rows:
+            continue
+        lines += [f"**{dataset}**, realistic streams (ROUGE-1 in points; answer loss in nats/token, lower is better; "
+                  "sdss − row: paired, 95 % stratified bootstrap; ** marks an interval excluding 0)", "",
+                  "| row | users | ROUGE-1 | answer loss | annotation requests | low-value kept | sdss − row, ROUGE-1 | sdss − row, answer loss |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in rows:
+            users = cells[(dataset, "realistic", row)]
+            r1 = np.mean([np.mean(c["rouge1"]) for c in users.values()]) * 100
+            loss = np.mean([np.mean(c["answer_loss"]) for c in users.values()])
+            req = np.mean([c["selection"]["annotation_requests"] for c in users.values()])
+            low = np.mean([c["training_set"]["low_value"] for c in users.values()])
+            diffs = []
+            for metric, fmt in (("rouge1", "{:+.2f}"), ("answer_loss", "{:+.3f}")):
+                p = pairs.get((dataset, row, metric))
+                if p is None:
+                    diffs.append("")
+                    continue
+                mark = "**" if p["lo"] > 0 or p["hi"] < 0 else ""
+                diffs.append(f"{mark}{fmt.format(p['diff'])}{mark} [{fmt.format(p['lo'])}, {fmt.format(p['hi'])}] ({p['n_users']} users)")
+            lines.append(f"| {row} | {len(users)} | {r1:.2f} | {loss:.3f} | {req:.0f} | {low:.1f} of {np.mean([c['training_set']['n'] for c in users.values()]):.0f} | {diffs[0]} | {diffs[1]} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def splice_readme(readme: Path, out: Path) -> None:
+    """Copy ``headline.md`` between the README's selection markers, so it shows only what the cells hold."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} markers to write the table between")
+    head, rest = text.split(README_BEGIN, 1)
+    note = "Copied from `benchmarks/results/selection/headline.md` by `python -m benchmarks.selection report --readme README.md`."
+    readme.write_text(head + README_BEGIN + "\n" + note + "\n\n" + (out / "headline.md").read_text() + README_END + rest.split(README_END, 1)[1])
 
 
 def _markdown(cells: dict, rows_out: list[dict], cfg: TableConfig, stream_stats: dict[str, list[dict]]) -> str:

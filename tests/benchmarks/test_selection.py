@@ -80,3 +80,19 @@ def test_the_validation_split_runs_the_candidates_and_judges_them(smoke):
     assert "## Candidate rules against shipped sdss" in table
     for name in ("sdss-rank", "sdss-no-dss", "sdss-coverage", "deita"):
         assert f"| **{name}** | all |" in table
+
+
+def test_the_readme_gets_the_headline_table_between_its_markers(smoke, tmp_path):
+    from benchmarks.selection.report import README_BEGIN, README_END, splice_readme
+
+    headline = (smoke / "headline.md").read_text()
+    assert "| sdss | 2 |" in headline and "| reservoir | 2 |" in headline
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{README_BEGIN}\nold numbers\n{README_END}\nafter\n")
+    splice_readme(readme, smoke)
+    text = readme.read_text()
+    assert "old numbers" not in text and headline in text
+    assert text.startswith("before\n") and text.endswith(f"{README_END}\nafter\n")
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        splice_readme(readme, smoke)
