@@ -170,3 +170,353 @@ class DomainIndex:
         if abs(norm - 1.0) > _NORM_TOLERANCE:
             raise ValueError(f"{name} must be L2-normalised (norm 1), got norm {norm:.4f}; divide it by its norm first")
         return row
+
+
+LARGE_CAPACITY = 2048
+"""Policies with a larger capacity use :class:`ArrayIndex`; at or below it, :class:`DomainIndex` (the exact
+path the selection benchmark's capacity-64 cells were made with, kept bit for bit)."""
+
+APPROX_MIN = 16_384
+"""An :class:`ArrayIndex` holding this many vectors or more answers global searches from an IVF index."""
+
+
+class _Rows:
+    """One domain's rows as growable arrays; a removal moves the last row into the hole (O(d))."""
+
+    __slots__ = ("vecs", "fids", "stamps", "extra", "n", "sum", "removals", "p", "base", "drift")
+
+    def __init__(self, dim: int, n_extra: int):
+        self.vecs = np.empty((16, dim), dtype=np.float32)
+        self.fids = np.empty(16, dtype=np.int64)
+        self.stamps = np.empty(16, dtype=np.int64)  # insertion order: ties go to the older row
+        self.extra = np.empty((16, n_extra), dtype=np.float64)
+        self.n = 0
+        self.sum = np.zeros(dim, dtype=np.float64)
+        self.removals = 0
+        # Cached ``vecs[i] . base`` (float64) for the victim search; ``drift = sum - base``.
+        self.p: np.ndarray | None = None
+        self.base: np.ndarray | None = None
+        self.drift: np.ndarray | None = None
+
+    def grow(self) -> None:
+        size = 2 * len(self.fids)
+        for name in ("vecs", "fids", "stamps", "extra"):
+            old = getattr(self, name)
+            new = np.empty((size, *old.shape[1:]), dtype=old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
+        if self.p is not None:
+            p = np.empty(size)
+            p[: self.n] = self.p[: self.n]
+            self.p = p
+
+
+class ArrayIndex:
+    """The same questions as :class:`DomainIndex`, answered fast at capacities of 10^4-10^5 vectors.
+
+    - **Per-domain arrays.** Each domain's vectors, FAISS-free ids, insertion stamps and a few
+      float columns (``extra``, e.g. EOE and DSS) are dense numpy arrays, so a policy scores a
+      whole domain with array arithmetic (:meth:`rows`). Removal moves the domain's last row
+      into the hole: storage order is not arrival order, so ties are broken by ``stamps``.
+    - **Running sums updated on removal.** A domain's float64 sum gains a vector on ``add`` and
+      loses it on ``remove`` (O(d)); subtraction drifts by rounding, so every
+      ``RESUM_EVERY`` removals of a domain the sum is recomputed from its rows.
+    - **Search.** Below :data:`APPROX_MIN` vectors, searches are exact scans of the arrays.
+      From there on, global searches (no ``domain``) go to a FAISS ``IndexIVFFlat`` (inner
+      product, ``nlist`` = n / 64 capped at 1,024, trained once on the vectors held when the
+      threshold is crossed, ``nprobe`` :data:`NPROBE`). **Removal strategy:** the IVF index keeps
+      a hash-table direct map (``DirectMap.Hashtable``), so ``remove_ids`` finds the vector's
+      inverted list in O(1) and moves that list's last entry into the hole — no tombstones and
+      no rebuilds; the centroids stay those of the training set (recall against an exact scan
+      is measured in benchmarks/bench_buffer.py). A search restricted to one domain is always exact.
+    - **Nearest-neighbour cache** (``neighbours=True``, for k-center and sdss's coverage term):
+      every row's two nearest other rows (similarity and id), kept up to date incrementally. An
+      ``add`` compares the new vector with every row (exact scan) or with its IVF neighbours
+      (approximate, :data:`NEIGHBOUR_HITS` of them); a ``remove`` re-searches only the rows whose
+      cached neighbours included the removed one.
+
+    ``vectors`` returns rows in storage order, not insertion order.
+    """
+
+    RESUM_EVERY = 1024
+
+    def __init__(self, dim: int, n_extra: int = 0, *, neighbours: bool = False, approx_min: int = APPROX_MIN):
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int (the embedding size), got {dim!r}")
+        self.dim = dim
+        self.n_extra = n_extra
+        self.approx_min = approx_min
+        self._rows: dict[str, _Rows] = {}
+        self._where: dict[str, tuple[str, int]] = {}  # event_id -> (domain, row)
+        self._by_fid: dict[int, str] = {}  # fid -> event_id
+        self._fid_of: dict[str, int] = {}
+        self._next = 0
+        self._ivf = None
+        self._nn = {} if neighbours else None  # domain -> (sims (n, 2) float64, fids (n, 2) int64)
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._where
+
+    def domains(self) -> list[str]:
+        return sorted(self._rows)
+
+    def count(self, domain: str) -> int:
+        rows = self._rows.get(domain)
+        return 0 if rows is None else rows.n
+
+    def rows(self, domain: str) -> _Rows | None:
+        """The domain's arrays (read-only; valid up to ``.n``)."""
+        return self._rows.get(domain)
+
+    def event_ids(self, fids: np.ndarray) -> list[str]:
+        return [self._by_fid[int(f)] for f in fids]
+
+    def fid(self, event_id: str) -> int:
+        return self._fid_of[event_id]
+
+    def add(self, event_id: str, domain: str, vec: np.ndarray, extra: tuple[float, ...] = ()) -> None:
+        if event_id in self._where:
+            raise ValueError(f"event_id {event_id!r} is already indexed; remove it before adding it again")
+        row = _as_unit_row(vec, self.dim, "vec")[0]
+        rows = self._rows.get(domain)
+        if rows is None:
+            rows = self._rows[domain] = _Rows(self.dim, self.n_extra)
+            if self._nn is not None:
+                self._nn[domain] = (np.full((16, 2), -np.inf), np.full((16, 2), -1, dtype=np.int64))
+        if rows.n == len(rows.fids):
+            rows.grow()
+            if self._nn is not None:
+                sims, fids = self._nn[domain]
+                self._nn[domain] = (np.concatenate([sims, np.full_like(sims, -np.inf)]),
+                                    np.concatenate([fids, np.full_like(fids, -1)]))
+        fid = self._next
+        self._next += 1
+        i = rows.n
+        rows.vecs[i] = row
+        rows.fids[i] = fid
+        rows.stamps[i] = fid
+        rows.extra[i] = extra
+        row64 = row.astype(np.float64)
+        rows.sum += row64
+        if rows.p is not None:
+            rows.p[i] = float(row64 @ rows.base)
+            rows.drift += row64
+        rows.n += 1
+        self._where[event_id] = (domain, i)
+        self._by_fid[fid] = event_id
+        self._fid_of[event_id] = fid
+        if self._nn is not None:
+            self._neighbours_after_add(domain, i)
+        if self._ivf is not None:
+            self._ivf.add_with_ids(row.reshape(1, -1), np.array([fid], dtype=np.int64))
+        elif len(self._where) >= self.approx_min:
+            self._build_ivf()
+
+    def remove(self, event_id: str) -> None:
+        if event_id not in self._where:
+            raise KeyError(f"event_id {event_id!r} is not indexed")
+        domain, i = self._where.pop(event_id)
+        fid = self._fid_of.pop(event_id)
+        del self._by_fid[fid]
+        rows = self._rows[domain]
+        row64 = rows.vecs[i].astype(np.float64)
+        last = rows.n - 1
+        if i != last:
+            rows.vecs[i], rows.fids[i], rows.stamps[i], rows.extra[i] = (
+                rows.vecs[last], rows.fids[last], rows.stamps[last], rows.extra[last])
+            if rows.p is not None:
+                rows.p[i] = rows.p[last]
+            if self._nn is not None:
+                sims, fids = self._nn[domain]
+                sims[i], fids[i] = sims[last], fids[last]
+            self._where[self._by_fid[int(rows.fids[i])]] = (domain, i)
+        rows.n = last
+        if self._nn is not None:
+            sims, fids = self._nn[domain]
+            sims[last], fids[last] = -np.inf, -1
+        if self._ivf is not None:
+            ids = np.array([fid], dtype=np.int64)
+            self._ivf.remove_ids(faiss.IDSelectorArray(1, faiss.swig_ptr(ids)))
+        if rows.n == 0:
+            del self._rows[domain]
+            if self._nn is not None:
+                del self._nn[domain]
+        else:
+            rows.sum -= row64
+            if rows.drift is not None:
+                rows.drift -= row64
+            rows.removals += 1
+            if rows.removals % self.RESUM_EVERY == 0:
+                rows.sum = rows.vecs[: rows.n].astype(np.float64).sum(axis=0)
+                rows.p = None  # the victim-search cache restarts from the exact sum
+        if self._nn is not None:
+            self._neighbours_after_remove(fid)
+
+    # -- the questions DomainIndex answers ------------------------------------------------
+
+    def vectors(self, domain: str) -> tuple[list[str], np.ndarray]:
+        rows = self._rows.get(domain)
+        if rows is None:
+            return [], np.zeros((0, self.dim), dtype=np.float32)
+        return self.event_ids(rows.fids[: rows.n]), rows.vecs[: rows.n].copy()
+
+    def domain_sum(self, domain: str) -> np.ndarray:
+        rows = self._rows.get(domain)
+        return np.zeros(self.dim) if rows is None else rows.sum
+
+    def idd(self, vec: np.ndarray, domain: str) -> float:
+        row = _as_unit_row(vec, self.dim, "vec")[0]
+        rows = self._rows.get(domain)
+        if rows is None:
+            return idd_from_sum(row, np.zeros(self.dim), 0)
+        return idd_from_sum(row, rows.sum, rows.n)
+
+    def loo_idd(self, domain: str) -> dict[str, float]:
+        ids, vecs = self.vectors(domain)
+        if not ids:
+            return {}
+        return {e: float(v) for e, v in zip(ids, loo_idd(vecs, self._rows[domain].sum))}
+
+    def max_sim(self, vec: np.ndarray, domain: str | None = None) -> tuple[float, str | None]:
+        if domain is not None and domain not in self._rows:
+            return -math.inf, None
+        hits = self.search(_as_unit_row(vec, self.dim, "vec"), 1, domain)[0]
+        return (hits[0][1], hits[0][0]) if hits else (-math.inf, None)
+
+    def nearest(self, vec: np.ndarray, k: int) -> list[tuple[str, float]]:
+        return self.search(_as_unit_row(vec, self.dim, "vec"), k)[0]
+
+    def search(self, queries: np.ndarray, k: int, domain: str | None = None) -> list[list[tuple[str, float]]]:
+        """Up to ``k`` ``(event_id, cosine)`` per query row, best first (ties: the older row first)."""
+        sims, fids = self.search_fids(queries, k, domain)
+        return [[(self._by_fid[int(f)], float(s)) for s, f in zip(rs, rf) if f >= 0] for rs, rf in zip(sims, fids)]
+
+    def search_fids(self, queries: np.ndarray, k: int, domain: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries must have shape (m, {self.dim}), got {queries.shape}")
+        if self._ivf is not None and domain is None:
+            sims, fids = self._ivf.search(queries, k)
+            return sims.astype(np.float64), fids
+        names = [domain] if domain is not None else list(self._rows)
+        parts = [(self._rows[d].vecs[: self._rows[d].n] @ queries.T, self._rows[d].fids[: self._rows[d].n],
+                  self._rows[d].stamps[: self._rows[d].n]) for d in names if d in self._rows]
+        m = len(queries)
+        if not parts:
+            return np.full((m, k), -np.inf), np.full((m, k), -1, dtype=np.int64)
+        sims = np.concatenate([p[0] for p in parts]).T.astype(np.float64)  # (m, n)
+        fids = np.concatenate([p[1] for p in parts])
+        stamps = np.concatenate([p[2] for p in parts])
+        kk = min(k, sims.shape[1])
+        out_s = np.full((m, k), -np.inf)
+        out_f = np.full((m, k), -1, dtype=np.int64)
+        for q in range(m):
+            top = np.argpartition(-sims[q], kk - 1)[:kk] if kk < sims.shape[1] else np.arange(sims.shape[1])
+            order = top[np.lexsort((stamps[top], -sims[q, top]))]
+            out_s[q, :kk], out_f[q, :kk] = sims[q, order], fids[order]
+        return out_s, out_f
+
+    # -- the approximate index --------------------------------------------------------------
+
+    def _build_ivf(self) -> None:
+        vecs = np.concatenate([r.vecs[: r.n] for r in self._rows.values()])
+        fids = np.concatenate([r.fids[: r.n] for r in self._rows.values()])
+        nlist = int(min(1024, max(16, len(vecs) // 64)))
+        quantizer = faiss.IndexFlatIP(self.dim)
+        ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.seed = 1234
+        ivf.train(vecs)
+        ivf.nprobe = NPROBE
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        ivf.add_with_ids(vecs, fids)
+        self._quantizer = quantizer  # the IVF index does not own it
+        self._ivf = ivf
+
+    @property
+    def approximate(self) -> bool:
+        return self._ivf is not None
+
+    # -- nearest-neighbour cache ------------------------------------------------------------
+
+    def neighbours(self, domain: str) -> tuple[np.ndarray, np.ndarray]:
+        """The domain's rows' two nearest other rows: similarities (n, 2), -inf if none, and fids (-1 if none)."""
+        sims, fids = self._nn[domain]
+        n = self._rows[domain].n
+        return sims[:n], fids[:n]
+
+    def _neighbours_after_add(self, domain: str, i: int) -> None:
+        row = self._rows[domain].vecs[i]
+        fid = int(self._rows[domain].fids[i])
+        if self._ivf is None:
+            # Exact: every existing row is compared with the new one.
+            best_s, best_f, best_t = [], [], []
+            for name, rows in self._rows.items():
+                n = rows.n - (1 if name == domain else 0)  # the new row is the domain's last
+                if n <= 0:
+                    continue
+                s = (rows.vecs[:n] @ row).astype(np.float64)
+                self._offer_neighbour(name, np.arange(n), s, fid)
+                best_s.append(s), best_f.append(rows.fids[:n]), best_t.append(rows.stamps[:n])
+            if best_s:
+                s, f, t = np.concatenate(best_s), np.concatenate(best_f), np.concatenate(best_t)
+                top = np.lexsort((t, -s))[:2]
+                sims, fids = self._nn[domain]
+                sims[i] = -np.inf
+                fids[i] = -1
+                sims[i, : len(top)], fids[i, : len(top)] = s[top], f[top]
+            return
+        hs, hf = self._ivf.search(row.reshape(1, -1), NEIGHBOUR_HITS + 1)
+        keep = (hf[0] >= 0) & (hf[0] != fid)
+        hs, hf = hs[0][keep].astype(np.float64), hf[0][keep]
+        for s, f in zip(hs, hf):
+            d, j = self._where[self._by_fid[int(f)]]
+            self._offer_neighbour(d, np.array([j]), np.array([s]), fid)
+        sims, fids = self._nn[domain]
+        sims[i], fids[i] = -np.inf, -1
+        sims[i, : min(2, len(hs))], fids[i, : min(2, len(hs))] = hs[:2], hf[:2]
+
+    def _offer_neighbour(self, domain: str, idx: np.ndarray, s: np.ndarray, fid: int) -> None:
+        sims, fids = self._nn[domain]
+        first = s > sims[idx, 0]  # strict: an equal, older neighbour stays first
+        second = ~first & (s > sims[idx, 1])
+        a = idx[first]
+        sims[a, 1], fids[a, 1] = sims[a, 0], fids[a, 0]
+        sims[a, 0], fids[a, 0] = s[first], fid
+        b = idx[second]
+        sims[b, 1], fids[b, 1] = s[second], fid
+
+    def _neighbours_after_remove(self, fid: int) -> None:
+        for name, rows in self._rows.items():
+            sims, fids = self._nn[name]
+            hit = np.flatnonzero((fids[: rows.n] == fid).any(axis=1))
+            if not len(hit):
+                continue
+            hs, hf = self.search_fids(rows.vecs[hit], 3)
+            for r, row_s, row_f in zip(hit, hs, hf):
+                own = rows.fids[r]
+                keep = (row_f >= 0) & (row_f != own)
+                s2, f2 = row_s[keep][:2], row_f[keep][:2]
+                sims[r], fids[r] = -np.inf, -1
+                sims[r, : len(s2)], fids[r, : len(f2)] = s2, f2
+
+
+NPROBE = 16
+"""Inverted lists an IVF search visits (of up to 1,024)."""
+
+NEIGHBOUR_HITS = 16
+"""IVF neighbours of a new vector whose nearest-neighbour cache it may enter, above :data:`APPROX_MIN`."""
+
+
+def _as_unit_row(vec: np.ndarray, dim: int, name: str) -> np.ndarray:
+    row = np.ascontiguousarray(vec, dtype=np.float32).reshape(1, -1)
+    if row.shape[1] != dim:
+        raise ValueError(f"{name} must have {dim} values (the index dim), got {row.shape[1]}")
+    norm = math.sqrt(float(np.dot(row[0], row[0])))
+    if abs(norm - 1.0) > _NORM_TOLERANCE:
+        raise ValueError(f"{name} must be L2-normalised (norm 1), got norm {norm:.4f}; divide it by its norm first")
+    return row

@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from operators.index import DomainIndex
+from operators import index as _index_module
+from operators.index import ArrayIndex, DomainIndex
 from operators.sample import OUTCOMES, REOFFERED, Candidate, Decision
 
 
@@ -39,7 +40,7 @@ class BufferPolicy(ABC):
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._samples: dict[str, Candidate] = {}  # arrival order: dicts keep insertion order
-        self._index: DomainIndex | None = None  # built on first offer, when the embedding size is known
+        self._index: DomainIndex | ArrayIndex | None = None  # built on first offer, when the embedding size is known
         self._counts = {outcome: 0 for outcome in OUTCOMES}
 
     # -- the decision, supplied by each policy ------------------------------------------
@@ -62,7 +63,7 @@ class BufferPolicy(ABC):
 
     def offer(self, c: Candidate) -> Decision:
         if self._index is None:
-            self._index = DomainIndex(int(np.asarray(c.embedding).shape[-1]))
+            self._index = self._new_index(int(np.asarray(c.embedding).shape[-1]))
         # The offered candidate is not touched: the buffer keeps its own copy, with the two
         # features that depend on what the buffer holds at this offer.
         max_sim, _ = self._index.max_sim(c.embedding)
@@ -157,9 +158,25 @@ class BufferPolicy(ABC):
 
     def _insert(self, c: Candidate) -> None:
         if self._index is None:
-            self._index = DomainIndex(int(np.asarray(c.embedding).shape[-1]))
-        self._index.add(c.event_id, c.domain, c.embedding)
+            self._index = self._new_index(int(np.asarray(c.embedding).shape[-1]))
+        if self._large:
+            self._index.add(c.event_id, c.domain, c.embedding, (c.eoe, c.dss))
+        else:
+            self._index.add(c.event_id, c.domain, c.embedding)
         self._samples[c.event_id] = c
+
+    _needs_neighbours: ClassVar[bool] = False  # policies that read each sample's nearest neighbours
+
+    def _new_index(self, dim: int) -> DomainIndex | ArrayIndex:
+        """The exact FAISS ``DomainIndex`` up to ``operators.index.LARGE_CAPACITY``, an ``ArrayIndex`` above it."""
+        if self.capacity <= _index_module.LARGE_CAPACITY:
+            return DomainIndex(dim)
+        return ArrayIndex(dim, n_extra=2, neighbours=self._needs_neighbours)
+
+    @property
+    def _large(self) -> bool:
+        """Whether this policy runs on the large-capacity path (its index is an ``ArrayIndex``)."""
+        return isinstance(self._index, ArrayIndex)
 
     def _discard(self, event_id: str) -> None:
         del self._samples[event_id]

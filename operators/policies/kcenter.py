@@ -28,6 +28,12 @@ class KCenter(BufferPolicy):
     2-approximate offline) grows; this streaming rule is a heuristic without that bound. Score = ``d_new``. Domains and quality scores are ignored. With
     ``capacity=1`` there is no pair, so the first sample stays.
 
+    Above ``operators.index.LARGE_CAPACITY`` the buffer lives in an ``ArrayIndex`` that keeps
+    every sample's two nearest neighbours up to date as samples come and go (an insertion is
+    compared with every buffered vector, a removal re-searches only the samples that had it as
+    a neighbour), and the closest pair and the separations are array minima over that cache:
+    the same rule, incremental instead of an all-pairs search per change.
+
     The closest pair comes from FAISS searches of the buffered vectors (k=3: self, first and
     second neighbour, enough to know each sample's nearest neighbour after removing ``a`` or
     ``b``) and is cached until the buffer changes, so a rejected offer costs one search.
@@ -52,6 +58,7 @@ class KCenter(BufferPolicy):
     """
 
     name = "kcenter"
+    _needs_neighbours = True
 
     def __init__(self, capacity: int = 64, seed: int = 0):
         super().__init__(capacity=capacity, seed=seed)
@@ -63,11 +70,12 @@ class KCenter(BufferPolicy):
         d_new = 1.0 - c.max_sim  # +inf on an empty buffer
         if len(self._samples) < self.capacity:
             return "admitted", None, d_new
-        d_min, a, b = self._closest_pair()
+        d_min, a, b = self._closest_pair_large() if self._large else self._closest_pair()
         if a is None or d_new <= d_min:
             return "rejected", None, d_new
-        keep_if_drop_a = self._separation_without(a, c)
-        keep_if_drop_b = self._separation_without(b, c)
+        separation = self._separation_without_large if self._large else self._separation_without
+        keep_if_drop_a = separation(a, c)
+        keep_if_drop_b = separation(b, c)
         victim = b if keep_if_drop_b > keep_if_drop_a else a  # a arrived first: ties evict the older
         return "replaced", victim, d_new
 
@@ -98,5 +106,43 @@ class KCenter(BufferPolicy):
             if i != gone:
                 rest = [dist for j, dist in row if j != gone]
                 sep = min(sep, rest[0] if rest else math.inf)
+        to_candidate = [1.0 - s for j, s in self._index.nearest(c.embedding, 2) if j != gone]
+        return min(sep, to_candidate[0] if to_candidate else math.inf)
+
+    # -- the large-capacity path: array minima over the index's nearest-neighbour cache ------
+
+    def _closest_pair_large(self) -> tuple[float, str | None, str | None]:
+        if self._closest is None:
+            best = (math.inf, None, None, math.inf)  # distance, a, b, a's insertion stamp
+            for domain in self._index.domains():
+                rows = self._index.rows(domain)
+                sims, fids = self._index.neighbours(domain)
+                dist = 1.0 - sims[:, 0]
+                d = float(dist.min())
+                if d == math.inf or d > best[0]:
+                    continue
+                tied = np.flatnonzero(dist == d)
+                i = int(tied[np.argmin(rows.stamps[tied])])
+                if d < best[0] or rows.stamps[i] < best[3]:  # ties keep the earliest arrived
+                    a, b = self._index.event_ids(np.array([rows.fids[i], fids[i, 0]]))
+                    best = (d, a, b, int(rows.stamps[i]))
+            d, a, b, _ = best
+            # The pair's distance is in both ends' rows, so a is the older end (the exact path's
+            # tie-break), whichever of the two float roundings came out lower.
+            if a is not None and self._index.fid(b) < self._index.fid(a):
+                a, b = b, a
+            self._closest = (d, a, b)
+        return self._closest
+
+    def _separation_without_large(self, gone: str, c: Candidate) -> float:
+        gone_fid = self._index.fid(gone)
+        sep = math.inf
+        for domain in self._index.domains():
+            rows = self._index.rows(domain)
+            sims, fids = self._index.neighbours(domain)
+            nearest = np.where(fids[:, 0] == gone_fid, sims[:, 1], sims[:, 0])
+            nearest = nearest[rows.fids[: rows.n] != gone_fid]
+            if len(nearest):
+                sep = min(sep, float((1.0 - nearest).min()))
         to_candidate = [1.0 - s for j, s in self._index.nearest(c.embedding, 2) if j != gone]
         return min(sep, to_candidate[0] if to_candidate else math.inf)

@@ -60,6 +60,16 @@ class SDSS(BufferPolicy):
 
     ``Decision.score`` is the candidate's combined score as compared (nan for duplicates).
 
+    **Large capacities** (above ``operators.index.LARGE_CAPACITY``) run the same rule on an
+    ``ArrayIndex`` (per-domain arrays, running sums updated on removal, an IVF index for the
+    near-duplicate search from ``operators.index.APPROX_MIN`` vectors). The victim search is
+    vectorised and exact without an O(n d) scan per offer: each buffered sample's dot product
+    with its domain's sum is cached against the sum at the last refresh; since then the sum has
+    moved by a vector ``D``, so every cached IDD is within ``|D| / (n - 1)`` of the current one.
+    Scores bounded that way rule out all but the few samples that could be the weakest, whose
+    IDD is then computed exactly; the cache is refreshed when too many remain. Domain sizes
+    and first arrivals come from the arrays, not from a pass over the buffer.
+
     Below, ``e2`` nearly copies ``e0``; ``e3`` has the lowest EOE; ``e4`` has a high EOE but
     is close to ``e1``, so its IDD is low; ``e5`` opens a new domain and replaces the
     weakest sample of the largest one.
@@ -122,6 +132,7 @@ class SDSS(BufferPolicy):
         self._moments = RunningMoments(3)  # of (EOE, DSS, IDD) over non-duplicate offers
         self._ranks = RunningRanks(3) if scale == "rank" else None
         self._distances = (RunningRanks(1) if scale == "rank" else RunningMoments(1)) if coverage else None
+        self._needs_neighbours = bool(coverage)  # the large-capacity index keeps nearest neighbours for it
 
     def _choose(self, c: Candidate) -> tuple[str, str | None, float]:
         if c.max_sim >= self.dup_threshold:
@@ -159,7 +170,10 @@ class SDSS(BufferPolicy):
 
     def _victim_domain(self, domain: str) -> str:
         sizes: dict[str, int] = {}
-        for s in self._samples.values():  # arrival order, so equal sizes resolve to the first arrived
+        if self._large:  # the same dict, ordered by each domain's first buffered arrival
+            for d in sorted(self._index.domains(), key=lambda d: int(self._index.rows(d).stamps[: self._index.count(d)].min())):
+                sizes[d] = self._index.count(d)
+        for s in self._samples.values() if not self._large else ():  # arrival order: equal sizes go to the first arrived
             sizes[s.domain] = sizes.get(s.domain, 0) + 1
         total = sum(self._offered.values())
         if self.domain_quota == "stream" and total > 0:
@@ -168,6 +182,8 @@ class SDSS(BufferPolicy):
         return domain if domain in sizes else max(sizes, key=sizes.__getitem__)
 
     def _weakest(self, domain: str) -> tuple[str, float]:
+        if self._large:
+            return self._weakest_large(domain)
         loo = self._index.loo_idd(domain)
         distance = self._buffered_distances(domain) if self._distances is not None else {}
         best: tuple[str, float] | None = None
@@ -189,6 +205,82 @@ class SDSS(BufferPolicy):
         if self._distances is None:
             return math.nan
         return next((1.0 - sim for j, sim in self._index.nearest(c.embedding, 2) if j != victim), math.nan)
+
+    _REFRESH_ABOVE = 256  # candidates left after the bounds: more, and the cache is refreshed
+
+    def _scaled(self, columns: list[np.ndarray]) -> list[np.ndarray]:
+        """``_score``'s per-component scaling of (EOE, DSS, IDD) arrays, elementwise."""
+        if self._ranks is not None:
+            out = []
+            for k, x in enumerate(columns):
+                col = np.asarray(self._ranks._sorted[k])
+                n = len(col)
+                if n == 0:
+                    out.append(np.full(len(x), 0.5))
+                    continue
+                below, upto = np.searchsorted(col, x, "left"), np.searchsorted(col, x, "right")
+                out.append((below + 0.5 * (upto - below)) / n)
+            return out
+        std = self._moments.std()
+        return [np.divide(x - self._moments.mean[k], std[k], out=np.zeros(len(x)), where=std[k] > 0) if std[k] > 0
+                else np.zeros(len(x)) for k, x in enumerate(columns)]
+
+    def _scaled_distance(self, d: np.ndarray) -> np.ndarray:
+        finite = np.isfinite(d)
+        out = np.zeros(len(d))
+        if self.scale == "rank":
+            col = np.asarray(self._distances._sorted[0])
+            if len(col) == 0:
+                out[finite] = 0.5
+            else:
+                below, upto = np.searchsorted(col, d[finite], "left"), np.searchsorted(col, d[finite], "right")
+                out[finite] = (below + 0.5 * (upto - below)) / len(col)
+        else:
+            std = float(self._distances.std()[0])
+            if std > 0:
+                out[finite] = (d[finite] - self._distances.mean[0]) / std
+        return self.coverage * out
+
+    def _weakest_large(self, domain: str) -> tuple[str, float]:
+        """``_weakest`` on the arrays: bound every sample's score, score exactly only those that may be lowest."""
+        index = self._index
+        rows = index.rows(domain)
+        n = rows.n
+        vecs, stamps, fids = rows.vecs[:n], rows.stamps[:n], rows.fids[:n]
+        eoe, dss = rows.extra[:n, 0], rows.extra[:n, 1]
+        if self._distances is not None:
+            distance = 1.0 - index.neighbours(domain)[0][:, 0]
+            distance[~np.isfinite(distance)] = np.nan
+        else:
+            distance = np.full(n, np.nan)
+        if n == 1:
+            return index.event_ids(fids)[0], self._score(float(eoe[0]), float(dss[0]), 1.0, float(distance[0]))
+        for attempt in (0, 1):
+            if rows.p is None or attempt:
+                rows.base = rows.sum.copy()
+                rows.drift = np.zeros(self._index.dim)
+                rows.p = np.empty(len(rows.fids))
+                for lo in range(0, n, 4096):
+                    rows.p[lo : min(n, lo + 4096)] = vecs[lo : lo + 4096].astype(np.float64) @ rows.base
+            # |v . D| <= 1.001 |D| (unit rows, norm tolerance); the self dot is 1 within 0.0021.
+            slack = (1.001 * float(np.linalg.norm(rows.drift)) + 0.0021) / (n - 1)
+            est = 1.0 - (rows.p[:n] - 1.0) / (n - 1)
+            z_e, z_d, z_lo = self._scaled([eoe, dss, np.clip(est - slack, 0.0, 2.0)])
+            z_hi = self._scaled([np.clip(est + slack, 0.0, 2.0)] * 3)[2]
+            rest = self.weights[0] * z_e + self.weights[1] * z_d
+            if self._distances is not None:
+                rest = rest + self._scaled_distance(distance)
+            low, high = rest + self.weights[2] * z_lo, rest + self.weights[2] * z_hi
+            tol = 1e-9 * (1.0 + np.abs(high))
+            may = np.flatnonzero(low - tol <= float((high + tol).min()))
+            if len(may) <= self._REFRESH_ABOVE or attempt:
+                break
+        v = vecs[may].astype(np.float64)
+        mean_cos = (v @ rows.sum - np.einsum("ij,ij->i", v, v)) / (n - 1)
+        idd = np.clip(1.0 - mean_cos, 0.0, 2.0)
+        scores = [self._score(float(eoe[i]), float(dss[i]), float(x), float(distance[i])) for i, x in zip(may, idd)]
+        best = min(range(len(may)), key=lambda k: (scores[k], stamps[may[k]]))  # ties: the older sample
+        return index.event_ids(fids[may[best : best + 1]])[0], scores[best]
 
     def _idd_without(self, c: Candidate, victim: str) -> float:
         """The candidate's IDD against its domain's buffered samples other than ``victim``."""
