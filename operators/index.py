@@ -183,7 +183,7 @@ APPROX_MIN = 16_384
 class _Rows:
     """One domain's rows as growable arrays; a removal moves the last row into the hole (O(d))."""
 
-    __slots__ = ("vecs", "fids", "stamps", "extra", "n", "sum", "removals", "p", "base", "drift")
+    __slots__ = ("vecs", "fids", "stamps", "extra", "n", "sum", "removals", "p", "base", "drift", "first")
 
     def __init__(self, dim: int, n_extra: int):
         self.vecs = np.empty((16, dim), dtype=np.float32)
@@ -197,6 +197,7 @@ class _Rows:
         self.p: np.ndarray | None = None
         self.base: np.ndarray | None = None
         self.drift: np.ndarray | None = None
+        self.first: int | None = None  # the oldest stamp, cached until that row leaves
 
     def grow(self) -> None:
         size = 2 * len(self.fids)
@@ -222,9 +223,11 @@ class ArrayIndex:
       loses it on ``remove`` (O(d)); subtraction drifts by rounding, so every
       ``RESUM_EVERY`` removals of a domain the sum is recomputed from its rows.
     - **Search.** Below :data:`APPROX_MIN` vectors, searches are exact scans of the arrays.
-      From there on, global searches (no ``domain``) go to a FAISS ``IndexIVFFlat`` (inner
-      product, ``nlist`` = n / 64 capped at 1,024, trained once on the vectors held when the
-      threshold is crossed, ``nprobe`` :data:`NPROBE`). **Removal strategy:** the IVF index keeps
+      From there on, global searches (no ``domain``) go to a FAISS IVF index (inner product,
+      float16 codes, ``nlist`` = n / 64 capped at 1,024, k-means trained once on the vectors held
+      when the threshold is crossed, ``nprobe`` :data:`NPROBE`); its best :data:`RERANK` hits are
+      re-ranked by exact inner products with the stored float32 rows, so every similarity
+      reported is exact and only a missed neighbour is an error. **Removal strategy:** the IVF index keeps
       a hash-table direct map (``DirectMap.Hashtable``), so ``remove_ids`` finds the vector's
       inverted list in O(1) and moves that list's last entry into the hole — no tombstones and
       no rebuilds; the centroids stay those of the training set (recall against an exact scan
@@ -272,6 +275,13 @@ class ArrayIndex:
     def rows(self, domain: str) -> _Rows | None:
         """The domain's arrays (read-only; valid up to ``.n``)."""
         return self._rows.get(domain)
+
+    def first_stamp(self, domain: str) -> int:
+        """Insertion stamp of the domain's oldest row (domains sort by it as by their first arrival)."""
+        rows = self._rows[domain]
+        if rows.first is None:
+            rows.first = int(rows.stamps[: rows.n].min())
+        return rows.first
 
     def event_ids(self, fids: np.ndarray) -> list[str]:
         return [self._by_fid[int(f)] for f in fids]
@@ -325,6 +335,8 @@ class ArrayIndex:
         del self._by_fid[fid]
         rows = self._rows[domain]
         row64 = rows.vecs[i].astype(np.float64)
+        if rows.first == rows.stamps[i]:
+            rows.first = None
         last = rows.n - 1
         if i != last:
             rows.vecs[i], rows.fids[i], rows.stamps[i], rows.extra[i] = (
@@ -401,8 +413,7 @@ class ArrayIndex:
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must have shape (m, {self.dim}), got {queries.shape}")
         if self._ivf is not None and domain is None:
-            sims, fids = self._ivf.search(queries, k)
-            return sims.astype(np.float64), fids
+            return self._ivf_search(queries, k)
         names = [domain] if domain is not None else list(self._rows)
         parts = [(self._rows[d].vecs[: self._rows[d].n] @ queries.T, self._rows[d].fids[: self._rows[d].n],
                   self._rows[d].stamps[: self._rows[d].n]) for d in names if d in self._rows]
@@ -428,14 +439,35 @@ class ArrayIndex:
         fids = np.concatenate([r.fids[: r.n] for r in self._rows.values()])
         nlist = int(min(1024, max(16, len(vecs) // 64)))
         quantizer = faiss.IndexFlatIP(self.dim)
-        ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_fp16,
+                                            faiss.METRIC_INNER_PRODUCT)
         ivf.cp.seed = 1234
+        ivf.cp.niter = 10
         ivf.train(vecs)
         ivf.nprobe = NPROBE
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
         ivf.add_with_ids(vecs, fids)
         self._quantizer = quantizer  # the IVF index does not own it
         self._ivf = ivf
+
+    def _ivf_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """IVF candidates (float16 codes), re-ranked by exact float32 inner products with the stored rows."""
+        _, cand = self._ivf.search(queries, max(k, RERANK))
+        out_s = np.full((len(queries), k), -np.inf)
+        out_f = np.full((len(queries), k), -1, dtype=np.int64)
+        for q, row in enumerate(cand):
+            row = row[row >= 0]
+            if not len(row):
+                continue
+            vecs = np.stack([self._vector_of(int(f)) for f in row])
+            sims = (vecs @ queries[q]).astype(np.float64)
+            order = np.lexsort((row, -sims))[:k]  # ties: the older (smaller id) first
+            out_s[q, : len(order)], out_f[q, : len(order)] = sims[order], row[order]
+        return out_s, out_f
+
+    def _vector_of(self, fid: int) -> np.ndarray:
+        domain, i = self._where[self._by_fid[fid]]
+        return self._rows[domain].vecs[i]
 
     @property
     def approximate(self) -> bool:
@@ -470,7 +502,7 @@ class ArrayIndex:
                 fids[i] = -1
                 sims[i, : len(top)], fids[i, : len(top)] = s[top], f[top]
             return
-        hs, hf = self._ivf.search(row.reshape(1, -1), NEIGHBOUR_HITS + 1)
+        hs, hf = self._ivf_search(row.reshape(1, -1), NEIGHBOUR_HITS + 1)
         keep = (hf[0] >= 0) & (hf[0] != fid)
         hs, hf = hs[0][keep].astype(np.float64), hf[0][keep]
         for s, f in zip(hs, hf):
@@ -505,8 +537,11 @@ class ArrayIndex:
                 sims[r, : len(s2)], fids[r, : len(f2)] = s2, f2
 
 
-NPROBE = 16
-"""Inverted lists an IVF search visits (of up to 1,024)."""
+NPROBE = 8
+"""Inverted lists an IVF search visits (``nlist`` is a 64th of the vectors held at training, at most 1,024)."""
+
+RERANK = 4
+"""IVF hits re-ranked exactly per query: the float16 codes only choose candidates, similarities are exact."""
 
 NEIGHBOUR_HITS = 16
 """IVF neighbours of a new vector whose nearest-neighbour cache it may enter, above :data:`APPROX_MIN`."""

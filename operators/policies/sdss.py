@@ -171,7 +171,7 @@ class SDSS(BufferPolicy):
     def _victim_domain(self, domain: str) -> str:
         sizes: dict[str, int] = {}
         if self._large:  # the same dict, ordered by each domain's first buffered arrival
-            for d in sorted(self._index.domains(), key=lambda d: int(self._index.rows(d).stamps[: self._index.count(d)].min())):
+            for d in sorted(self._index.domains(), key=self._index.first_stamp):
                 sizes[d] = self._index.count(d)
         for s in self._samples.values() if not self._large else ():  # arrival order: equal sizes go to the first arrived
             sizes[s.domain] = sizes.get(s.domain, 0) + 1
@@ -241,6 +241,28 @@ class SDSS(BufferPolicy):
                 out[finite] = (d[finite] - self._distances.mean[0]) / std
         return self.coverage * out
 
+    def _may_be_weakest_z(self, rows, n, eoe, dss, distance, slack) -> np.ndarray | None:
+        """Under z-scaling the score is linear in (EOE, DSS, p, distance): rows that may be the weakest.
+
+        ``None`` where that shortcut does not apply (rank scaling, or an IDD near the clip at 0 or 2).
+        """
+        if self._ranks is not None:
+            return None
+        p = rows.p[:n]
+        # idd = 1 - (p - 1) / (n - 1) within slack; the clip to [0, 2] must not be in play.
+        if 1.0 - (float(p.max()) - 1.0) / (n - 1) < 2 * slack or 1.0 - (float(p.min()) - 1.0) / (n - 1) > 2.0 - 2 * slack:
+            return None
+        std, mean = self._moments.std(), self._moments.mean
+        a, b, c = (self.weights[k] / std[k] if std[k] > 0 else 0.0 for k in range(3))
+        lin = a * eoe + b * dss - (c / (n - 1)) * p
+        if self._distances is not None:
+            sd = float(self._distances.std()[0])
+            if sd > 0:
+                m = float(self._distances.mean[0])
+                lin = lin + np.where(np.isfinite(distance), (self.coverage / sd) * (np.nan_to_num(distance) - m), 0.0)
+        spread = 2.0 * c * slack + 1e-9 * (1.0 + float(np.abs(lin).max()) + abs(a) + abs(b) + abs(c))
+        return np.flatnonzero(lin <= float(lin.min()) + spread)
+
     def _weakest_large(self, domain: str) -> tuple[str, float]:
         """``_weakest`` on the arrays: bound every sample's score, score exactly only those that may be lowest."""
         index = self._index
@@ -264,6 +286,11 @@ class SDSS(BufferPolicy):
                     rows.p[lo : min(n, lo + 4096)] = vecs[lo : lo + 4096].astype(np.float64) @ rows.base
             # |v . D| <= 1.001 |D| (unit rows, norm tolerance); the self dot is 1 within 0.0021.
             slack = (1.001 * float(np.linalg.norm(rows.drift)) + 0.0021) / (n - 1)
+            may = self._may_be_weakest_z(rows, n, eoe, dss, distance, slack)
+            if may is not None:
+                if len(may) <= self._REFRESH_ABOVE or attempt:
+                    break
+                continue
             est = 1.0 - (rows.p[:n] - 1.0) / (n - 1)
             z_e, z_d, z_lo = self._scaled([eoe, dss, np.clip(est - slack, 0.0, 2.0)])
             z_hi = self._scaled([np.clip(est + slack, 0.0, 2.0)] * 3)[2]
@@ -278,8 +305,16 @@ class SDSS(BufferPolicy):
         v = vecs[may].astype(np.float64)
         mean_cos = (v @ rows.sum - np.einsum("ij,ij->i", v, v)) / (n - 1)
         idd = np.clip(1.0 - mean_cos, 0.0, 2.0)
-        scores = [self._score(float(eoe[i]), float(dss[i]), float(x), float(distance[i])) for i, x in zip(may, idd)]
-        best = min(range(len(may)), key=lambda k: (scores[k], stamps[may[k]]))  # ties: the older sample
+        # Vectorised exact scores pick the few lowest; those are rescored with _score itself, so the
+        # victim's score is bit for bit what the exact path compares the candidate with.
+        z_e, z_d, z_i = self._scaled([eoe[may], dss[may], idd])
+        vec_scores = self.weights[0] * z_e + self.weights[1] * z_d + self.weights[2] * z_i
+        if self._distances is not None:
+            vec_scores = vec_scores + self._scaled_distance(distance[may])
+        lowest = float(vec_scores.min())
+        close = np.flatnonzero(vec_scores <= lowest + 1e-9 * (1.0 + abs(lowest)))
+        scores = {k: self._score(float(eoe[may[k]]), float(dss[may[k]]), float(idd[k]), float(distance[may[k]])) for k in close}
+        best = min(scores, key=lambda k: (scores[k], stamps[may[k]]))  # ties: the older sample
         return index.event_ids(fids[may[best : best + 1]])[0], scores[best]
 
     def _idd_without(self, c: Candidate, victim: str) -> float:
