@@ -95,7 +95,8 @@ def headline(cells: dict, rows_out: list[dict]) -> str:
     """Per dataset, the realistic streams' rows with sdss's paired difference against each: the README's table."""
     pairs = {(r["dataset"], r["baseline"], r["metric"]): r for r in rows_out
              if r["policy"] == "sdss" and r["stream"] == "realistic"}
-    lines = []
+    machines = sorted({c["machine"] for users in cells.values() for c in users.values()})
+    lines = ["Cells ran on: " + "; ".join(machines) + " (fp32, 1 thread per process).", ""] if machines else []
     for dataset in sorted({d for d, _, _ in cells}):
         rows = [r for r in HEADLINE_ROWS if (dataset, "realistic", r) in cells]
         if not rows:
