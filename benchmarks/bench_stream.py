@@ -112,7 +112,7 @@ def run_in_process(records: list, settings, components) -> dict[str, Any]:
                         params.update(dup_threshold=b.dup_threshold, weights=b.weights)
                     state = states[user] = UserState(user, make_policy(b.policy, **params))
                 out = state.on_event(se)
-                offer_s += out[0].payload.get("select_seconds", 0.0) if out[0].kind == "decision" else 0.0
+                offer_s += out[0].select_seconds if out[0].kind == "decision" else 0.0
         scored_all.extend(scored)
         n_events += len(events)
     wall = time.perf_counter() - t_start

@@ -46,7 +46,7 @@ def build_flow(
     # Dead letters and requests are bounded by the settings (see operators.config), so they fit this request size.
     limit = settings.max_message_bytes
     op.output("dead_letter_topic", dead, KafkaSink(KafkaSinkConfig(brokers=brokers, topic=k.dead_letter_topic, max_request_bytes=limit)))
-    asks = op.map("ask_key", selection.annotation_requests, lambda r: (r["user_id"], r))  # (key, dict)
+    asks = op.map("ask_key", selection.annotation_requests, lambda r: (r.user_id, r.to_dict()))  # (key, dict)
     op.output("ask_topic", asks, KafkaSink(KafkaSinkConfig(brokers=brokers, topic=k.requests_topic, max_request_bytes=limit)))
     return flow
 

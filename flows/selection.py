@@ -1,8 +1,9 @@
 """The selection stream, shared by the replay and Kafka flows.
 
     (channel, payload) ─> parse ─> embed+score events (batched) ─> key by user ─> select (per-user state)
-                            └─> dead letters <──────────────────────────────────────┘ (duplicates)
-    select emits: decision rows, annotation requests, annotation outcomes, training requests, buffer snapshots.
+                            └─> dead letters <──────────────────────────────────────┘ (repeated ids)
+    select emits typed rows (operators.rows), each routed to its own stream by type: decision rows,
+    annotation requests, annotation outcomes, training requests, buffer views, and Rejected repeats.
 
 Every step calls into ``operators/`` (pure logic) or ``models/`` (torch);
 nothing here decides anything about a sample.
@@ -33,6 +34,7 @@ from operators.lexicons import load_lexicons
 from operators.policies import make_policy
 from operators.redact import Redactor
 from operators.scoring import ScoredEvent, Scorer
+from operators.rows import AnnotationRequest, AnswerOutcome, BufferView, DecisionRow, TrainRequest
 from operators.state import Output, UserState
 
 
@@ -96,7 +98,7 @@ class SelectLogic(StatefulLogic):
     def on_notify(self) -> tuple[list[Output], bool]:
         # A live stream has no end of input: write the user's buffer at least every flush_seconds.
         self._snapshot_due = None
-        return [Output("snapshot", self.state.buffer_view())], StatefulLogic.RETAIN
+        return [self.state.buffer_view()], StatefulLogic.RETAIN
 
     def _changed(self) -> None:
         seconds = self.settings.output.flush_seconds
@@ -104,7 +106,7 @@ class SelectLogic(StatefulLogic):
             self._snapshot_due = datetime.now(timezone.utc) + timedelta(seconds=seconds)
 
     def on_eof(self) -> tuple[list[Output], bool]:
-        out = [Output("snapshot", self.state.buffer_view())]
+        out: list[Output] = [self.state.buffer_view()]
         t = self.settings.train
         # A stop (SIGINT/SIGTERM) is not the end of the input: no window closes and early answers
         # keep waiting, so a restart goes on exactly as an uninterrupted run would.
@@ -130,11 +132,11 @@ class SelectLogic(StatefulLogic):
 
 @dataclass
 class SelectionOutputs:
-    decisions: Stream  # dict rows of the decision log
-    dead_letters: Stream  # dicts: reason, detail, raw, ...
-    snapshots: Stream  # dicts: one user's buffer view
-    annotation_requests: Stream  # dicts: user_id, event_id, ts_ms, prompt
-    train_requests: Stream  # dicts: user_id, window, samples
+    decisions: Stream  # DecisionRow
+    dead_letters: Stream  # dicts: reason, detail, raw (a bounded excerpt), ... (flows.deadletters)
+    snapshots: Stream  # BufferView
+    annotation_requests: Stream  # AnnotationRequest
+    train_requests: Stream  # TrainRequest
 
 
 def redactor_for(settings: Settings) -> Redactor | None:
@@ -158,21 +160,18 @@ def select(raw: Stream, s: Settings, components: Components, progress: Callable[
     )  # ScoredEvent | Annotation
     keyed = op.key_on("key", scored, _user_of)  # (user_id, ScoredEvent | Annotation)
     selected = op.stateful("select", keyed, partial(SelectLogic, s))  # (user_id, Output)
-    outputs = op.key_rm("unkey", selected)  # Output
-    decisions = _payloads("decisions", outputs, "decision")
-    duplicates = _payloads("duplicates", outputs, "dead_letter")
-    requests = _payloads("requests", outputs, "annotation_request")
-    answers = _payloads("answers", outputs, "annotation")
-    invalid = op.map("describe", checked.falses, Rejected.to_dict)  # dict
-    dead = op.map("bound", op.merge("dead", invalid, duplicates), partial(
+    outputs = op.key_rm("unkey", selected)  # Output: one of the typed rows below
+    decisions, repeats, requests, answers, windows, views = _route(outputs, DecisionRow, Rejected, AnnotationRequest,
+                                                                   AnswerOutcome, TrainRequest, BufferView)
+    invalid = op.merge("rejected", checked.falses, repeats)  # Rejected
+    described = op.map("describe", invalid, Rejected.to_dict)  # dict
+    dead = op.map("bound", described, partial(
         bound_dead_letter, excerpt_bytes=s.dead_letter_excerpt_bytes, redactor=redactor))  # dict, a few KiB at most, PII redacted
-    op.inspect("count_decisions", decisions, lambda _step, row: _counted(metrics.record_decision, row, progress))
+    op.inspect("count_decisions", decisions, lambda _step, row: _counted(metrics.record_decision, row.to_dict(), progress))
     op.inspect("count_dead", dead, lambda _step, d: _counted(_record_dead_letter, d, progress))
     op.inspect("count_requests", requests, lambda _step, _r: metrics.ANNOTATION_REQUESTS.inc())
-    op.inspect("count_answers", answers, lambda _step, a: metrics.record_annotation(a))
-    return SelectionOutputs(
-        decisions, dead, _payloads("snapshots", outputs, "snapshot"), requests, _payloads("windows", outputs, "train_request")
-    )
+    op.inspect("count_answers", answers, lambda _step, a: metrics.record_annotation(a.to_dict()))
+    return SelectionOutputs(decisions, dead, views, requests, windows)
 
 
 def _parse(item: tuple[str, Any] | tuple[str, Any, str], **validation: Any) -> Event | Annotation | Rejected:
@@ -197,8 +196,23 @@ def _user_of(item: ScoredEvent | Annotation) -> str:
     return item.user_id if isinstance(item, Annotation) else item.event.user_id
 
 
-def _payloads(step_id: str, outputs: Stream, kind: str) -> Stream:
-    return op.filter_map(step_id, outputs, lambda o: o.payload if o.kind == kind else None)
+def _route(outputs: Stream, *types: type) -> list[Stream]:
+    """One stream per type, in order, by a chain of ``branch`` steps (``route_<kind>``).
+
+    Each item goes to exactly one stream; one of none of these types is a bug in the step
+    that made it, and stops the flow naming it."""
+    streams = []
+    for kind in types:
+        split = op.branch(f"route_{kind.kind}", outputs, lambda o, kind=kind: isinstance(o, kind))
+        streams.append(split.trues)
+        outputs = split.falses
+    op.inspect("unrouted", outputs, _unrouted)
+    return streams
+
+
+def _unrouted(_step_id: str, item: Any) -> None:
+    raise TypeError(f"step 'select' emitted a {type(item).__name__}, which no output takes; "
+                    "expected one of the rows of operators.rows or a Rejected")
 
 
 def _counted(record: Callable[[Any], None], item: Any, progress: Callable[[], None] | None) -> None:
@@ -210,12 +224,14 @@ def _counted(record: Callable[[Any], None], item: Any, progress: Callable[[], No
 def write_outputs(selection: SelectionOutputs, settings: Settings, trainer_sink: Any | None = None) -> None:
     """The file outputs both flows share; ``trainer_sink`` receives training requests when training is on."""
     out = settings.output.dir
-    op.output("log", op.key_on("log_key", selection.decisions, lambda _: "decisions"), DecisionLogSink(out / "decisions", settings.output.flush_rows, settings.output.flush_seconds))
+    rows = op.map("log_key", selection.decisions, lambda row: ("decisions", row.to_dict()))  # ("decisions", dict)
+    op.output("log", rows, DecisionLogSink(out / "decisions", settings.output.flush_rows, settings.output.flush_seconds))
     op.output("dead_letter", selection.dead_letters, JsonlSink(out / "dead_letters.jsonl"))
-    op.output("snapshot", selection.snapshots, SnapshotSink(out / "buffers"))
-    op.output("ask", selection.annotation_requests, JsonlSink(out / "annotation_requests.jsonl"))
+    op.output("snapshot", op.map("view", selection.snapshots, BufferView.to_dict), SnapshotSink(out / "buffers"))
+    op.output("ask", op.map("ask_row", selection.annotation_requests, AnnotationRequest.to_dict),
+              JsonlSink(out / "annotation_requests.jsonl"))
     if trainer_sink is not None:
-        op.output("train", selection.train_requests, trainer_sink)
+        op.output("train", op.map("window", selection.train_requests, TrainRequest.to_dict), trainer_sink)
 
 
 def flow_from_environment(build_flow: Callable[..., Any]) -> Any:

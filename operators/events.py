@@ -26,7 +26,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
 if TYPE_CHECKING:
     from operators.redact import Redactor
@@ -104,6 +104,8 @@ class Rejected:
     ``pii``: for reason ``pii``, what was found, per kind (the payload itself is redacted only
     when it is cut to a dead-letter excerpt, ``flows.deadletters``).
     """
+
+    kind: ClassVar[str] = "dead_letter"  # the per-user step emits one for a repeated event id, too
 
     reason: str
     detail: str

@@ -6,7 +6,7 @@
 * :class:`~operators.stash.AnswerStash` keeps answers that arrive before their event.
 
 :class:`UserState` wires them for one event or answer at a time and turns what they
-report into :class:`Output`s. It is plain data: :meth:`UserState.snapshot` returns
+report into typed rows (``operators.rows``; a repeated id is a ``Rejected``). It is plain data: :meth:`UserState.snapshot` returns
 picklable values (the four objects' snapshots, side by side in one flat dict) and
 :meth:`UserState.from_snapshot` rebuilds an equal state, so a dataflow can checkpoint
 it without adapters.
@@ -22,9 +22,9 @@ it without adapters.
 >>> [o.kind for o in state.on_event(scored(0))]
 ['decision']
 >>> out = state.on_event(scored(1))
->>> out[0].payload["outcome"], out[0].payload["evicted_id"], sorted(state.texts)
+>>> out[0].outcome, out[0].evicted_id, sorted(state.texts)
 ('replaced', 'e0', ['e1'])
->>> state.on_event(scored(1))[0].payload["reason"]
+>>> state.on_event(scored(1))[0].reason
 'duplicate_event'
 
 Unlabeled admitted events are asked about; answers attach only to buffered samples:
@@ -32,10 +32,10 @@ Unlabeled admitted events are asked about; answers attach only to buffered sampl
 >>> state = UserState("u1", make_policy("fifo", capacity=1))
 >>> [o.kind for o in state.on_event(scored(0, answer=None))]
 ['decision', 'annotation_request']
->>> [o.payload["status"] for o in state.on_annotation(Annotation("e0", "u1", 5, "an answer"))]
+>>> [o.status for o in state.on_annotation(Annotation("e0", "u1", 5, "an answer"))]
 ['attached']
 >>> _ = state.on_event(scored(1, answer=None))  # evicts e0
->>> [o.payload["status"] for o in state.on_annotation(Annotation("e0", "u1", 9, "late"))]
+>>> [o.status for o in state.on_annotation(Annotation("e0", "u1", 9, "late"))]
 ['not_buffered']
 """
 
@@ -44,15 +44,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 from operators.buffer import Buffer, BufferedText
 from operators.clock import WindowClock
-from operators.events import Annotation
+from operators.events import Annotation, Rejected
 from operators.policies import BufferPolicy
 from operators.repeats import REPEATED_EVENT, RepeatGuard
-from operators.rows import DecisionRow
+from operators.rows import AnnotationRequest, AnswerOutcome, BufferView, DecisionRow, TrainRequest
 from operators.sample import Decision
 from operators.scoring import ScoredEvent
 from operators.stash import AnswerStash
@@ -64,12 +63,8 @@ UNKNOWN_EVENT = "unknown_event"
 stash of early answers, or still waiting when the input ended."""
 
 
-@dataclass(frozen=True)
-class Output:
-    """Something the per-user step emits; ``kind`` routes it to a sink."""
-
-    kind: str  # "decision" (payload: a DecisionRow as a dict) | "dead_letter" | "snapshot" | "annotation_request" | "annotation" | "train_request"
-    payload: dict[str, Any]
+Output = Union[DecisionRow, Rejected, AnnotationRequest, AnswerOutcome, TrainRequest, BufferView]
+"""What the per-user step emits; its type routes it to a sink (``flows.selection``)."""
 
 
 class UserState:
@@ -118,13 +113,12 @@ class UserState:
         early = self.stash.take(event.event_id)
         if decision.admitted:
             if event.response is None and early is None:
-                after.append(Output("annotation_request", {"user_id": self.user_id, "event_id": event.event_id,
-                                                           "ts_ms": event.ts_ms, "prompt": event.prompt}))
+                after.append(AnnotationRequest(self.user_id, event.event_id, event.ts_ms, event.prompt))
             if early is not None:
                 after += self.on_annotation(early)
         elif early is not None:
             after.append(self._answer_outcome(early.event_id, "not_buffered"))
-        out.append(Output("decision", self._decision_row(se, seq, decision, select_seconds)))
+        out.append(self._decision_row(se, seq, decision, select_seconds))
         out += after
         if trigger := self.clock.count():
             out.append(self.close_window(trigger))
@@ -157,22 +151,20 @@ class UserState:
             out += self._unknown_event(a, "the input ended before the event arrived")
         return out
 
-    def close_window(self, trigger: str = "end_of_input") -> Output:
+    def close_window(self, trigger: str = "end_of_input") -> TrainRequest:
         """A training window closes: hand the trainer this user's labeled buffer.
 
         ``trigger`` says what closed it: ``events``, ``event_time`` or ``end_of_input``."""
         window = self.clock.close()
-        return Output("train_request", {"user_id": self.user_id, "window": window, "events_seen": self.clock.n_events,
-                                        "trigger": trigger, "samples": self.buffer.labeled_samples()})
+        return TrainRequest(self.user_id, window, self.clock.n_events, trigger, self.buffer.labeled_samples())
 
     def labeled_samples(self) -> list[dict[str, Any]]:
         """Buffered samples that have an answer, in arrival order: the user's training set."""
         return self.buffer.labeled_samples()
 
-    def buffer_view(self) -> dict[str, Any]:
+    def buffer_view(self) -> BufferView:
         """The buffer as it stands, for the per-user snapshot output."""
-        return {"user_id": self.user_id, "policy": self.policy.name, "events_seen": self.clock.n_events,
-                "samples": self.buffer.view()}
+        return BufferView(self.user_id, self.policy.name, self.clock.n_events, self.buffer.view())
 
     # -- snapshots: the parts' snapshots side by side, in the format kept since before the split --
 
@@ -221,31 +213,18 @@ class UserState:
 
     # -- what the step says --------------------------------------------------------------
 
-    def _repeated(self, se: ScoredEvent) -> Output:
+    def _repeated(self, se: ScoredEvent) -> Rejected:
         event = se.event
-        return Output("dead_letter", {
-            "reason": REPEATED_EVENT,
-            "detail": f"event_id {event.event_id!r} was already seen for user {self.user_id!r}",
-            "raw": _event_json(se),
-            "raw_encoding": "utf-8",
-            "user_id": self.user_id,
-            "event_id": event.event_id,
-            **({"source": event.source} if event.source is not None else {}),
-        })
+        return Rejected(REPEATED_EVENT, f"event_id {event.event_id!r} was already seen for user {self.user_id!r}",
+                        _event_json(se), "utf-8", self.user_id, event.event_id, source=event.source)
 
     def _unknown_event(self, a: Annotation, why: str) -> list[Output]:
         """An answer whose event never came: counted as ``unknown_event`` and dead-lettered with it in ``raw``."""
-        return [self._answer_outcome(a.event_id, UNKNOWN_EVENT), Output("dead_letter", {
-            "reason": UNKNOWN_EVENT,
-            "detail": f"an answer for event_id {a.event_id!r}, which user {self.user_id!r} never sent: {why}",
-            "raw": _annotation_json(a),
-            "raw_encoding": "utf-8",
-            "user_id": self.user_id,
-            "event_id": a.event_id,
-            **({"source": a.source} if a.source is not None else {}),
-        })]
+        return [self._answer_outcome(a.event_id, UNKNOWN_EVENT), Rejected(
+            UNKNOWN_EVENT, f"an answer for event_id {a.event_id!r}, which user {self.user_id!r} never sent: {why}",
+            _annotation_json(a), "utf-8", self.user_id, a.event_id, source=a.source)]
 
-    def _decision_row(self, se: ScoredEvent, seq: int, decision: Decision, select_seconds: float) -> dict[str, Any]:
+    def _decision_row(self, se: ScoredEvent, seq: int, decision: Decision, select_seconds: float) -> DecisionRow:
         event = se.event
         return DecisionRow(
             user_id=self.user_id,
@@ -268,10 +247,10 @@ class UserState:
             embed_seconds=se.embed_seconds,
             score_seconds=se.score_seconds,
             select_seconds=select_seconds,
-        ).to_dict()
+        )
 
-    def _answer_outcome(self, event_id: str, status: str, latency_ms: int | None = None) -> Output:
-        return Output("annotation", {"user_id": self.user_id, "event_id": event_id, "status": status, "latency_ms": latency_ms})
+    def _answer_outcome(self, event_id: str, status: str, latency_ms: int | None = None) -> AnswerOutcome:
+        return AnswerOutcome(self.user_id, event_id, status, latency_ms)
 
 
 def _finite_or_none(x: float) -> float | None:

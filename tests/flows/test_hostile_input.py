@@ -79,9 +79,9 @@ def check_one(channel: str, payload: bytes, state: UserState) -> str:
         vector = np.eye(4, dtype=np.float32)[zlib.crc32(payload) % 4]
         outputs = state.on_event(ScoredEvent(parsed, vector, 5, 0.5, 0.25, "general"))
     for out in outputs:  # every output reaches a sink that encodes it
-        json_line(out.payload).encode("utf-8")
+        json_line(out.to_dict()).encode("utf-8")
         if out.kind == "decision":
-            _decision_table([out.payload])
+            _decision_table([out.to_dict()])
     return type(parsed).__name__
 
 

@@ -14,7 +14,7 @@ from operators.state import UserState
 def test_the_step_emits_a_row_with_exactly_the_columns_in_order():
     state = UserState("u", make_policy("fifo", capacity=2))
     event = Event("e0", "u", 7, "a question", None)
-    row = state.on_event(ScoredEvent(event, np.eye(2, dtype=np.float32)[0], 3, 0.5, 0.0, "general"))[0].payload
+    row = state.on_event(ScoredEvent(event, np.eye(2, dtype=np.float32)[0], 3, 0.5, 0.0, "general"))[0].to_dict()
     assert list(row) == [name for name, _ in DecisionRow.columns()]
     assert DecisionRow(**row).to_dict() == row
     # An empty buffer: IDD 1 (1 - the mean cosine to nothing, taken as 0), no neighbour (-inf); fifo has

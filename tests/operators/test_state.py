@@ -29,8 +29,7 @@ def windows(state: UserState, stream: list[tuple[str, int]]) -> list[tuple[str, 
     for event_id, ts in stream:
         for o in state.on_event(scored(event_id, ts)):
             if o.kind == "train_request":
-                p = o.payload
-                out.append((event_id, p["events_seen"], p["trigger"], sorted(s["event_id"] for s in p["samples"])))
+                out.append((event_id, o.events_seen, o.trigger, sorted(s["event_id"] for s in o.samples)))
     return out
 
 
@@ -103,7 +102,7 @@ def unlabeled(event_id: str, ts_ms: int, vector_at: int) -> ScoredEvent:
 
 
 def kinds(outputs) -> list[tuple[str, str]]:
-    return [(o.kind, o.payload.get("status", o.payload.get("outcome", ""))) for o in outputs]
+    return [(o.kind, getattr(o, "status", getattr(o, "outcome", ""))) for o in outputs]
 
 
 def test_an_answer_before_its_event_waits_and_attaches_without_asking_again():
@@ -132,10 +131,10 @@ def test_the_early_stash_is_bounded_and_survives_a_snapshot():
     state.on_annotation(Annotation("e1", "u", 2, "a1"))
     out = state.on_annotation(Annotation("e2", "u", 3, "a2"))  # full: the oldest, e0, is given up
     assert kinds(out) == [("annotation", "unknown_event"), ("dead_letter", ""), ("annotation", "early")]
-    assert [o.payload["event_id"] for o in out] == ["e0", "e0", "e2"]
-    dead = out[1].payload  # not dropped unseen: dead-lettered with the answer itself
-    assert (dead["reason"], dead["user_id"], "max_early" in dead["detail"]) == ("unknown_event", "u", True)
-    assert json.loads(dead["raw"]) == {"event_id": "e0", "user_id": "u", "ts": 1, "response": "a0"}
+    assert [o.event_id for o in out] == ["e0", "e0", "e2"]
+    dead = out[1]  # not dropped unseen: dead-lettered with the answer itself
+    assert (dead.reason, dead.user_id, "max_early" in dead.detail) == ("unknown_event", "u", True)
+    assert json.loads(dead.raw) == {"event_id": "e0", "user_id": "u", "ts": 1, "response": "a0"}
     restored = UserState.from_snapshot(state.snapshot())
     assert list(restored.early) == ["e1", "e2"] and restored.max_early == 2
     assert kinds(restored.on_event(unlabeled("e0", 10, 0))) == [("decision", "admitted"), ("annotation_request", "")]
@@ -147,7 +146,7 @@ def test_without_a_stash_an_answer_before_its_event_is_an_unknown_event_and_dead
     state = UserState("u", make_policy("fifo", capacity=2), max_early=0)
     out = state.on_annotation(Annotation("e0", "u", 50, "early"))
     assert kinds(out) == [("annotation", "unknown_event"), ("dead_letter", "")]
-    assert out[1].payload["reason"] == "unknown_event" and json.loads(out[1].payload["raw"])["response"] == "early"
+    assert out[1].reason == "unknown_event" and json.loads(out[1].raw)["response"] == "early"
     assert kinds(state.on_event(unlabeled("e0", 100, 0)))[-1] == ("annotation_request", "")
 
 
@@ -158,8 +157,8 @@ def test_answers_still_waiting_when_the_input_ends_are_dead_lettered_once():
     state.on_event(unlabeled("e0", 10, 0))  # e0's answer attaches
     out = state.end_of_input()
     assert kinds(out) == [("annotation", "unknown_event"), ("dead_letter", "")]
-    assert json.loads(out[1].payload["raw"]) == {"event_id": "e9", "user_id": "u", "ts": 2, "response": "a9"}
-    assert "input ended" in out[1].payload["detail"] and state.early == {}
+    assert json.loads(out[1].raw) == {"event_id": "e9", "user_id": "u", "ts": 2, "response": "a9"}
+    assert "input ended" in out[1].detail and state.early == {}
     assert state.end_of_input() == []  # a second end (a resumed run ending again) writes nothing twice
 
 
@@ -171,7 +170,7 @@ def outcomes(state: UserState, ids: list[str]) -> list[str]:
     out = []
     for i, event_id in enumerate(ids):
         first = state.on_event(scored(event_id, i))[0]
-        out.append(first.payload["outcome"] if first.kind == "decision" else first.payload["reason"])
+        out.append(first.outcome if first.kind == "decision" else first.reason)
     return out
 
 
@@ -258,6 +257,6 @@ def test_a_snapshot_from_before_the_split_restores_and_goes_on():
     # e4 evicts e2, which was asked about and never answered.
     assert kinds(state.on_event(scored("e4", 2200))) == [("decision", "replaced"), ("annotation", "unanswered")]
     # e5 @3000 crosses 3000 with e3, e4 new: a time close before it is offered, then the 6th event's count close.
-    windows = [(o.payload["window"], o.payload["trigger"], [s["event_id"] for s in o.payload["samples"]])
+    windows = [(o.window, o.trigger, [s["event_id"] for s in o.samples])
                for o in state.on_event(scored("e5", 3000)) if o.kind == "train_request"]
     assert windows == [(3, "event_time", ["e3", "e4"]), (4, "events", ["e4", "e5"])]
