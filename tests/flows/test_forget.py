@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from flows.cli import main
@@ -20,6 +19,7 @@ from flows.forget import forget_user
 from flows.outputs import read_decision_rows
 from operators.heldout import is_heldout
 from operators.pending import PendingRuns
+from tests.mentions import mentions
 
 REPO = Path(__file__).resolve().parents[2]
 ANN, BEN = "u-ann", "u-ben"
@@ -55,19 +55,6 @@ def _replay(events: Path, out: Path, recovery: Path, limit: int) -> subprocess.C
     return done
 
 
-def _mentions(roots: list[Path], needles: list[str]) -> list[str]:
-    found = []
-    for root in roots:
-        for folder, _dirs, files in os.walk(root):
-            for name in files:
-                path = Path(folder) / name
-                data = path.read_bytes()
-                if name.endswith(".parquet"):
-                    data += json.dumps(pq.read_table(path).to_pylist(), default=str).encode()
-                found += [f"{path.relative_to(root)}: {n}" for n in needles if n.encode() in data]
-    return found
-
-
 def _files_of(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -89,7 +76,7 @@ def test_forget_deletes_one_user_and_leaves_the_other_as_it_was(tmp_path, capsys
     events.write_bytes(b"\n".join(_records()) + b"\n")
     out, recovery = tmp_path / "out", tmp_path / "rec"
     _replay(events, out, recovery, FIRST)
-    assert _mentions([out, recovery], [ANN, *ANN_WORDS])  # the check below can see her
+    assert mentions([out, recovery], [ANN, *ANN_WORDS], hidden_parquet=True)  # the check below can see her
     assert (out / "adapters" / ANN).is_dir() and (out / "heldout.jsonl").exists()
     ben_before = {
         "buffer": (out / "buffers" / f"{BEN}.json").read_bytes(),
@@ -105,7 +92,7 @@ def test_forget_deletes_one_user_and_leaves_the_other_as_it_was(tmp_path, capsys
     printed = capsys.readouterr().out
     assert "adapter versions" in printed and "Kafka topics still hold" in printed
 
-    assert _mentions([out, recovery], [ANN, *ANN_WORDS]) == []
+    assert mentions([out, recovery], [ANN, *ANN_WORDS], hidden_parquet=True) == []
     assert (out / "buffers" / f"{BEN}.json").read_bytes() == ben_before["buffer"]
     assert _files_of(out / "adapters" / BEN) == ben_before["adapters"]
     assert read_decision_rows(out / "decisions").rows == ben_before["decisions"]

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from bytewax.testing import run_main
 
@@ -19,6 +18,7 @@ from flows.selection import build_components
 from flows.sinks import read_jsonl
 from operators.config import load_settings
 from operators.heldout import is_heldout
+from tests.mentions import mentions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,16 +63,7 @@ def _write_events(path: Path) -> Path:
 
 def leaks_in(*roots: Path) -> list[str]:
     """``file: leak`` for every PII string found in any file under ``roots`` (Parquet read as values)."""
-    found = []
-    for root in roots:
-        for folder, _dirs, files in os.walk(root):
-            for name in files:
-                path = Path(folder) / name
-                data = path.read_bytes()
-                if name.endswith(".parquet") and not name.startswith("."):
-                    data += json.dumps(pq.read_table(path).to_pylist(), default=str).encode()
-                found += [f"{path.relative_to(root)}: {leak}" for leak in LEAKS if leak.encode() in data]
-    return found
+    return mentions(roots, LEAKS, hidden_parquet=False)
 
 
 def test_a_cli_replay_with_training_leaves_no_pii_in_any_file(tmp_path):
