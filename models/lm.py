@@ -26,13 +26,12 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, get_args
 
 from operators.config import ModelSettings
+from operators.files import atomic_folder, publish_folder
 
 if TYPE_CHECKING:  # torch/transformers are imported lazily: `edgetune config` stays fast
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -243,24 +242,21 @@ def _converted_smollm2_dir(cache_dir: Path) -> Path:
 
 
 def _atomic_dir(target: Path, write: Callable[[Path], None]) -> Path:
-    """``target``, made by ``write(tmp)`` in a temporary sibling then renamed into place,
-    so that a crash or a concurrent process never sees a half-written directory.
-    ``write`` must create ``_SOURCE_FILE`` last: its presence marks a complete directory."""
+    """``target``, made by ``write(tmp)`` in a temporary sibling, then fsynced and renamed into place
+    (``operators.files.publish_folder``), so that a crash, a power cut or a concurrent process never
+    sees a half-written directory. ``write`` must create ``_SOURCE_FILE`` last: its presence marks a
+    complete directory."""
     if (target / _SOURCE_FILE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with atomic_folder(target.parent, prefix=f".{target.name}-") as tmp:
         write(tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it owner-only
         try:
-            os.rename(tmp, target)
-        except OSError:
+            publish_folder(tmp, target, shared=True)  # no user text in it: readable as before (0755)
+        except FileExistsError:
             # Another process finished first (target exists and is non-empty): use theirs.
             if not (target / _SOURCE_FILE).is_file():
                 raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

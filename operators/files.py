@@ -14,7 +14,8 @@ the new one, never half of one, and once the call returns the new content
 survives a power cut. The temp file is removed on any error. A folder (an
 adapter version) is built in an :func:`atomic_folder` and published by
 :func:`publish_folder` the same way: every file fsynced, one rename, the parent
-fsynced. The cost is two fsyncs per file, a few milliseconds on flash; no file is
+fsynced (the model cache too, with ``shared=True``: it holds no user text, so its
+files keep the modes their writer gave them). The cost is two fsyncs per file, a few milliseconds on flash; no file is
 written per event (snapshots at most every ``output.flush_seconds`` per user,
 decision parts every ``output.flush_rows`` rows).
 
@@ -155,25 +156,33 @@ def atomic_folder(parent: str | os.PathLike[str], prefix: str = ".tmp-") -> Iter
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def publish_folder(staged: Path, final: Path) -> None:
+def publish_folder(staged: Path, final: Path, *, shared: bool = False) -> None:
     """Rename ``staged`` (from :func:`atomic_folder`) to ``final`` durably: a reader sees all of it or none.
 
     Every file inside is narrowed to 0600 (folders 0700: writers such as peft's
     ``save_pretrained`` follow the umask) and fsynced, then the folder, then the
     rename, then the parent. Raises ``FileExistsError`` if ``final`` exists (a
     concurrent writer took the name): choose another and call again.
+
+    ``shared``: for a folder without user text that other accounts may read (the
+    model cache): the entries keep the modes their writer gave them, and ``final``
+    gets 0755 rather than the temp folder's 0700. Durability is the same.
     """
     for entry in staged.rglob("*"):
         if entry.is_dir():
-            os.chmod(entry, FOLDER_MODE)
+            if not shared:
+                os.chmod(entry, FOLDER_MODE)
             fsync_folder(entry)
         elif entry.is_file():
             fd = os.open(entry, os.O_RDONLY)
             try:
-                os.fchmod(fd, FILE_MODE)
+                if not shared:
+                    os.fchmod(fd, FILE_MODE)
                 os.fsync(fd)
             finally:
                 os.close(fd)
+    if shared:
+        os.chmod(staged, 0o755)
     fsync_folder(staged)
     try:
         os.rename(staged, final)  # never replaces a non-empty folder

@@ -189,6 +189,7 @@ def test_atomic_dir_writes_once_then_reuses(tmp_path):
     assert first == second == tmp_path / "model"
     assert len(calls) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755  # a cache of public weights, no user text
 
 
 # --- the real SmolLM2-135M-Instruct -------------------------------------------------

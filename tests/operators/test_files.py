@@ -25,6 +25,20 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.fixture
+def fsyncs(monkeypatch) -> list[str]:
+    """What ``os.fsync`` is called on, in order: "file" or "folder" (the calls still sync)."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", spy)
+    return synced
+
+
 def test_private_mkdir_makes_every_missing_parent_0700(tmp_path: Path, open_umask) -> None:
     leaf = private_mkdir(tmp_path / "a" / "b" / "c")
     assert [mode(p) for p in (tmp_path / "a", tmp_path / "a" / "b", leaf)] == [0o700] * 3
@@ -103,17 +117,9 @@ def test_a_failing_fsync_or_rename_leaves_no_temp_file(tmp_path: Path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_write_fsyncs_the_file_then_the_folder(tmp_path: Path, monkeypatch) -> None:
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def spy(fd: int) -> None:
-        synced.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
-        real_fsync(fd)
-
-    monkeypatch.setattr(files.os, "fsync", spy)
+def test_atomic_write_fsyncs_the_file_then_the_folder(tmp_path: Path, fsyncs) -> None:
     atomic_write(tmp_path / "x", b"1")
-    assert synced == ["file", "folder"]
+    assert fsyncs == ["file", "folder"]
 
 
 def test_a_published_folder_is_private_whole_and_its_temp_is_gone(tmp_path: Path, open_umask) -> None:
@@ -125,6 +131,16 @@ def test_a_published_folder_is_private_whole_and_its_temp_is_gone(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v1"]
     assert [mode(p) for p in (tmp_path / "v1", tmp_path / "v1" / "sub")] == [0o700, 0o700]
     assert [mode(p) for p in (tmp_path / "v1" / "manifest.json", tmp_path / "v1" / "sub" / "weights")] == [0o600] * 2
+
+
+def test_a_shared_folder_keeps_its_writers_modes_and_is_fsynced_all_the_same(tmp_path: Path, fsyncs) -> None:
+    with atomic_folder(tmp_path, prefix=".model-") as staged:
+        (staged / "config.json").write_text("{}")
+        os.chmod(staged / "config.json", 0o644)
+        publish_folder(staged, tmp_path / "model", shared=True)
+    # The file, the staged folder, then the parent after the rename.
+    assert fsyncs == ["file", "folder", "folder"]
+    assert [mode(tmp_path / "model"), mode(tmp_path / "model" / "config.json")] == [0o755, 0o644]
 
 
 def test_publish_never_replaces_an_existing_folder_and_a_failed_build_leaves_nothing(tmp_path: Path) -> None:
