@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks import policy_table as pt
+from operators.files import atomic_write
 
 log = logging.getLogger("bench_train_strength")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train_strength"
@@ -95,7 +96,7 @@ def run_setting(name: str, epochs: int, lr: float, examples: list[tuple[str, str
         log.info("%s: %d steps in %.0f s, loss %.3f -> %.3f", name, len(report.step_seconds), report.seconds,
                  report.loss_first, report.loss_last)
         model.save_pretrained(str(saved))
-        pt._atomic_write(saved / "report.json", json.dumps(dataclasses.asdict(report)).encode())
+        atomic_write(saved / "report.json", json.dumps(dataclasses.asdict(report)).encode())
     try:
         losses = example_losses(model, lm.tokenizer, val, args.max_seq_len)
         gen = GenerateConfig(max_new_tokens=args.max_new_tokens, batch_size=8, max_prompt_tokens=256,
@@ -195,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_setting(name, epochs, lr, examples, val, lm, args)
         command = shlex.join(["python", "-m", "benchmarks.bench_train_strength", *(sys.argv[1:] if argv is None else argv)])
         result.update(dataset=args.dataset, wall_seconds=time.perf_counter() - t0, command=command, machine=pt.machine())
-        pt._atomic_write(path, json.dumps(result, ensure_ascii=False, indent=1).encode())
+        atomic_write(path, json.dumps(result, ensure_ascii=False, indent=1).encode())
         log.info("%s: ROUGE-1 %.4f, loss %.3f (%.0f s)", name, statistics.fmean(result["rouge1"]),
                  statistics.fmean(result["losses"]), result["wall_seconds"])
     print(report(args.out))  # --report also writes it to <out>/README.md

@@ -60,7 +60,7 @@ Commands::
 from .bookkeeping import command_line, machine, read_cell, set_command_args
 from .cells import run, run_cell, select
 from .cli import build_parser, main
-from .data import DatasetCache, Features, _atomic_write, cache_root, load_split, prepare_dataset, set_cache_root
+from .data import DatasetCache, Features, cache_root, load_split, prepare_dataset, set_cache_root
 from .model import LM, load_model
 from .plan import DATASETS, DEFAULT_OUT, ROWS, TEST_TURNS, Cell, Row, TableConfig, plan_cells
 from .readme import README_BEGIN, README_END, readme_markers, splice_readme
@@ -68,7 +68,7 @@ from .report import write_report
 
 __all__ = [
     "DATASETS", "DEFAULT_OUT", "LM", "README_BEGIN", "README_END", "ROWS", "TEST_TURNS", "Cell", "DatasetCache",
-    "Features", "Row", "TableConfig", "_atomic_write", "build_parser", "cache_root", "command_line", "load_model",
+    "Features", "Row", "TableConfig", "build_parser", "cache_root", "command_line", "load_model",
     "load_split", "machine", "main", "plan_cells", "prepare_dataset", "read_cell", "readme_markers", "run", "run_cell",
     "select", "set_cache_root", "set_command_args", "splice_readme", "write_report",
 ]

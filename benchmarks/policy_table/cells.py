@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from operators.files import atomic_write
+
 from .bookkeeping import check_compatible, command_line, machine, read_cell
-from .data import DatasetCache, Features, _atomic_write, cache_root, prepare_dataset
+from .data import DatasetCache, Features, cache_root, prepare_dataset
 from .model import LM, load_model, synthesize_pairs, train_resumable
 from .plan import ROWS, Cell, Row, TableConfig
 from .report import write_report
@@ -170,7 +172,8 @@ def run(cfg: TableConfig, out: Path, cells: list[Cell], report_after: bool, repo
                      time.perf_counter() - t0, c.embed_seconds, c.tokens_per_s)
         log.info("cell %s: start", cell)
         result = run_cell(cell, cfg, out, lm, caches[cell.dataset])
-        _atomic_write(cell.path(out), (json.dumps(result, indent=1, ensure_ascii=False) + "\n").encode())
+        cell.path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cell.path(out), (json.dumps(result, indent=1, ensure_ascii=False) + "\n").encode())
         log.info("cell %s: ROUGE-1 %.4f, test loss %.4f, %.0f s (train %.0f s, eval %.0f s)", cell,
                  result["rouge1"]["mean"], result["test_loss"], result["wall_seconds"], result["train"]["seconds"],
                  result["eval_seconds"])

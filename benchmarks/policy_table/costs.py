@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from operators.files import atomic_write
+
 from .bookkeeping import machine
-from .data import _atomic_write, cache_root, chunk_files, load_split
+from .data import cache_root, chunk_files, load_split
 from .model import load_model, synthesize_pairs
 from .plan import ROWS, Cell, Row, TableConfig
 
@@ -90,7 +92,8 @@ def measure(cfg: TableConfig, out: Path, datasets: Sequence[str], embed_lengths:
         entry["estimate"] = _estimate(cfg, entry)
         costs["datasets"][d] = entry
     costs["load_avg_after"] = list(os.getloadavg())
-    _atomic_write(out / "costs.json", (json.dumps(costs, indent=1) + "\n").encode())
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "costs.json", (json.dumps(costs, indent=1) + "\n").encode())
     return costs
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from operators.files import atomic_write
 
 from .plan import TEST_TURNS, TableConfig
 
@@ -97,24 +97,13 @@ class DatasetCache:
     tokens_per_s: float
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_npz(path: Path, **arrays: Any) -> None:
     import io
 
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    _atomic_write(path, buffer.getvalue())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, buffer.getvalue())
 
 
 def prepare_dataset(cfg: TableConfig, dataset: str, out: Path, lm: LM | None, chunk: int = 64) -> DatasetCache:
@@ -123,7 +112,8 @@ def prepare_dataset(cfg: TableConfig, dataset: str, out: Path, lm: LM | None, ch
     events_file, features_file = folder / "events.json", folder / "features.npz"
     if not events_file.is_file():
         stream, test = load_split(dataset, cfg.stream, cfg.test, cfg.test_turns)
-        _atomic_write(events_file, json.dumps({"stream": stream, "test": test}, ensure_ascii=False).encode())
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(events_file, json.dumps({"stream": stream, "test": test}, ensure_ascii=False).encode())
     split = json.loads(events_file.read_text())
     stream, test = split["stream"], split["test"]
     if not features_file.is_file():

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import _atomic_write
+from operators.files import atomic_write
+
 from .plan import TableConfig
 
 log = logging.getLogger("policy_table")
@@ -120,7 +121,7 @@ def train_resumable(lm: LM, examples: list[tuple[str, str]], tcfg: Any, chunk: i
         shutil.rmtree(work / f"piece{j}", ignore_errors=True)  # left by a run stopped before its progress was saved
         os.replace(tmp, work / f"piece{j}")
         progress["done"] = j + 1
-        _atomic_write(progress_file, json.dumps(progress).encode())
+        atomic_write(progress_file, json.dumps(progress).encode())
         lm.model = model.unload()
         if init is not None:
             shutil.rmtree(init, ignore_errors=True)

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from operators.files import atomic_write
+
 from .bookkeeping import command_line, machine, read_cell
 from .costs import _embedding_lines, _measured_lines, _model_estimate_lines
-from .data import _atomic_write, cache_root
+from .data import cache_root
 from .plan import BASELINES, MAIN_POLICIES, ROWS, SHIPPED, Cell, TableConfig, plan_cells
 
 
@@ -232,8 +234,9 @@ def test_references(cfg: TableConfig, out: Path, dataset: str) -> list[str] | No
     if not events.is_file():
         return None
     references = [e["response"] for e in json.loads(events.read_text())["test"]]
-    _atomic_write(saved, json.dumps({"data_key": cfg.data_key(), "references": references}, ensure_ascii=False,
-                                    indent=0).encode())
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(saved, json.dumps({"data_key": cfg.data_key(), "references": references}, ensure_ascii=False,
+                                   indent=0).encode())
     return references
 
 

@@ -143,7 +143,7 @@ def _alive(pid: int) -> bool:
 
 def run(cells: list[Cell], out: Path, cfg: TableConfig, load: Any) -> None:
     """Run every pending cell; ``load(dataset)`` returns ``(users by name, features, gen_tokens, lm)``."""
-    from benchmarks.policy_table.data import _atomic_write
+    from operators.files import atomic_write
 
     pending = [c for c in cells if not c.path(out).is_file()]
     log.info("%d cells, %d done, %d to run", len(cells), len(cells) - len(pending), len(pending))
@@ -157,7 +157,7 @@ def run(cells: list[Cell], out: Path, cfg: TableConfig, load: Any) -> None:
             work = out / "work" / cell.dataset / cell.order / cell.row / cell.user
             log.info("cell %s: start", cell)
             result = run_cell(cell, names.index(cell.user), users[cell.user], feats, cfg, lm, gen_tokens, work)
-            _atomic_write(path, (json.dumps(result, ensure_ascii=False) + "\n").encode())
+            atomic_write(path, (json.dumps(result, ensure_ascii=False) + "\n").encode())  # its folder: made by _claim
             log.info("cell %s: ROUGE-1 %.2f, answer loss %.3f, %d trained, %.0f s", cell,
                      100 * float(np.mean(result["rouge1"])), float(np.mean(result["answer_loss"])),
                      result["training_set"]["n"], result["wall_seconds"])

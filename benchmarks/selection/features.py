@@ -128,7 +128,7 @@ def compute_chunk(lm: Any, pairs: Sequence[tuple[str, str]], cfg: FeatureConfig,
 
 def ensure_features(lm: Any, pairs: Sequence[tuple[str, str]], folder: Path, cfg: FeatureConfig) -> None:
     """Compute every missing chunk of ``pairs`` into ``folder``."""
-    from benchmarks.policy_table.data import _atomic_write
+    from operators.files import atomic_write
 
     folder.mkdir(parents=True, exist_ok=True)
     starts = range(0, len(pairs), cfg.chunk)
@@ -142,7 +142,7 @@ def ensure_features(lm: Any, pairs: Sequence[tuple[str, str]], folder: Path, cfg
         arrays = compute_chunk(lm, chunk, cfg, context)
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
-        _atomic_write(part, buffer.getvalue())
+        atomic_write(part, buffer.getvalue())
         log.info("features %s: chunk %d/%d (%d pairs): embed %.0f s, ifd %.0f s", folder.name, k + 1, len(starts),
                  len(chunk), float(arrays["embed_seconds"]), float(arrays["ifd_seconds"]))
 

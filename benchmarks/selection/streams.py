@@ -398,7 +398,7 @@ def with_text(users: list[dict[str, Any]], conversations: list[dict[str, Any]]) 
 def build(dataset: str, spec: StreamSpec, out: Path) -> list[dict[str, Any]]:
     """Build (or load) the dataset's users; ``out/<dataset>.json`` holds them without text, plus
     their statistics. A file made with another spec is refused rather than mixed."""
-    from benchmarks.policy_table.data import _atomic_write
+    from operators.files import atomic_write
 
     path = out / f"{dataset}.json"
     conversations = load_conversations(dataset)
@@ -428,6 +428,7 @@ def build(dataset: str, spec: StreamSpec, out: Path) -> list[dict[str, Any]]:
             conversations[owner[j][0]]["topic"] = f"cluster-{int(label):02d}"
     users = build_users(dataset, spec, conversations, vectors, owner)
     stats = [stream_stats(u, order) for u in users for order in ("stream", "iid")]
-    _atomic_write(path, json.dumps({"dataset": dataset, "spec": dataclasses.asdict(spec), "spec_digest": spec.digest(),
-                                    "stats": stats, "users": compact(users)}, ensure_ascii=False).encode())
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps({"dataset": dataset, "spec": dataclasses.asdict(spec), "spec_digest": spec.digest(),
+                                   "stats": stats, "users": compact(users)}, ensure_ascii=False).encode())
     return with_text(compact(users), conversations)
