@@ -18,6 +18,9 @@ A ``float | None`` column is None where the score was not computed (nan).
 ('admitted', ['user_id', 'event_id', 'seq', 'ts_ms'])
 >>> DecisionRow.columns()[:3], DecisionRow.columns()[11]
 ((('user_id', <class 'str'>), ('event_id', <class 'str'>), ('seq', <class 'int'>)), ('idd', <class 'float'>))
+>>> answer = AnswerOutcome("u1", "e0", "attached", 40)
+>>> answer.kind, answer.to_dict()
+('annotation', {'user_id': 'u1', 'event_id': 'e0', 'status': 'attached', 'latency_ms': 40})
 """
 
 from __future__ import annotations
