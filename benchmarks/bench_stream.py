@@ -11,7 +11,8 @@ number of users (``Settings().source.users``, topic split), in two text modes:
 
 Embedders: ``lm`` (SmolLM2-135M last-token state, calibration-centred, the default) and
 ``minilm`` (all-MiniLM-L6-v2). Components come from ``flows.selection.build_components`` with
-the default settings (batch 8, max 512 tokens, sdss, capacity 64), training off.
+the default settings (batch 8, max 512 tokens, sdss, capacity 64, `model.dtype` auto and the automatic
+thread count, both recorded in the header), training off.
 
 In-process, the same functions the flow calls are timed around each stage, in source batches
 of 64 records (``ReplaySource``'s batch size, so ``embed`` sees the same batches):
@@ -198,11 +199,15 @@ def main() -> int:
     import torch
 
     from flows.selection import build_components
+    from models.configure import dtype_choice, thread_choice
     from operators.config import Settings
 
     users = Settings().source.users
     gate = C.LoadGate(limit=args.load_limit, budget_s=args.max_wait, busy_limit=args.busy_limit)
-    head = C.header(NAME, args.quick, extra={"users": users, "torch_threads": torch.get_num_threads(),
+    # The stream's own arithmetic choice (model.dtype auto, automatic threads), as build_components makes it.
+    dtype, threads = dtype_choice(Settings()), thread_choice(Settings())
+    head = C.header(NAME, args.quick, extra={"users": users, "torch_threads": f"{threads.threads} ({threads.reason})",
+                                             "dtype": f"{dtype.dtype} ({dtype.reason})",
                                              "events_per_run": {f"{k[0]}/{k[1]}": v for k, v in sizes.items()}})
     stage_rows, share_rows, flow_rows = [], [], []
     tmp = Path(tempfile.mkdtemp(prefix="bench_stream-"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -36,7 +37,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--recovery-dir", type=Path, help="Bytewax recovery store: resume state and offsets from the last run.")
     g.add_argument("--epoch-seconds", type=float, default=10.0, help="Checkpoint interval when --recovery-dir is set.")
-    g.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    g.add_argument("--no-progress", action="store_true", help="No progress display on stderr (stage, events/s, "
+                   "training steps, ETA; periodic lines when stderr is not a terminal).")
 
 
 _STOP_EPILOG = ("SIGINT or SIGTERM stops cleanly: the batch in flight is finished, the decision log and buffer "
@@ -175,13 +177,14 @@ def _execute(flow: Any, settings: Settings, args: argparse.Namespace) -> None:
     cli_main(flow, workers_per_process=settings.workers, epoch_interval=epoch, recovery_config=recovery)
 
 
-def _progress_bar(settings: Settings, args: argparse.Namespace, total: int | None):
-    if args.no_progress or not sys.stderr.isatty():
-        return None, None
-    from tqdm import tqdm
+def _progress_bar(settings: Settings, args: argparse.Namespace):
+    """The stderr progress display (``flows/progress.py``): redrawn on a terminal, periodic lines otherwise."""
+    if args.no_progress:
+        return None
+    from flows.progress import Progress
 
-    bar = tqdm(total=total, unit="ev", desc="select", file=sys.stderr)
-    return bar, lambda: bar.update(1)
+    total = settings.source.limit if args.command == "replay" else None
+    return Progress(total=total)
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
@@ -195,12 +198,14 @@ def cmd_stream(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     private_mkdir(settings.output.dir)
     metrics.serve(settings.metrics.port, settings.metrics.addr)
+    bar = _progress_bar(settings, args)
+    if bar is not None:
+        bar.stage("load")
     log.info("loading model %s (embedder %s)", settings.model.lm, settings.embed.kind)
     components = build_components(settings)
     if args.command == "replay":
         from flows.replay_flow import build_flow, write_heldout
 
-        total = settings.source.limit
         if settings.source.heldout > 0:
             log.info("held out %d labeled events for evaluation", write_heldout(settings))
     else:
@@ -212,14 +217,16 @@ def cmd_stream(args: argparse.Namespace) -> int:
         if args.create_topics:
             topics = (k.events_topic, k.annotations_topic, k.dead_letter_topic, k.requests_topic)
             ensure_topics(brokers, {t: args.partitions for t in topics})
-        total = None
     from flows.trainer import trainer_for
+    from models.train import watch_steps
 
-    bar, progress = _progress_bar(settings, args, total)
     trainer = trainer_for(settings, components)
-    flow = build_flow(settings, components, progress, trainer)
+    flow = build_flow(settings, components, bar.event if bar is not None else None, trainer)
     try:
-        _execute(flow, settings, args)
+        with watch_steps(bar.train_step) if bar is not None else contextlib.nullcontext():
+            if bar is not None:
+                bar.stage("select")
+            _execute(flow, settings, args)
     finally:
         if bar is not None:
             bar.close()

@@ -33,7 +33,7 @@ COMMON = ("", "model", "embed", "scoring", "buffer", "output", "metrics", "annot
 
 ALIASES: dict[str, tuple[str, ...]] = {
     "seed": ("--seed",), "max_chars": ("--max-chars",), "workers": ("--workers",),
-    "model.lm": ("--model",),
+    "model.lm": ("--model",), "model.dtype": ("--dtype",),
     "embed.kind": ("--embedder",), "embed.max_tokens": ("--max-tokens",), "embed.batch_size": ("--batch-size",),
     "embed.torch_threads": ("--torch-threads",),
     "scoring.lexicons": ("--lexicons",),

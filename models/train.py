@@ -27,20 +27,23 @@ ValueError: TrainConfig.rank=0 must be an int >= 1; 8 or 16 suit a 135M model
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from models.hardware import ComputeDtype, check_compute_dtype, compute_context
 from operators.config import MIN_SEQ_LEN, TrainSettings
 
 if TYPE_CHECKING:  # torch/peft are imported lazily: importing this module stays cheap
     from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["TrainConfig", "TrainReport", "render_example", "train_lora", "mean_loss", "example_losses", "IGNORE_INDEX"]
+__all__ = ["TrainConfig", "TrainReport", "render_example", "train_lora", "mean_loss", "example_losses", "IGNORE_INDEX",
+           "watch_steps"]
 
 IGNORE_INDEX = -100  # label value the loss skips (prefix and padding)
 
@@ -72,6 +75,10 @@ class TrainConfig:
         weight_decay: AdamW weight decay on the LoRA matrices.
         max_grad_norm: clip the gradient norm to this before each step (``None``
             disables); guards the few-example, high-lr regime against spikes.
+        dtype: compute dtype of the forward pass: ``"float32"``, or ``"bfloat16"`` under
+            autocast. Either way the LoRA matrices, their gradients and AdamW's moments
+            are fp32 (master weights) and the loss is summed in fp32; only the matmuls
+            round their inputs to bf16.
 
     >>> TrainConfig(target_modules=())
     Traceback (most recent call last):
@@ -93,8 +100,10 @@ class TrainConfig:
     seed: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    dtype: ComputeDtype = "float32"
 
     def __post_init__(self) -> None:
+        check_compute_dtype("TrainConfig", self.dtype)
         _positive_int("rank", self.rank, "8 or 16 suit a 135M model")
         _positive_int("epochs", self.epochs, "1-3 for a buffer of 64 samples")
         _positive_int("batch_size", self.batch_size, "4 fits a 135M model on CPU")
@@ -165,6 +174,33 @@ class TrainReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Called after every optimizer step of any train_lora in the process: (step, total_steps, tokens
+# so far, seconds so far). For progress displays only (flows/progress.py); see watch_steps.
+_STEP_WATCHERS: list[Callable[[int, int, int, float], None]] = []
+
+
+@contextlib.contextmanager
+def watch_steps(callback: Callable[[int, int, int, float], None]) -> Iterator[None]:
+    """Call ``callback(step, total_steps, tokens, seconds)`` after each training step while inside.
+
+    A display hook: it sees every ``train_lora`` run of the process (the trainer runs on its own
+    thread), and an exception it raises is logged by nobody and ignored.
+
+    >>> from models.lm import tiny_llama
+    >>> model, tokenizer = tiny_llama(seed=0)
+    >>> seen = []
+    >>> with watch_steps(lambda step, total, tokens, seconds: seen.append((step, total))):
+    ...     _ = train_lora(model, tokenizer, [("hi", "hello")] * 2, TrainConfig(max_steps=2, batch_size=1))
+    >>> seen
+    [(1, 2), (2, 2)]
+    """
+    _STEP_WATCHERS.append(callback)
+    try:
+        yield
+    finally:
+        _STEP_WATCHERS.remove(callback)
 
 
 def render_example(
@@ -260,6 +296,8 @@ def train_lora(
             # Only the LoRA matrices require grad, so AdamW keeps its two moment buffers
             # for ~1 M numbers, not 135 M: optimizer memory is negligible.
             trainable = [p for p in peft_model.parameters() if p.requires_grad]
+            for p in trainable:  # fp32 master weights, even over a base loaded in bf16
+                p.data = p.data.float()
             optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
             order_rng = torch.Generator().manual_seed(config.seed)  # shuffling, independent of dropout
             peft_model.train()
@@ -277,7 +315,9 @@ def train_lora(
                     # must reach the LoRA matrices in layer 0): ~4 no-grad forwards on
                     # this CPU; the activations kept for backward grow with batch ×
                     # length × layers (2.5 GB peak RSS at 4 × 128 for SmolLM2-135M).
-                    loss_sum, n_tokens = _answer_loss_sum(peft_model, input_ids, attention_mask, labels)
+                    # Autocast around the forward only: backward replays the same casts.
+                    with compute_context(config.dtype):
+                        loss_sum, n_tokens = _answer_loss_sum(peft_model, input_ids, attention_mask, labels)
                     loss = loss_sum / n_tokens
                     loss.backward()
                     if config.max_grad_norm is not None:
@@ -290,6 +330,9 @@ def train_lora(
                     samples += len(batch)
                     tokens += int(attention_mask.sum())
                     step += 1
+                    for watch in list(_STEP_WATCHERS):
+                        with contextlib.suppress(Exception):
+                            watch(step, total_steps, tokens, sum(step_seconds))
             peft_model.eval()
         except BaseException:
             peft_model.unload()  # give the caller its plain base model back, then re-raise

@@ -70,6 +70,9 @@ class KafkaConfig(_Section):
 class ModelSettings(_Section):
     lm: str = Field("smollm2-135m-instruct", description="'smollm2-135m-instruct', 'tiny-random', a local dir or a cached hub id.")
     cache_dir: Path = Field(Path("~/.cache/edgetune/models"), description="Where converted models are kept.")
+    dtype: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="Arithmetic of embedding, generation and LoRA training (weights stay fp32): auto measures "
+        "once per CPU model whether bf16 beats fp32 (models/hardware.py; cached in <cache_dir>/hardware.json).")
 
 
 class EmbedSettings(_Section):
@@ -78,7 +81,8 @@ class EmbedSettings(_Section):
     batch_size: int = Field(8, ge=1, description="Texts per embedding forward pass.")
     center: bool = Field(True, description="lm: subtract a fixed calibration mean before cosine (LM states are anisotropic).")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads for the whole process (embedding, "
-                                      "generation, training); None keeps torch's default.")
+                                      "generation, training); None: 1 or all usable cores, whichever a matmul "
+                                      "measures faster at start (models/hardware.py).")
 
 
 class ScoringConfig(_Section):
