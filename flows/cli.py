@@ -184,7 +184,7 @@ def _progress_bar(settings: Settings, args: argparse.Namespace):
     from flows.progress import Progress
 
     total = settings.source.limit if args.command == "replay" else None
-    return Progress(total=total)
+    return Progress(total=total, ticker=True)
 
 
 def cmd_stream(args: argparse.Namespace) -> int:

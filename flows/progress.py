@@ -1,8 +1,11 @@
 """What a running stream shows on stderr: stage, events/s, training steps and ETA.
 
-One line, redrawn in place (``\\r``) every half second on a terminal; on anything else
-(a log file, CI, a pipe) a plain line every ``interval`` seconds and at every change of
-stage, so a redirected run still says where it is. tqdm is not used for this: its
+One line, redrawn in place (``\\r``) on a terminal; on anything else (a log file, CI, a
+pipe) a plain line every ``interval`` seconds while something moved, at least every
+``quiet_after`` seconds while nothing does (a long training step, the gate's losses), and at
+every change of stage, so a redirected run still says where it is. A small ticker thread
+draws them: events reach the display in batches (64 per source batch), so drawing only when
+an event arrives would print one stale line per batch. tqdm is not used for this: its
 non-terminal output is the same ``\\r``-joined redraw, unreadable in a log.
 
     edgetune: select 120/300 events, 3.4 ev/s, ETA 53 s
@@ -10,14 +13,17 @@ non-terminal output is the same ``\\r``-joined redraw, unreadable in a log.
 
 >>> import io
 >>> out, now = io.StringIO(), [0.0]
->>> p = Progress(total=4, stream=out, tty=False, interval=60, clock=lambda: now[0])
+>>> p = Progress(total=4, stream=out, tty=False, interval=5, clock=lambda: now[0])
 >>> now[0] = 20.0; p.stage("select")               # the model took 20 s to load
 >>> for t in (22.0, 24.0, 26.0, 28.0):
 ...     now[0] = t; p.event()
+>>> now[0] = 30.0; p.tick()                         # the ticker thread calls this
 >>> now[0] = 32.0; p.train_step(1, 3, 200, 4.0)     # 200 tokens in 4 s
+>>> now[0] = 38.0; p.tick()                         # nothing moved, quiet_after not reached: no line
 >>> now[0] = 40.0; p.close()
 >>> print(out.getvalue().strip())
 edgetune: select 0/4 events
+edgetune: select 4/4 events, 0.4 ev/s, ETA 0 s
 edgetune: train run 1, step 1/3, 50 tok/s, ETA 8 s (events done: 4 in 28 s)
 edgetune: done: 4 events in 40 s, 1 training run(s)
 """
@@ -43,11 +49,13 @@ class Progress:
     """
 
     def __init__(self, total: int | None, stream: TextIO | None = None, tty: bool | None = None,
-                 interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+                 interval: float = 10.0, quiet_after: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 ticker: bool = False):
         self.total = total
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
-        self.interval = interval if not self.tty else 0.5
+        self.interval = interval if not self.tty else 1.0
+        self.quiet_after = quiet_after if not self.tty else 1.0
         self.clock = clock
         self._lock = threading.Lock()
         self._start = clock()
@@ -58,7 +66,12 @@ class Progress:
         self._runs = 0
         self._step: tuple[int, int, int, float] | None = None  # step, total, tokens, seconds
         self._last_draw = float("-inf")
+        self._drawn_state: tuple = ()
         self._width = 0
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True) if ticker else None
+        if self._ticker is not None:
+            self._ticker.start()
 
     def stage(self, name: str) -> None:
         """Enter stage ``name`` (``"load"``, ``"select"``); always drawn."""
@@ -78,7 +91,6 @@ class Progress:
             self._events += 1
             if self.total is not None and self._events >= self.total and self._events_done_at is None:
                 self._events_done_at = self.clock()
-            self._draw()
 
     def train_step(self, step: int, total: int, tokens: int, seconds: float) -> None:
         """A training step ended (``models.train.watch_steps`` calls this)."""
@@ -91,6 +103,9 @@ class Progress:
 
     def close(self) -> None:
         """Draw the final line (and end the redrawn one)."""
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
         with self._lock:
             elapsed = self.clock() - self._start
             runs = f", {self._runs} training run(s)" if self._runs else ""
@@ -98,11 +113,26 @@ class Progress:
 
     # --- internals ---------------------------------------------------------------
 
+    def tick(self) -> None:
+        """Draw if something moved and ``interval`` passed, or ``quiet_after`` passed (the ticker's call)."""
+        with self._lock:
+            now = self.clock()
+            moved = self._state() != self._drawn_state
+            if now - self._last_draw >= (self.interval if moved else self.quiet_after):
+                self._draw(force=True)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(min(self.interval, self.quiet_after) / 4):
+            self.tick()
+
+    def _state(self) -> tuple:
+        return (self._stage, self._events, self._step)
+
     def _draw(self, force: bool = False) -> None:
         now = self.clock()
         if not force and now - self._last_draw < self.interval:
             return
-        self._last_draw = now
+        self._last_draw, self._drawn_state = now, self._state()
         self._emit(self._line(now))
 
     def _line(self, now: float) -> str:

@@ -130,5 +130,7 @@ def test_a_bf16_trained_adapter_passes_the_same_gate(smollm2, tmp_path):
         results[dtype] = (result.outcome, evaluation.probe_loss_before, evaluation.probe_loss_after)
     for dtype, (outcome, before, after) in results.items():
         assert outcome == "promoted" and after < before, (dtype, results)
-    # Same gate, same data: bf16's probe loss lands where fp32's does.
-    assert results["bfloat16"][2] == pytest.approx(results["float32"][2], abs=0.1)
+    # Same gate, same data, same base: bf16 keeps most of what fp32 training gains on the probe.
+    (_, before, fp32_after), (_, _, bf16_after) = results["float32"], results["bfloat16"]
+    assert results["bfloat16"][1] == pytest.approx(before)  # the gate's reference is computed the same way
+    assert before - bf16_after >= 0.5 * (before - fp32_after), results
