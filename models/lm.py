@@ -20,6 +20,7 @@ the last real token from the attention mask, so they work with either side.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -268,10 +269,11 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    if not tokenizer.chat_template:
-        raise ValueError(f"{gguf} carries no chat template; cannot build {SMOLLM2!r}")
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with _gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if not tokenizer.chat_template:
+            raise ValueError(f"{gguf} carries no chat template; cannot build {SMOLLM2!r}")
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
 
     # The GGUF-loaded model carries a gguf quantization config that save_pretrained
     # and later loads trip over; rebuild a plain model of the same architecture and
@@ -288,6 +290,33 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
     _write_source(gguf, out_dir)
+
+
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """One ``gguf.GGUFReader`` per file while inside, instead of one per transformers call.
+
+    transformers parses the whole GGUF file for the tokenizer, again for the config and again
+    for the weights; parsing (the 49k-token vocabulary and merges read field by field through
+    numpy memmaps) is most of a conversion's time. The reader is a read-only memory map, so
+    sharing it between the three calls changes nothing they read.
+    """
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], object] = {}
+
+    def shared(path, mode="r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
 
 
 def _write_source(gguf: Path, out_dir: Path) -> None:

@@ -93,7 +93,7 @@ def _decisions(out: Path, dtype: str) -> dict[tuple[str, str], tuple[str, str | 
                           timeout=1200, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_decision_rows(out / "decisions").rows
-    return {key: (row["outcome"], row["evicted_id"]) for key, row in rows.items()}
+    return {(row["user_id"], row["event_id"]): (row["outcome"], row["evicted_id"]) for row in rows}
 
 
 @pytest.mark.real_model
