@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 BENCHMARKS = ("bench_stream", "bench_flops", "bench_buffer", "bench_buffer_rss", "bench_authors_loop", "bench_faults",
-              "bench_serve")
+              "bench_serve", "bench_replay")
 OPTIONAL = ("bench_flops_rerun",)  # paired re-runs of a subset (bench_flops --configs ... --tag rerun), if present
 
 
