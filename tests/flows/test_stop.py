@@ -36,6 +36,9 @@ def command(events: Path, out: Path, recovery: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "flows.cli", "replay", str(events), "--split", "field", "--model", "tiny-random",
             "--no-train", "--policy", "fifo", "--capacity", "6", "--metrics-port", "0", "--no-progress",
             "--answers", "keep", "--limit", "1000",
+            # fp32: the scores are compared to 1e-4 across different batchings (a restart re-batches the
+            # stream), and bf16 rounding depends on the batch more than that (decisions stay the same).
+            "--dtype", "fp32",
             "--out", str(out), "--recovery-dir", str(recovery), "--epoch-seconds", "0.2", *extra]
 
 
