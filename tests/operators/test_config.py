@@ -28,11 +28,29 @@ def test_models_configs_default_to_the_settings_tree():
     from models.lm import LMConfig
     from models.personalize import PersonalizeConfig
 
+    # model.dtype ships as "auto", which each machine resolves (bf16 where its CPU computes it faster):
+    # a constructor cannot know the machine, so its compute dtype defaults to fp32, what "auto" gives
+    # without bf16 arithmetic. Every other field must equal the tree's default.
+    from models.configure import compute_dtype
+
     s = Settings()
+    resolved = compute_dtype(s)
+    assert resolved in ("float32", "bfloat16")
+
+    def machine(cfg):
+        if isinstance(cfg, PersonalizeConfig):
+            return dataclasses.replace(cfg, train=machine(cfg.train))
+        return cfg if isinstance(cfg, LMConfig) else dataclasses.replace(cfg, dtype=resolved)
+
     for built, cls in ((embed_config(s), EmbedConfig), (generate_config(s), GenerateConfig), (lm_config(s), LMConfig),
                        (personalize_config(s), PersonalizeConfig)):
+        assert built == machine(cls()), cls.__name__
+    # the weights load in fp32 whatever the compute dtype; fp32 settings give the constructors' defaults exactly
+    assert lm_config(s).dtype == "float32"
+    fp32 = Settings(model={"dtype": "fp32"})
+    for built, cls in ((embed_config(fp32), EmbedConfig), (generate_config(fp32), GenerateConfig),
+                       (personalize_config(fp32), PersonalizeConfig)):
         assert built == cls(), cls.__name__
-    assert personalize_config(s).train == personalize_config(s).train.__class__()
 
 
 def test_the_train_sections_bounds_are_the_trainers():
