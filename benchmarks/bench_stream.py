@@ -196,8 +196,6 @@ def main() -> int:
     if args.quick:
         sizes = {k: 8 for k in sizes}
 
-    import torch
-
     from flows.selection import build_components
     from models.configure import dtype_choice, thread_choice
     from operators.config import Settings

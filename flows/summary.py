@@ -74,7 +74,7 @@ def print_summary(out: Path, users: Sequence[str] | None = None, page: int = 1, 
         print(f"{user:<16}{len(by_user.get(user, [])):>8}{len(samples):>8}{outc['replaced']:>10}{outc['duplicate']:>7}  "
               + ", ".join(f"{d} {c}" for d, c in doms))
     if examples > 0 and any(snapshots.get(u, {}).get("samples") for u in shown):
-        print(f"\nkept examples, highest EOE first; [lexicon domain: …] is the domain whose word list the scorer "
+        print("\nkept examples, highest EOE first; [lexicon domain: …] is the domain whose word list the scorer "
               "matched, not the event's own meta.domain")
     for user in shown if examples > 0 else []:
         samples = snapshots.get(user, {}).get("samples", [])

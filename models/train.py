@@ -464,7 +464,6 @@ def _answer_loss_sum(model, input_ids, attention_mask, labels, per_row: bool = F
     only ask for the logits from the first position whose prediction is scored
     (``logits_to_keep``), skipping the template and prompt that every row starts with.
     """
-    import torch
     import torch.nn.functional as F
 
     scored = labels[:, 1:] != IGNORE_INDEX

@@ -326,7 +326,6 @@ def tally(items: list[tuple[str, bytes]], decision_rows: list[dict], dead_lines:
     removal: a duplicate that dedup misses),
     ``max_dead_letter_bytes``, ``reasons``, and the first lost payloads and unexpected records.
     """
-    import hashlib
     from collections import Counter
 
     from flows.outputs import dead_letter_key

@@ -252,7 +252,7 @@ class SDSS(BufferPolicy):
         # idd = 1 - (p - 1) / (n - 1) within slack; the clip to [0, 2] must not be in play.
         if 1.0 - (float(p.max()) - 1.0) / (n - 1) < 2 * slack or 1.0 - (float(p.min()) - 1.0) / (n - 1) > 2.0 - 2 * slack:
             return None
-        std, mean = self._moments.std(), self._moments.mean
+        std = self._moments.std()
         a, b, c = (self.weights[k] / std[k] if std[k] > 0 else 0.0 for k in range(3))
         lin = a * eoe + b * dss - (c / (n - 1)) * p
         if self._distances is not None:
