@@ -72,7 +72,8 @@ class ModelSettings(_Section):
     cache_dir: Path = Field(Path("~/.cache/edgetune/models"), description="Where converted models are kept.")
     dtype: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="Arithmetic of embedding, generation and LoRA training (weights stay fp32): auto measures "
-        "once per CPU model whether bf16 beats fp32 (models/hardware.py; cached in <cache_dir>/hardware.json).")
+        "once per CPU model whether bf16 beats fp32 (models/hardware.py; cached in <cache_dir>/hardware.json); "
+        "decoding stays fp32 under auto, bf16 only if named (autocast re-casts the weights at every token).")
 
 
 class EmbedSettings(_Section):

@@ -40,7 +40,8 @@ def test_models_configs_default_to_the_settings_tree():
     def machine(cfg):
         if isinstance(cfg, PersonalizeConfig):
             return dataclasses.replace(cfg, train=machine(cfg.train))
-        return cfg if isinstance(cfg, LMConfig) else dataclasses.replace(cfg, dtype=resolved)
+        # decoding stays fp32 under auto (models/configure.py::generation_dtype); the weights always load in fp32
+        return cfg if isinstance(cfg, (LMConfig, GenerateConfig)) else dataclasses.replace(cfg, dtype=resolved)
 
     for built, cls in ((embed_config(s), EmbedConfig), (generate_config(s), GenerateConfig), (lm_config(s), LMConfig),
                        (personalize_config(s), PersonalizeConfig)):
