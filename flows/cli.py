@@ -42,7 +42,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 _STOP_EPILOG = ("SIGINT or SIGTERM stops cleanly: the batch in flight is finished, the decision log and buffer "
-                "snapshots are written, queued training stays journaled, the summary is printed. Exit codes: 0 the "
+                "snapshots are written, a training run in progress finishes and the queued ones stay journaled in "
+                "<adapters>/.pending/ for the next start (only the end of the input trains the whole queue), the "
+                "summary is printed. Exit codes: 0 the "
                 "input ended; 3 stopped by a signal (run the same command with the same --recovery-dir to continue); "
                 "2 bad configuration; 1 an error. A second signal ends the process at once.")
 
@@ -231,7 +233,12 @@ def cmd_stream(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
         if trainer is not None:
-            trainer.service.close()
+            # The end of the input trains the queue; a signal (also one during that wait) lets only the run in
+            # progress finish and leaves the rest journaled for the next start.
+            if stop.stopping() or not trainer.service.drain(abandon=stop.stopping):
+                trainer.service.stop()
+            else:
+                trainer.service.close()
     print_summary(settings.output.dir)
     if trainer is not None:
         print_adapters(settings.adapters_dir)

@@ -4,8 +4,9 @@ A handler only sets a flag, so no exception is raised inside Bytewax (which
 turned KeyboardInterrupt into a Rust panic). Sources check the flag before
 each batch and end their partitions; the batch in flight goes through every
 step, the sinks flush and close (decision log, buffer snapshots), Bytewax
-writes its last checkpoint, and the CLI prints the summary and exits with
-:data:`EXIT_STOPPED`. The per-user step tells a stop from a real end of input
+writes its last checkpoint, the trainer finishes the run in progress and leaves
+the queued requests journaled (:meth:`flows.trainer.TrainingService.stop`), and the
+CLI prints the summary and exits with :data:`EXIT_STOPPED`. The per-user step tells a stop from a real end of input
 with :func:`stopping`: it writes the buffer snapshot but closes no training
 window, so a restart continues exactly where an uninterrupted run would be.
 A second signal restores the default handler, so a third one kills at once.

@@ -4,9 +4,11 @@ The stream hands training requests to :class:`TrainingService` through
 :class:`TrainerSink` and goes on scoring and admitting. One worker thread runs
 the requests in arrival order of users; a newer request for a user who is
 still waiting replaces the older one (the newer buffer supersedes it). At the
-end of a run the sink waits for the queue to drain, so a replay ends with its
-adapters written. Requests are journaled under ``<adapters>/.pending/`` until
-their run ends, so a process that stops mid-queue picks them up at its next start;
+end of the input the sink waits for the queue to drain, so a replay ends with its
+adapters written; after SIGINT/SIGTERM (:func:`flows.stop.stopping`) it only lets the
+run in progress finish (:meth:`TrainingService.stop`). Requests are journaled under
+``<adapters>/.pending/`` until their run ends, so a process that stops mid-queue picks
+them up at its next start;
 a run that fails is retried with backoff a bounded number of times, then kept there
 marked failed. The trainer has its own copies of the model and the tokenizer.
 """
@@ -66,6 +68,20 @@ class TrainingService:
     >>> service.close()
     >>> calls, list(service.results)
     ([1, 1], ['trained'])
+
+    :meth:`stop` ends after the run in progress and leaves the queue (in the journal) for the
+    next start; :meth:`close` first trains the whole queue.
+
+    >>> started, release = threading.Event(), threading.Event()
+    >>> def slow(request):
+    ...     started.set(); release.wait(); return request["user_id"]
+    >>> service = TrainingService(slow)
+    >>> service.submit({"user_id": "ann", "window": 1}); _ = started.wait()
+    >>> service.submit({"user_id": "ben", "window": 1})
+    >>> service.submit({"user_id": "cem", "window": 1})
+    >>> release.set(); left = service.stop()
+    >>> list(service.results), left
+    (['ann'], 2)
     """
 
     def __init__(self, run: Callable[[dict[str, Any]], Any], journal: PendingRuns | None = None, *,
@@ -85,6 +101,7 @@ class TrainingService:
         self._busy = False
         self._cv = threading.Condition()
         self._closed = False
+        self._stopped = False  # stop(): no run starts any more, the queue stays journaled
         self.results: deque[Any] = deque(maxlen=keep_results)
         if journal is not None:
             for key, request in journal.load():
@@ -129,22 +146,52 @@ class TrainingService:
         with self._cv:
             return dict(self._failed)
 
-    def drain(self) -> None:
-        """Block until every submitted request has run, retries included (bounded by ``max_attempts``)."""
+    def drain(self, abandon: Callable[[], bool] | None = None) -> bool:
+        """Block until every submitted request has run, retries included (bounded by ``max_attempts``).
+
+        ``abandon`` (e.g. :func:`flows.stop.stopping`) is asked every half second; once it
+        says yes the wait ends with the queue as it is. True when the queue drained.
+        """
+        def done() -> bool:
+            return not self._pending and not self._busy
+
         with self._cv:
-            self._cv.wait_for(lambda: not self._pending and not self._busy)
+            while not self._cv.wait_for(done, timeout=None if abandon is None else 0.5):
+                if abandon():
+                    return False
+            return True
 
     def close(self) -> None:
+        """Train the whole queue (:meth:`drain`), then end the worker thread."""
         self.drain()
         with self._cv:
             self._closed = True
             self._cv.notify_all()
         self._thread.join()
 
+    def stop(self) -> int:
+        """End after the run in progress, if any; start no other. Returns how many requests are left queued.
+
+        Queued requests, retries waiting for their backoff included, keep their journal
+        entries (``<adapters>/.pending/``), so the next start with a journal resumes them.
+        Without a journal they are lost, and the log says so. Safe to call twice.
+        """
+        with self._cv:
+            self._stopped = self._closed = True
+            left = len(self._pending)
+            unjournaled = sum(q.key is None for q in self._pending.values())
+            self._cv.notify_all()
+        self._thread.join()
+        if left:
+            log.info("stopping: %d training request(s) left journaled for the next start", left - unjournaled)
+        if unjournaled:
+            log.warning("stopping: %d training request(s) were not journaled and are dropped", unjournaled)
+        return left
+
     def _next(self) -> tuple[str, _Queued] | None:
         """Under the lock: the oldest user whose request is due, waiting for one; None once closed and empty."""
         while True:
-            if self._closed and not self._pending:
+            if self._stopped or (self._closed and not self._pending):
                 return None
             now = self._clock()
             for user, queued in self._pending.items():
@@ -250,6 +297,8 @@ def _record_report(result: Any) -> None:
 
 
 class _TrainerPart(StatelessSinkPartition[dict]):
+    """At the end of the input, waits until the queue has trained; after a stop signal, does not wait."""
+
     def __init__(self, service: TrainingService):
         self._service = service
 
@@ -258,7 +307,11 @@ class _TrainerPart(StatelessSinkPartition[dict]):
             self._service.submit(item)
 
     def close(self) -> None:
-        self._service.drain()
+        from flows.stop import stopping
+
+        # A signal during the final drain ends the wait too; stop() lets the run in progress finish.
+        if stopping() or not self._service.drain(abandon=stopping):
+            self._service.stop()
 
 
 class TrainerSink(DynamicSink[dict]):

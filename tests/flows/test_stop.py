@@ -112,3 +112,90 @@ def assert_same_decisions(got: list[dict], want: list[dict]) -> None:
         for k, v in g.items():
             if isinstance(v, float):
                 assert v == pytest.approx(w[k], rel=1e-4, abs=1e-6), (k, g, w)
+
+
+# --- a stop while training requests wait: they stay journaled, the next start trains them ----------------------
+
+TRAINED = ("ann", "ben", "cem", "dan", "eve")  # one training window each, closed at the start of the stream
+WINDOW = 4
+
+
+def write_training_events(path: Path, fillers: int = 60) -> Path:
+    """Each trained user's 4 events first (one window each), then users with 3 events each, who close no window.
+
+    The fillers keep a paced replay going after every window has closed, so the stop comes while the stream runs.
+    """
+    with path.open("w") as fh:
+        users = [(u, WINDOW) for u in TRAINED] + [(f"f{k:02d}", WINDOW - 1) for k in range(fillers)]
+        for user, n in users:
+            for i in range(n):
+                fh.write(json.dumps({"event_id": f"{user}-{i}", "user_id": user, "ts": 1_700_000_000_000 + i * 1000,
+                                     "prompt": f"Question {i} from {user}: how do I look after my garden?",
+                                     "response": f"Answer {i} for {user}: water it weekly."}) + "\n")
+    return path
+
+
+def training_command(events: Path, out: Path, recovery: Path, *extra: str) -> list[str]:
+    # 300 steps: a run takes seconds on tiny-random, while the 5 windows close within the first 20 events, so the
+    # queue holds the others while the first trains (the assertions hold whatever the timing; only a stop that
+    # comes after most runs ended would fail "len(left) >= 2").
+    return [sys.executable, "-m", "flows.cli", "replay", str(events), "--split", "field", "--model", "tiny-random",
+            "--policy", "fifo", "--capacity", "6", "--metrics-port", "0", "--no-progress", "--answers", "keep",
+            "--all", "--dtype", "fp32", "--torch-threads", "1", "--train.window-events", str(WINDOW),
+            "--no-train.train-on-eof", "--train.max-steps", "300", "--train.batch-size", "2",
+            "--out", str(out), "--recovery-dir", str(recovery), "--epoch-seconds", "0.2", *extra]
+
+
+def journaled(out: Path) -> list[Path]:
+    folder = out / "adapters" / ".pending"
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+def versions(out: Path) -> dict[str, list[int]]:
+    from models.adapters import AdapterStore
+
+    store = AdapterStore(out / "adapters")
+    return {user: [m.version for m in store.list(user)] for user in store.users()}
+
+
+def test_a_stop_leaves_queued_training_journaled_and_the_next_start_trains_it(tmp_path):
+    events = write_training_events(tmp_path / "events.jsonl")
+    whole = subprocess.run(training_command(events, tmp_path / "whole", tmp_path / "whole-rec"), cwd=REPO,
+                           env=environment(), capture_output=True, text=True, timeout=900)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    want = versions(tmp_path / "whole")
+    assert set(want) == set(TRAINED) and all(len(v) == 1 for v in want.values()), want  # one window each, trained
+    assert journaled(tmp_path / "whole") == []
+
+    out, recovery = tmp_path / "out", tmp_path / "rec"
+    proc = subprocess.Popen(training_command(events, out, recovery, "--rate", "10"), cwd=REPO, env=environment(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Every window closed and journaled (the one in training included), none trained yet: stop now.
+        deadline = time.monotonic() + 600
+        while len(journaled(out)) < len(TRAINED) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.05)
+        assert len(journaled(out)) == len(TRAINED)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == EXIT_STOPPED, stderr[-3000:]
+    assert "stopped by a signal" in stdout and "Traceback" not in stderr, stderr[-3000:]
+    left = journaled(out)
+    trained = versions(out)
+    # The stop finished at most the run in progress (and one that started before the signal was seen);
+    # every other request is still in the journal, none was lost.
+    assert len(left) >= 2, (left, trained)
+    assert sum(len(v) for v in trained.values()) + len(left) == len(TRAINED), (left, trained)
+    assert "training request(s) left journaled for the next start" in stderr
+    assert 0 < len(decisions(out)) < len(events.read_text().splitlines())  # the stream was stopped partway
+
+    again = subprocess.run(training_command(events, out, recovery), cwd=REPO, env=environment(),
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("resuming training for user") == len(left), again.stderr[-3000:]
+    assert {u: len(v) for u, v in versions(out).items()} == {u: len(v) for u, v in want.items()}
+    assert journaled(out) == []

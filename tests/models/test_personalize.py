@@ -198,6 +198,42 @@ def test_training_service_coalesces_requests_per_user():
     assert ran == [("ann", 0), ("ann", 3), ("bob", 1)]
 
 
+def test_stop_finishes_the_run_in_progress_and_leaves_the_queue_journaled_for_the_next_start(tmp_path):
+    started, release, ran = threading.Event(), threading.Event(), []
+
+    def run(req):
+        ran.append(req["user_id"])
+        started.set()
+        release.wait(10)
+
+    service = TrainingService(run, PendingRuns(tmp_path))
+    service.submit({"user_id": "ann", "window": 1})
+    assert started.wait(10)
+    service.submit({"user_id": "ben", "window": 1})
+    service.submit({"user_id": "cem", "window": 1})
+    release.set()
+    assert service.stop() == 2
+    assert ran == ["ann"]
+    assert sorted(r["user_id"] for r in PendingRuns(tmp_path).pending()) == ["ben", "cem"]
+
+    again = TrainingService(lambda req: ran.append(req["user_id"]), PendingRuns(tmp_path))
+    again.close()
+    assert ran == ["ann", "ben", "cem"]
+    assert PendingRuns(tmp_path).pending() == []
+
+
+def test_a_signal_during_the_final_drain_ends_the_wait():
+    release = threading.Event()
+    service = TrainingService(lambda req: release.wait(10))
+    service.submit({"user_id": "ann", "window": 1})
+    service.submit({"user_id": "ben", "window": 1})
+    asked = []
+    assert service.drain(abandon=lambda: asked.append(1) or True) is False  # nothing trained yet
+    assert asked
+    release.set()
+    assert service.stop() <= 1
+
+
 def test_training_service_survives_a_failing_run():
     def run(req):
         if req["user_id"] == "bad":
