@@ -12,6 +12,7 @@ nothing here decides anything about a sample.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import zlib
@@ -242,9 +243,9 @@ def flow_from_environment(build_flow: Callable[..., Any]) -> Any:
     does, it logs at INFO (unless logging was configured already), serves the
     Prometheus exporter on ``metrics.port`` (``EDGETUNE_METRICS__PORT``; 0: none)
     and stops cleanly on SIGINT/SIGTERM. With ``-w N`` the workers are threads of one
-    process and share its one exporter; with several processes (``-i/-a``) give
-    each its own port (a different ``EDGETUNE_METRICS__PORT`` per process) and
-    scrape every one.
+    process and share its one exporter; with several processes (``-i/-a`` or
+    ``BYTEWAX_PROCESS_ID``) process *i* serves on ``metrics.port + i``
+    (:func:`cluster_metrics_port`), so one environment fits every process; scrape each.
     """
     import logging
 
@@ -256,8 +257,58 @@ def flow_from_environment(build_flow: Callable[..., Any]) -> Any:
     if threading.current_thread() is threading.main_thread():
         stop.install_handlers()
     settings = load_settings(os.environ.get("EDGETUNE_CONFIG"))
-    metrics.serve(settings.metrics.port, settings.metrics.addr)
-    logging.getLogger("edgetune").info("building the flow: model %s, metrics port %s", settings.model.lm,
-                                       settings.metrics.port)
+    port = cluster_metrics_port(settings.metrics.port, bytewax_process_id(sys.argv[1:], os.environ))
+    metrics.serve(port, settings.metrics.addr)
+    logging.getLogger("edgetune").info("building the flow: model %s, metrics port %s", settings.model.lm, port)
     components = build_components(settings)
     return build_flow(settings, components, trainer_sink=trainer_for(settings, components))
+
+
+def bytewax_process_id(argv: list[str], environ: Any) -> int:
+    """This process's id in a Bytewax cluster, read as ``python -m bytewax.run`` reads it; 0 alone.
+
+    ``-i/--process-id`` in ``argv`` first, then ``BYTEWAX_PROCESS_ID``, then the Helm
+    chart's ``BYTEWAX_POD_NAME`` minus ``BYTEWAX_STATEFULSET_NAME-``.
+
+    >>> bytewax_process_id(["flows.kafka_flow:flow", "-i1", "-a", "h:1;h:2"], {})
+    1
+    >>> bytewax_process_id(["flows.kafka_flow:flow", "--process-id", "2", "-w", "2"], {"BYTEWAX_PROCESS_ID": "5"})
+    2
+    >>> bytewax_process_id(["flows.kafka_flow:flow"], {"BYTEWAX_PROCESS_ID": "3"})
+    3
+    >>> bytewax_process_id([], {"BYTEWAX_POD_NAME": "edgetune-4", "BYTEWAX_STATEFULSET_NAME": "edgetune"})
+    4
+    >>> bytewax_process_id(["flows.kafka_flow:flow", "-w", "2"], {})
+    0
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("-i", "--process-id", type=int, default=None)
+    known, _ = parser.parse_known_args(argv)
+    if known.process_id is not None:
+        return known.process_id
+    if environ.get("BYTEWAX_PROCESS_ID"):
+        return int(environ["BYTEWAX_PROCESS_ID"])
+    pod, statefulset = environ.get("BYTEWAX_POD_NAME"), environ.get("BYTEWAX_STATEFULSET_NAME")
+    if pod and statefulset:
+        return int(pod.replace(statefulset + "-", ""))
+    return 0
+
+
+def cluster_metrics_port(port: int, process_id: int) -> int:
+    """The exporter port of process ``process_id``: ``port + process_id``; 0 (no exporter) stays 0.
+
+    >>> cluster_metrics_port(9464, 0), cluster_metrics_port(9464, 2), cluster_metrics_port(0, 2)
+    (9464, 9466, 0)
+    >>> cluster_metrics_port(65535, 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: metrics.port=65535 + process id 1 = 65536 is past 65535; choose a lower metrics.port (EDGETUNE_METRICS__PORT)
+    """
+    if not port:
+        return 0
+    if port + process_id > 65535:
+        raise ValueError(f"metrics.port={port} + process id {process_id} = {port + process_id} is past 65535; "
+                         "choose a lower metrics.port (EDGETUNE_METRICS__PORT)")
+    return port + process_id

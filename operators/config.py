@@ -214,7 +214,9 @@ class GenerateSettings(_Section):
 
 
 class MetricsConfig(_Section):
-    port: int = Field(9464, ge=0, le=65535, description="Prometheus port; 0 disables the server.")
+    port: int = Field(9464, ge=0, le=65535, description="Prometheus port; 0 disables the server. Under "
+                      "`python -m bytewax.run` with several processes (-i/-a or BYTEWAX_PROCESS_ID), process i "
+                      "serves on port + i.")
     addr: str = Field("127.0.0.1", description="Bind address; loopback unless told otherwise.")
 
 

@@ -81,3 +81,48 @@ def run_scrape_and_stop(flow: str, env: dict, port: int, sig: signal.Signals, tm
     assert "panicked" not in stderr and "Traceback" not in stderr, stderr[-3000:]
     assert proc.returncode == 0, stderr[-3000:]
     assert (tmp_path / "out" / "buffers").is_dir()
+
+
+def test_two_processes_of_a_cluster_with_one_environment_each_serve_metrics_on_their_own_port(tmp_path: Path) -> None:
+    """``-i0``/``-i1`` with the same EDGETUNE_METRICS__PORT: process i serves on port + i, both answer a scrape."""
+    base = free_port()
+    while True:  # base and base + 1 both free
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", base + 1))
+            break
+        except OSError:
+            base = free_port()
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EDGETUNE_MODEL__LM": "tiny-random",
+           "EDGETUNE_SOURCE__PATH": str(REPO / "tests" / "data" / "events.jsonl"), "EDGETUNE_SOURCE__SPLIT": "field",
+           "EDGETUNE_SOURCE__RATE": "2", "EDGETUNE_TRAIN__ENABLED": "false", "EDGETUNE_METRICS__PORT": str(base),
+           "EDGETUNE_OUTPUT__DIR": str(tmp_path / "out")}
+    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "flows.replay_flow:flow", f"-i{i}", "-a", addresses],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    scraped = {0: "", 1: ""}
+    errors = {}
+    try:
+        deadline = time.monotonic() + 300
+        while not all("edgetune_events_total" in text for text in scraped.values()) and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in procs), [p.communicate()[1][-3000:] for p in procs]
+            for i in (0, 1):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{base + i}/metrics", timeout=2) as r:
+                        scraped[i] = r.read().decode()
+                except OSError:
+                    pass
+            time.sleep(0.3)
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for i, p in enumerate(procs):
+            errors[i] = p.communicate(timeout=300)[1]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for i in (0, 1):
+        assert "edgetune_events_total" in scraped[i], (i, errors.get(i, "")[-3000:])
+        assert f"metrics port {base + i}" in errors[i], errors[i][-3000:]
+        assert "cannot listen" not in errors[i] and "Traceback" not in errors[i], errors[i][-3000:]
