@@ -9,6 +9,7 @@ import json
 import logging
 import statistics
 import sys
+import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -229,6 +230,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.stage("select")
             _execute(flow, settings, args)
+    except Exception:
+        _hold_exporter_after_offset_loss(settings, stop)
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -247,6 +251,24 @@ def cmd_stream(args: argparse.Namespace) -> int:
               "Run the same command (same --recovery-dir) to continue.")
         return stop.EXIT_STOPPED
     return 0
+
+
+def _hold_exporter_after_offset_loss(settings: Any, stop: Any) -> None:
+    """After a run failed on a lost Kafka offset, serve the count for ``metrics.exit_grace_seconds`` (a signal ends it).
+
+    The loss is counted right before the run stops, often before any scrape; without the
+    wait, Prometheus would never see it and EdgetuneKafkaOffsetLost could not fire.
+    """
+    from operators import metrics
+
+    grace = settings.metrics.exit_grace_seconds
+    if not (settings.metrics.port and grace > 0 and metrics.offset_loss_failed()):
+        return
+    log.error("stopped on a lost Kafka offset; the metrics exporter stays up %.0f s for Prometheus "
+              "(metrics.exit_grace_seconds; a signal ends the wait)", grace)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and not stop.stopping():
+        time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
 
 
 def cmd_config(args: argparse.Namespace) -> int:

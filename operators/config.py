@@ -218,6 +218,10 @@ class MetricsConfig(_Section):
                       "`python -m bytewax.run` with several processes (-i/-a or BYTEWAX_PROCESS_ID), process i "
                       "serves on port + i.")
     addr: str = Field("127.0.0.1", description="Bind address; loopback unless told otherwise.")
+    exit_grace_seconds: float = Field(30.0, ge=0, description="After `edgetune run` stops on a lost Kafka offset "
+                                      "(kafka.on_offset_loss=fail), keep the exporter up this long, so Prometheus "
+                                      "scrapes the count for EdgetuneKafkaOffsetLost (30: two 15 s scrape intervals); "
+                                      "0 exits at once, and so does a signal. Unused when port is 0.")
 
 
 class PrivacyConfig(_Section):

@@ -32,12 +32,23 @@ SCORE_SECONDS = Histogram("edgetune_score_seconds", "Seconds to compute EOE and 
 SELECT_SECONDS = Histogram("edgetune_select_seconds", "Seconds for IDD plus the buffer decision of one event.", buckets=_FAST_BUCKETS)
 
 
+OFFSET_LOSS_KINDS = ("beyond_end", "recreated", "partitions_changed")
+OFFSET_LOSS_ACTIONS = ("fail", "earliest")
 KAFKA_OFFSET_LOSS = Counter(
     "edgetune_kafka_offset_loss_total",
     "Resumed Kafka partitions whose saved position was gone (kind: beyond_end, recreated, partitions_changed), "
     "by what the source did (action: fail, earliest).",
     ["kind", "action"],
 )
+
+
+def offset_loss_failed() -> bool:
+    """Whether this process stopped a partition on a lost offset (``action="fail"`` counted).
+
+    >>> offset_loss_failed()
+    False
+    """
+    return any(KAFKA_OFFSET_LOSS.labels(kind=k, action="fail")._value.get() > 0 for k in OFFSET_LOSS_KINDS)
 
 
 PII_REDACTED = Counter(
@@ -172,3 +183,33 @@ def record_served(answer: Any, resident: list[tuple[str, int]]) -> None:
 
 
 _GAUGED_USERS: set[str] = set()
+
+
+def _precreate(counter: Counter, *label_sets: dict[str, str]) -> None:
+    """Create these children at 0, so the first increment is a 0 -> 1 step Prometheus sees, not a new series at 1.
+
+    ``increase()`` needs two samples of a series; a labelled child that appears only at its
+    first ``inc()`` is already 1 at its first scrape, and the alerts on it would miss it.
+
+    >>> 'edgetune_kafka_offset_loss_total{action="fail",kind="recreated"} 0.0' in exposition()
+    True
+    """
+    for labels in label_sets:
+        counter.labels(**labels)
+
+
+def exposition() -> str:
+    """The default registry as Prometheus scrapes it (text format)."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    return generate_latest(REGISTRY).decode()
+
+
+# Every child an alert in infra/prometheus/alerts.yml takes increase() of (bounded label values only).
+_precreate(KAFKA_OFFSET_LOSS, *({"kind": k, "action": a} for k in OFFSET_LOSS_KINDS for a in OFFSET_LOSS_ACTIONS))
+_precreate(TRAIN_REQUESTS, *({"outcome": o} for o in ("queued", "coalesced", "skipped", "resumed", "not_journaled",
+                                                      "retried", "failed_kept")))
+_precreate(TRAIN_RUNS, *({"outcome": o} for o in ("promoted", "rejected", "failed")))
+_precreate(ANNOTATIONS, {"status": "unanswered"})
+_precreate(SERVE_TURNS, *({"outcome": o} for o in ("emitted", "failed", "cancelled")))
+_precreate(SERVE_REQUESTS, *({"route": "/v1/chat/completions", "status": st} for st in ("200", "429")))

@@ -221,3 +221,48 @@ def test_a_live_run_told_earliest_re_reads_the_new_log_whole(broker, components,
     assert _live_loss(broker, components, tmp_path, expect, **{"kafka.on_offset_loss": "earliest"}) is None
     assert lost_count("recreated", "earliest") > before
     assert _decided(tmp_path / "out" / "decisions") == expect
+
+
+def test_the_cli_keeps_its_exporter_up_after_an_offset_loss_so_prometheus_sees_the_count(broker, tmp_path):
+    """`edgetune run` stopping on a lost offset serves the count for metrics.exit_grace_seconds; a signal ends that."""
+    import socket
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.deployment import Deployment
+
+    create(broker)
+    produce(broker, TOPICS["events"], [event(u, i) for i in range(4) for u in ("ann", "ben")])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    topics = {"events": TOPICS["events"], "annotations": TOPICS["annotations"], "dead": TOPICS["dead"],
+              "asks": TOPICS["asks"]}
+    env = {"EDGETUNE_KAFKA__IDLE_STOP_S": "2", "EDGETUNE_METRICS__EXIT_GRACE_SECONDS": "600"}
+    dep = Deployment(broker.bootstrap, topics, tmp_path, "--model", "tiny-random", "--no-train", "--policy", "fifo",
+                     "--dtype", "fp32", env=env)
+    try:
+        dep.start()
+        assert dep.wait_exit(300) == 0, dep.stderr()[-3000:]
+        broker.restart()
+        create(broker)
+        produce(broker, TOPICS["events"], [event(u, i) for i in range(10, 20) for u in ("ann", "ben")])
+        dep.command += ["--metrics-port", str(port)]
+        dep.start()
+
+        def lost() -> float:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    text = r.read().decode()
+            except OSError:
+                return 0.0
+            return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                       if s.name == "edgetune_kafka_offset_loss_total" and s.labels == {"kind": "recreated", "action": "fail"})
+
+        # The process already failed (its error is logged) and still answers scrapes with the count.
+        dep.wait(lambda: lost() == 1.0 and "exporter stays up" in dep.stderr(), 300, "the offset loss to be scraped")
+        assert dep.terminate(60) == 1  # the signal ends the grace; the run's own error decides the code
+    finally:
+        dep.close()
+    assert "OffsetLossError" in dep.stderr() and "saved offset" in dep.stderr()
