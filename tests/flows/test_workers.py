@@ -1,5 +1,6 @@
-"""More workers, the same result (issue 13's preamble): `edgetune replay --workers 2` and `python -m bytewax.run
-flows.replay_flow:flow -w 2` decide every event as one worker does and leave the same buffers.
+"""More workers, the same result (issue 13's preamble): `edgetune replay --workers 2`, `python -m bytewax.run
+flows.replay_flow:flow -w 2` and two processes of one cluster (`-i0`/`-i1 -a ...`) decide every event as one
+worker does and leave the same buffers.
 
 Each user's state lives on one worker (the stream is keyed by user), so the decisions must not depend on the
 worker count. Scores are compared to 1e-4: the workers embed in other batch sizes, and padding moves the last
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -78,13 +80,39 @@ def one_worker(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("how", ["cli --workers 2", "bytewax.run -w 2"])
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cluster(out: Path) -> Path:
+    """Two processes of one Bytewax cluster (``-i0``/``-i1``), one environment, one output folder."""
+    events = write_events(out.parent / "events.jsonl")
+    env = {**os.environ, "PYTHONPATH": str(REPO), **SETTINGS, "EDGETUNE_OUTPUT__DIR": str(out),
+           "EDGETUNE_SOURCE__PATH": str(events)}
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "flows.replay_flow:flow", f"-i{i}", "-a", addresses],
+                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    try:
+        errors = [p.communicate(timeout=600)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [e[-3000:] for e in errors]
+    return out
+
+
+@pytest.mark.parametrize("how", ["cli --workers 2", "bytewax.run -w 2", "bytewax.run -i0/-i1"])
 def test_two_workers_decide_and_buffer_as_one_does(one_worker, tmp_path, how):
     if how.startswith("cli"):
-        command = [sys.executable, "-m", "flows.cli", "replay", "--no-progress", "--workers", "2"]
+        out = run([sys.executable, "-m", "flows.cli", "replay", "--no-progress", "--workers", "2"], tmp_path / "out")
+    elif "-w" in how:
+        out = run([sys.executable, "-m", "bytewax.run", "flows.replay_flow:flow", "-w", "2"], tmp_path / "out")
     else:
-        command = [sys.executable, "-m", "bytewax.run", "flows.replay_flow:flow", "-w", "2"]
-    out = run(command, tmp_path / "out")
+        out = run_cluster(tmp_path / "out")
     assert_same_decisions(by_user(decisions(out)), by_user(decisions(one_worker)))
     assert buffers(out) == buffers(one_worker)
     assert jsonl(out, "dead_letters") == jsonl(one_worker, "dead_letters")
