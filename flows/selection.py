@@ -246,6 +246,7 @@ def flow_from_environment(build_flow: Callable[..., Any]) -> Any:
     process and share its one exporter; with several processes (``-i/-a`` or
     ``BYTEWAX_PROCESS_ID``) process *i* serves on ``metrics.port + i``
     (:func:`cluster_metrics_port`), so one environment fits every process; scrape each.
+    Only process 0 resumes the training journal (``<adapters>/.pending/``) that all share.
     """
     import logging
 
@@ -257,11 +258,17 @@ def flow_from_environment(build_flow: Callable[..., Any]) -> Any:
     if threading.current_thread() is threading.main_thread():
         stop.install_handlers()
     settings = load_settings(os.environ.get("EDGETUNE_CONFIG"))
-    port = cluster_metrics_port(settings.metrics.port, bytewax_process_id(sys.argv[1:], os.environ))
+    process = bytewax_process_id(sys.argv[1:], os.environ)
+    port = cluster_metrics_port(settings.metrics.port, process)
     metrics.serve(port, settings.metrics.addr)
     logging.getLogger("edgetune").info("building the flow: model %s, metrics port %s", settings.model.lm, port)
+    if process and settings.train.enabled:
+        logging.getLogger("edgetune").info("process %d: the training journal left by an earlier run is resumed by "
+                                           "process 0", process)
     components = build_components(settings)
-    return build_flow(settings, components, trainer_sink=trainer_for(settings, components))
+    # Every process shares the adapters folder's journal; only process 0 resumes it, so no left-over request
+    # trains twice.
+    return build_flow(settings, components, trainer_sink=trainer_for(settings, components, resume=process == 0))
 
 
 def bytewax_process_id(argv: list[str], environ: Any) -> int:

@@ -48,7 +48,9 @@ class TrainingService:
     With a ``journal`` (:class:`operators.pending.PendingRuns`), every request is
     written to disk before it is queued and deleted when its run has trained or been
     skipped, and the requests an earlier process left there are queued again at start:
-    a stop or a crash while a run waits or trains does not lose it.
+    a stop or a crash while a run waits or trains does not lose it. Processes that share
+    one journal (a Bytewax cluster on one host) must let one of them resume it: the others
+    pass ``resume=False``, or each would train every left-over request again.
 
     A run that raises is kept: the journal counts its attempts and records the error,
     and it is queued again after ``backoff_seconds`` (doubling per attempt) until it has
@@ -86,7 +88,7 @@ class TrainingService:
 
     def __init__(self, run: Callable[[dict[str, Any]], Any], journal: PendingRuns | None = None, *,
                  max_attempts: int = 3, backoff_seconds: float = 5.0, keep_results: int = 32,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, resume: bool = True):
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"TrainingService(max_attempts={max_attempts!r}) must be an int >= 1 (train.retry_attempts)")
         if not backoff_seconds >= 0:
@@ -103,7 +105,7 @@ class TrainingService:
         self._closed = False
         self._stopped = False  # stop(): no run starts any more, the queue stays journaled
         self.results: deque[Any] = deque(maxlen=keep_results)
-        if journal is not None:
+        if journal is not None and resume:  # resume=False: another process of the cluster resumes the journal
             for key, request in journal.load():
                 user, attempts = request["user_id"], int(request.get("attempts", 0))
                 if attempts >= max_attempts:
@@ -325,8 +327,12 @@ class TrainerSink(DynamicSink[dict]):
         return _TrainerPart(self.service)
 
 
-def trainer_for(settings: Any, components: Any) -> TrainerSink | None:
-    """The training sink a flow needs under ``settings``, or None when training is off."""
+def trainer_for(settings: Any, components: Any, *, resume: bool = True) -> TrainerSink | None:
+    """The training sink a flow needs under ``settings``, or None when training is off.
+
+    ``resume``: queue the requests an earlier process left journaled (False in every process
+    of a cluster but the first, which share the adapters folder).
+    """
     if not settings.train.enabled:
         return None
     from models.adapters import AdapterStore
@@ -341,5 +347,5 @@ def trainer_for(settings: Any, components: Any) -> TrainerSink | None:
     journal = PendingRuns(settings.adapters_dir / PENDING_DIR)
     t = settings.train
     service = TrainingService(personalizer.run, journal, max_attempts=t.retry_attempts,
-                              backoff_seconds=t.retry_backoff_seconds)
+                              backoff_seconds=t.retry_backoff_seconds, resume=resume)
     return TrainerSink(service, runner=personalizer)

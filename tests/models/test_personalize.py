@@ -222,6 +222,18 @@ def test_stop_finishes_the_run_in_progress_and_leaves_the_queue_journaled_for_th
     assert PendingRuns(tmp_path).pending() == []
 
 
+def test_two_processes_sharing_one_journal_train_a_left_over_request_once(tmp_path):
+    """A Bytewax cluster on one host: every process has a TrainingService over the same adapters/.pending."""
+    PendingRuns(tmp_path).put({"user_id": "ann", "window": 3, "samples": []})
+    ran = []
+    first = TrainingService(lambda req: ran.append(("process 0", req["window"])), PendingRuns(tmp_path))
+    other = TrainingService(lambda req: ran.append(("process 1", req["window"])), PendingRuns(tmp_path), resume=False)
+    first.close()
+    other.close()
+    assert ran == [("process 0", 3)]  # with resume=True in both, each process trained window 3
+    assert PendingRuns(tmp_path).pending() == []
+
+
 def test_a_signal_during_the_final_drain_ends_the_wait():
     release = threading.Event()
     service = TrainingService(lambda req: release.wait(10))
