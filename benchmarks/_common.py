@@ -1,13 +1,18 @@
 """What every benchmark shares: the machine header, the load gate, timers and result files.
 
-Each benchmark writes, into ``benchmarks/results/`` (or ``results/quick/`` for ``--quick``):
+Each benchmark writes, into ``benchmarks/results/<cpu kind>/`` (``cpu-amd-epyc``, ``cpu-intel-xeon``: one
+folder per kind of CPU, so each kind's figures are kept) or ``results/quick/`` for ``--quick``:
 
 - ``<name>.md`` — a header (command, date, machine, versions, load averages), one Markdown
   table per measurement, and notes;
 - ``<name>.csv`` (or ``<name>__<table>.csv`` when there are several tables) — the same rows,
   with the header as ``# key: value`` comment lines;
-- ``<name>.json`` — the header plus the benchmark's targets (``target``, ``measured``, ``met``),
+- ``<name>.json`` — the header plus the benchmark's targets (``target``, ``measured``, ``met``:
+  true, false, or None for a figure the issue asks to be measured without a threshold),
   which ``benchmarks/summarize.py`` collects into ``SUMMARY.md``.
+
+The header records the git commit the run measured (``commit``; ``-dirty`` when tracked files
+had uncommitted changes).
 
 The machine is shared: before each timed section, :class:`LoadGate` waits (sleeping and
 re-checking) while the 1-minute load average is above a threshold, up to a total budget per
@@ -39,10 +44,26 @@ if str(REPO) not in sys.path:  # run as `python benchmarks/bench_x.py` from anyw
 
 
 def results_dir(quick: bool) -> Path:
-    """Full runs go to ``results/``; smoke runs to ``results/quick/`` so they never overwrite them."""
-    out = RESULTS / "quick" if quick else RESULTS
+    """Full runs go to ``results/<cpu kind>/`` (:func:`cpu_kind`), so a run on one kind of CPU never
+    overwrites another kind's figures; smoke runs to ``results/quick/``."""
+    out = RESULTS / "quick" if quick else RESULTS / cpu_kind()
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def cpu_kind(model: str | None = None) -> str:
+    """The results folder of a CPU model: ``cpu-amd-epyc``, ``cpu-intel-xeon``, else a slug of the model name.
+
+    >>> cpu_kind("AMD EPYC"), cpu_kind("Intel(R) Xeon(R) Processor"), cpu_kind("Apple M2")
+    ('cpu-amd-epyc', 'cpu-intel-xeon', 'cpu-apple-m2')
+    """
+    import re
+
+    name = (model if model is not None else cpu_model()).lower()
+    for key, kind in (("epyc", "cpu-amd-epyc"), ("xeon", "cpu-intel-xeon")):
+        if key in name:
+            return kind
+    return "cpu-" + (re.sub(r"[^a-z0-9]+", "-", re.sub(r"\((r|tm)\)", "", name)).strip("-") or "unknown")
 
 
 def command_line() -> str:
@@ -78,6 +99,18 @@ def cpu_flags() -> str:
             keep = [f for f in flags if f in ("avx", "avx2", "fma", "f16c") or f.startswith(("avx512", "amx", "avx_vnni"))]
             return " ".join(sorted(keep)) or "none"
     return "unknown"
+
+
+def git_commit() -> str:
+    """The measured code: ``git rev-parse --short HEAD``, with ``-dirty`` if tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + ("-dirty" if dirty else "")
 
 
 def ram_gib() -> float:
@@ -189,6 +222,7 @@ def header(name: str, quick: bool, with_torch: bool = True, extra: dict[str, Any
         "benchmark": name,
         "command": command_line(),
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": git_commit(),
         "mode": "quick (smoke run, not a result)" if quick else "full",
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
@@ -257,7 +291,8 @@ def write_results(
     md.append("| | |\n|---|---|\n" + "".join(f"| {k} | `{v}` |\n" if k == "command" else f"| {k} | {v} |\n"
                                           for k, v in head.items()))
     if targets:
-        md.append("\n## Targets\n\n" + md_table(targets, ["target", "measured", "met", "note"]))
+        shown = [{**t, "met": "measured" if t.get("met") is None else t["met"]} for t in targets]
+        md.append("\n## Targets\n\n" + md_table(shown, ["target", "measured", "met", "note"]))
     for key, rows in tables.items():
         md.append(f"\n## {key}\n\n" + md_table(rows))
     notes = list(notes)

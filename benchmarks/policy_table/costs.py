@@ -141,7 +141,7 @@ def _embedding_lines(cfg: TableConfig, out: Path, datasets: Sequence[str]) -> li
 
 IDLE_FORWARD_TOKENS_PER_S = 177.0
 """SmolLM2-135M no-grad forward throughput of the shipped embedder on this machine when idle (load 0.55):
-``benchmarks/results/bench_flops.md``, "default (shipped embedder)" row."""
+``benchmarks/results/cpu-amd-epyc/bench_flops.md``, "default (shipped embedder)" row."""
 
 TEMPLATE_TOKENS = 31  # SmolLM2's chat template with its default system prompt, per training/eval example
 
