@@ -11,8 +11,9 @@ functions below (``authors_*``) are written from that description only.
 
 To compare cost on equal terms, both loops apply **our** selection rule (``sdss``: EOE in
 "bins" mode, DSS counting token occurrences, IDD = 1 - mean cosine, near-duplicate exit,
-z-scored sum, leave-one-out IDD of buffered samples, per-domain victim); only the way of
-computing differs:
+z-scored sum, leave-one-out IDD of buffered samples, per-domain victim) with weights (1, 1, 1)
+and ``domain_quota="balanced"`` (``RULE``; the shipped SDSS is constructed with it, since its
+defaults are (2, 1, 1) and ``"stream"``); only the way of computing differs:
 
 ============================  =======================================  ===========================================
 work per event                authors' way (this file)                 ours (``Scorer`` + ``SDSS.offer``)
@@ -62,6 +63,8 @@ NAME = "bench_authors_loop"
 BINS = 100
 DUP = 0.95
 WEIGHTS = (1.0, 1.0, 1.0)
+RULE = {"weights": WEIGHTS, "domain_quota": "balanced"}
+"""The sdss rule both loops apply: AuthorsLoop implements it, and the shipped SDSS is pinned to it."""
 
 
 # --- the authors' way, written from the description ----------------------------------------
@@ -221,7 +224,7 @@ def main() -> int:
     from models.lm import LMConfig, load_lm
 
     gate = C.LoadGate(limit=args.load_limit, budget_s=args.max_wait, busy_limit=args.busy_limit)
-    head = C.header(NAME, args.quick, extra={"events": n_events, "capacity": args.capacity,
+    head = C.header(NAME, args.quick, extra={"events": n_events, "capacity": args.capacity, "rule": f"sdss {RULE} in both loops",
                                              "torch_threads": torch.get_num_threads()})
     pool = real_events(n_events + 50)
     events = [Event(e.event_id, "u0", e.ts_ms, e.prompt) for e in pool[:n_events]]  # prompts only
@@ -240,7 +243,9 @@ def main() -> int:
 
     # ours: the flow's scorer and policy, lexicons loaded once (outside the timed loop, as in the flow)
     scorer = Scorer(load_lexicons())
-    policy = make_policy("sdss", capacity=args.capacity, seed=0)
+    # Pinned to the rule AuthorsLoop implements (the shipped defaults are weights (2, 1, 1) and domain_quota
+    # "stream"): both loops must make the same decisions, so only the way of computing differs.
+    policy = make_policy("sdss", capacity=args.capacity, seed=0, **RULE)
     load = gate.check("ours")
     score_s = offer_s = 0.0
     ours = []
