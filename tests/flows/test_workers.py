@@ -120,3 +120,41 @@ def test_two_workers_decide_and_buffer_as_one_does(one_worker, tmp_path, how):
     assert jsonl(out, "annotation_requests") == jsonl(one_worker, "annotation_requests")
     # Both workers held users (the per-worker files of worker 1 are not empty).
     assert (out / "annotation_requests.w1.jsonl").stat().st_size > 0
+
+
+@pytest.mark.kafka
+def test_edgetune_run_over_kafka_with_two_workers_decides_and_buffers_as_one_worker(kafka_broker, tmp_path):
+    """The same events on a 2-partition topic of the real broker, read by `edgetune run` with 1 and 2 workers."""
+    import uuid
+
+    from kafka import KafkaProducer
+
+    from flows.kafka import ensure_topics
+    from tests.deployment import Deployment
+
+    lines = write_events(tmp_path / "events.jsonl").read_text().split("\n")
+    outs = {}
+    for workers in (1, 2):
+        base = f"workers.{uuid.uuid4().hex[:8]}"
+        topics = {kind: f"{base}.{kind}" for kind in ("events", "annotations", "dead", "asks")}
+        ensure_topics((kafka_broker.bootstrap,), {name: 2 for name in topics.values()})
+        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+        for line in filter(None, lines):
+            user = json.loads(line)["user_id"] if line.endswith("}") else "ann"
+            producer.send(topics["events"], key=user.encode(), value=line.encode(), partition=USERS.index(user) % 2)
+        producer.flush()
+        producer.close()
+        env = {**SETTINGS, "EDGETUNE_KAFKA__IDLE_STOP_S": "3"}
+        dep = Deployment(kafka_broker.bootstrap, topics, tmp_path / f"w{workers}", "--workers", str(workers), env=env)
+        try:
+            dep.start()
+            assert dep.wait_exit(600) == 0, dep.stderr()[-3000:]
+        finally:
+            dep.close()
+        outs[workers] = dep.out
+    assert len(decisions(outs[1])) == 12 * len(USERS)
+    assert_same_decisions(by_user(decisions(outs[2])), by_user(decisions(outs[1])))
+    assert buffers(outs[2]) == buffers(outs[1])
+    assert jsonl(outs[2], "annotation_requests") == jsonl(outs[1], "annotation_requests")
+    assert len(jsonl(outs[2], "dead_letters")) == len(jsonl(outs[1], "dead_letters")) == 2
+    assert (outs[2] / "annotation_requests.w1.jsonl").stat().st_size > 0  # both workers held users
