@@ -220,6 +220,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         if args.create_topics:
             topics = (k.events_topic, k.annotations_topic, k.dead_letter_topic, k.requests_topic)
             ensure_topics(brokers, {t: args.partitions for t in topics})
+    from flows.trainer import finish as finish_training
     from flows.trainer import trainer_for
     from models.train import watch_steps
 
@@ -236,13 +237,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-        if trainer is not None:
-            # The end of the input trains the queue; a signal (also one during that wait) lets only the run in
-            # progress finish and leaves the rest journaled for the next start.
-            if stop.stopping() or not trainer.service.drain(abandon=stop.stopping):
-                trainer.service.stop()
-            else:
-                trainer.service.close()
+        if trainer is not None:  # a stop leaves the queue journaled; the end of the input trains it
+            finish_training(trainer.service)
     print_summary(settings.output.dir)
     if trainer is not None:
         print_adapters(settings.adapters_dir)

@@ -715,6 +715,7 @@ def _run_stream(settings: Settings, args: Any, where: str) -> None:
     from flows import stop
     from flows.cli import _execute
     from flows.selection import build_components
+    from flows.trainer import finish as finish_training
     from flows.trainer import trainer_for
 
     stop.install_handlers()
@@ -728,5 +729,5 @@ def _run_stream(settings: Settings, args: Any, where: str) -> None:
     try:
         _execute(flow, settings, args)
     finally:
-        if trainer is not None:
-            trainer.service.close()
+        if trainer is not None:  # a stop leaves the queue journaled, as in `edgetune run`
+            finish_training(trainer.service)

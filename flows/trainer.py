@@ -263,6 +263,17 @@ class TrainingService:
             self._journal.done(key)
 
 
+def finish(service: TrainingService) -> None:
+    """End ``service`` as the stream ended: at the end of the input train the whole queue; after a stop
+    signal (also one during that wait) only the run in progress, leaving the rest journaled."""
+    from flows.stop import stopping
+
+    if stopping() or not service.drain(abandon=stopping):
+        service.stop()
+    else:
+        service.close()
+
+
 def retry_delay(failures: int, max_attempts: int, backoff_seconds: float) -> float | None:
     """Seconds to wait before the next attempt after ``failures`` failed ones; None when none is left.
 
