@@ -141,7 +141,9 @@ class KafkaSourceConfig:
     log), or the topic's partition count changed. "fail" stops the run with
     an error naming topic, partition and offsets; "earliest" re-reads the
     partition from its start (events already decided come back as
-    duplicate_event dead letters). Either way it is counted in
+    duplicate_event dead letters while their ids are within the repeat
+    guard's window, buffer.dedup_window ids per user; older ones are decided
+    again and their decision rows replaced by key). Either way it is counted in
     edgetune_kafka_offset_loss_total and logged: never a silent skip."""
     max_message_bytes: int = 1_048_576
     """The consumer's per-partition fetch size (`max_partition_fetch_bytes`),

