@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, get_args, runtime_checkable
 import numpy as np
 
 from models.calibration import CALIBRATION_SENTENCES
-from models.hardware import ComputeDtype, check_compute_dtype, compute_context
+from models.hardware import ComputeDtype, check_compute_dtype, compute_context, torch_dtype
 from models.lm import installed_file
 from models.tokens import detach_state, encode_truncated
 from operators.config import EmbedSettings
@@ -152,6 +152,7 @@ class LastTokenEmbedder:
         self.dim: int = model.config.hidden_size
         self.name: str = f"last-token:{model.config.name_or_path or type(model).__name__}"
         self._mean: np.ndarray | None = None
+        self._decoder = None  # built at the first call (see _decoder_for)
 
     def embed(self, texts: Sequence[str]) -> Embedded:
         texts = _check_texts(texts)
@@ -165,7 +166,9 @@ class LastTokenEmbedder:
         vectors = np.empty((len(ids), self.dim), dtype=np.float32)
         # The decoder stack without the LM head: the head would project every position
         # onto the 49k-token vocabulary (batch 8 x 512 tokens -> 0.8 GB of logits).
-        decoder = self.model.get_decoder()
+        if self._decoder is None:
+            self._decoder = _decoder_for(self.model, self.config.dtype)
+        decoder = self._decoder
         pad_id, side = self.tokenizer.pad_token_id, self.tokenizer.padding_side
         # inference_mode: no autograd graph, activations are freed layer by layer.
         with torch.inference_mode(), compute_context(self.config.dtype):
@@ -190,6 +193,37 @@ class LastTokenEmbedder:
             ids = _token_ids(self.tokenizer, list(CALIBRATION_SENTENCES), self.config.max_tokens)
             self._mean = self._vectors(ids).mean(axis=0)
         return self._mean
+
+
+def _decoder_for(model: PreTrainedModel, dtype: ComputeDtype):
+    """The decoder stack to embed with: the model's own in fp32; for bf16, a copy whose linear
+    weights are bf16 already.
+
+    Autocast casts every fp32 weight of a linear layer to bf16 at every call, and on an AMX CPU
+    that cast cost as much as the bf16 matmuls themselves (bench_flops: 293 GFLOP/s for the
+    autocast embedder, 550 for bf16 weights). Casting once gives the same bf16 weights (the same
+    round-to-nearest), so under the same autocast the vectors are the same; norms and the token
+    embedding stay fp32 and are shared with the model, not copied. Costs 2 bytes per linear
+    weight (about 210 MB for SmolLM2-135M). The copy is of the base model as it is now: adapters
+    injected into ``model`` later do not reach the embeddings, which is what selection wants.
+    """
+    import copy
+
+    import torch
+
+    decoder = model.get_decoder()
+    if torch_dtype(dtype) is torch.float32:
+        return decoder
+    linears = [m for m in decoder.modules() if isinstance(m, torch.nn.Linear)]
+    # share every parameter but the linear weights, which are replaced below
+    memo = {id(p): p for m in decoder.modules() if not isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)}
+    memo.update({id(m.weight): None for m in linears})
+    shadow = copy.deepcopy(decoder, memo)
+    for original, twin in zip(linears, (m for m in shadow.modules() if isinstance(m, torch.nn.Linear))):
+        twin.weight = torch.nn.Parameter(original.weight.detach().to(torch.bfloat16), requires_grad=False)
+        if original.bias is not None:
+            twin.bias = torch.nn.Parameter(original.bias.detach().to(torch.bfloat16), requires_grad=False)
+    return shadow.eval()
 
 
 class SentenceEmbedder:

@@ -41,6 +41,32 @@ def test_bf16_embeddings_of_the_tiny_model_agree_and_come_back_float32():
     assert not np.array_equal(fp32.vectors, bf16.vectors)  # bf16 did run: the values are rounded differently
 
 
+def test_the_bf16_embedder_casts_its_linear_weights_once_to_the_same_vectors_autocast_gives():
+    import torch
+
+    from models.hardware import compute_context
+
+    model, tokenizer = tiny_llama(seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    texts = list(CALIBRATION_SENTENCES[:12])
+    embedder = LastTokenEmbedder(model, tokenizer, EmbedConfig(center=False, dtype="bfloat16"))
+    vectors = embedder.embed(texts).vectors
+    # the reference: the model's own fp32 decoder under the same autocast, weights cast at every call
+    reference = LastTokenEmbedder(model, tokenizer, EmbedConfig(center=False, dtype="bfloat16"))
+    reference._decoder = model.get_decoder()
+    np.testing.assert_array_equal(vectors, reference.embed(texts).vectors)
+    shadow = embedder._decoder
+    assert shadow is not model.get_decoder()
+    assert {m.weight.dtype for m in shadow.modules() if isinstance(m, torch.nn.Linear)} == {torch.bfloat16}
+    assert shadow.embed_tokens.weight is model.get_decoder().embed_tokens.weight  # shared, not copied
+    for n, p in model.named_parameters():  # the model itself is untouched: fp32, same values
+        assert p.dtype == torch.float32 and torch.equal(p, before[n]), n
+    with compute_context("float32"):  # fp32 embeds with the model's own decoder, no copy
+        fp32 = LastTokenEmbedder(model, tokenizer, EmbedConfig(center=False))
+        fp32.embed(texts[:1])
+        assert fp32._decoder is model.get_decoder()
+
+
 def test_bf16_training_keeps_fp32_master_weights_and_tracks_the_fp32_loss():
     examples = [(f"question {i}", f"answer number {i}") for i in range(8)]
     losses, dtypes = {}, {}
