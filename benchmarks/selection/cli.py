@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from benchmarks.selection.report import write_report
 
         stats = {d: json.loads((out / "streams" / f"{d}.json").read_text())["stats"] for d in datasets}
-        write_report(out if args.split == "test" else out / "validation", cfg, stats)
+        write_report(out if args.split == "test" else out / "validation", cfg, stats, split=args.split)
         if args.readme:
             from benchmarks.selection.report import splice_readme
 

@@ -42,7 +42,13 @@ def test_every_planned_row_ran_and_pairs_on_the_same_prompts(smoke):
     for r in sdss:
         assert float(r["lo"]) <= float(r["diff"]) <= float(r["hi"])
         assert int(r["n_users"]) == 2
-    assert (smoke / "table.md").read_text().startswith("# Selection on realistic user streams")
+    table = (smoke / "table.md").read_text()
+    assert table.startswith("# Selection on realistic user streams")
+    # the ablations are paired against shipped sdss; candidate rules are judged on validation users only
+    ablations = [r for r in paired if r["policy"] == "sdss-no-eoe" and r["baseline"] == "sdss"]
+    assert {r["metric"] for r in ablations} == {"rouge1", "answer_loss"}
+    assert "| chitchat | realistic | sdss-no-eoe |" in table.split("## Ablations and synthesis")[1]
+    assert "## Candidate rules" not in table
 
 
 def test_a_second_run_is_a_no_op_and_another_spec_is_refused(smoke, caplog):
