@@ -61,6 +61,14 @@ class DomainIndex:
         self.dim = dim
         self._flat: dict[str, faiss.IndexFlatIP] = {}
         self._indexes: dict[str, faiss.IndexIDMap2] = {}
+        # Every vector once more, for searches across domains: one FAISS call instead of one per
+        # domain (a flat inner product is computed per pair, so the similarities are the same bits).
+        self._all_flat = faiss.IndexFlatIP(dim)
+        self._all = faiss.IndexIDMap2(self._all_flat)
+        # Each domain's event ids and float32 rows in FAISS's order (insertion order: removal keeps
+        # it), so reading a domain back costs no FAISS round trip.
+        self._members: dict[str, list[str]] = {}
+        self._rows: dict[str, np.ndarray] = {}
         self._sums: dict[str, np.ndarray] = {}
         self._where: dict[str, tuple[str, int]] = {}  # event_id -> (domain, faiss id)
         self._event_of: dict[int, str] = {}  # faiss id -> event_id
@@ -89,12 +97,21 @@ class DomainIndex:
             self._flat[domain] = flat  # keep a Python reference: the ID map does not own it
             self._indexes[domain] = faiss.IndexIDMap2(flat)
             self._sums[domain] = np.zeros(self.dim, dtype=np.float64)
+            self._members[domain] = []
+            self._rows[domain] = np.empty((8, self.dim), dtype=np.float32)
         fid = self._next_id
         self._next_id += 1
-        self._indexes[domain].add_with_ids(row, np.array([fid], dtype=np.int64))
+        ids = np.array([fid], dtype=np.int64)
+        self._indexes[domain].add_with_ids(row, ids)
+        self._all.add_with_ids(row, ids)
         self._sums[domain] += row[0].astype(np.float64)
         self._where[event_id] = (domain, fid)
         self._event_of[fid] = event_id
+        members, rows = self._members[domain], self._rows[domain]
+        if len(members) == len(rows):
+            rows = self._rows[domain] = np.concatenate([rows, np.empty_like(rows)])
+        rows[len(members)] = row[0]
+        members.append(event_id)
 
     def remove(self, event_id: str) -> None:
         if event_id not in self._where:
@@ -102,22 +119,26 @@ class DomainIndex:
         domain, fid = self._where.pop(event_id)
         del self._event_of[fid]
         index = self._indexes[domain]
-        index.remove_ids(np.array([fid], dtype=np.int64))
+        ids = np.array([fid], dtype=np.int64)
+        index.remove_ids(ids)
+        self._all.remove_ids(ids)
         if index.ntotal == 0:
-            del self._indexes[domain], self._flat[domain], self._sums[domain]
+            del self._indexes[domain], self._flat[domain], self._sums[domain], self._members[domain], self._rows[domain]
             return
+        members, rows = self._members[domain], self._rows[domain]
+        at = members.index(event_id)
+        del members[at]
+        rows[at : len(members)] = rows[at + 1 : len(members) + 1]
         # cumsum is strictly left to right (each partial sum feeds the next), unlike sum(),
         # which may add pairwise: this is the exact arithmetic of the incremental adds.
-        rows = self._flat[domain].reconstruct_n(0, index.ntotal).astype(np.float64)
-        self._sums[domain] = np.cumsum(rows, axis=0)[-1]
+        self._sums[domain] = np.cumsum(rows[: len(members)].astype(np.float64), axis=0)[-1]
 
     def vectors(self, domain: str) -> tuple[list[str], np.ndarray]:
         """Event ids and stored vectors of one domain, in insertion order."""
-        index = self._indexes.get(domain)
-        if index is None:
+        members = self._members.get(domain)
+        if members is None:
             return [], np.zeros((0, self.dim), dtype=np.float32)
-        fids = faiss.vector_to_array(index.id_map)
-        return [self._event_of[int(f)] for f in fids], self._flat[domain].reconstruct_n(0, index.ntotal)
+        return list(members), self._rows[domain][: len(members)].copy()
 
     def idd(self, vec: np.ndarray, domain: str) -> float:
         """In-domain dissimilarity of ``vec`` to the vectors of ``domain``: 1 - mean cosine."""
@@ -152,15 +173,14 @@ class DomainIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must have shape (m, {self.dim}), got {queries.shape}")
-        domains = [domain] if domain is not None else self.domains()
-        results: list[list[tuple[str, float]]] = [[] for _ in range(len(queries))]
-        for name in domains:
-            index = self._indexes[name]
-            sims, fids = index.search(queries, min(k, index.ntotal))
-            for hits, row_sims, row_fids in zip(results, sims, fids):
-                hits.extend((self._event_of[int(f)], float(s)) for s, f in zip(row_sims, row_fids) if f >= 0)
-        # Stable sort: equal similarities stay in (sorted domain, FAISS) order, so ties are reproducible.
-        return [sorted(hits, key=lambda hit: -hit[1])[:k] for hits in results]
+        index = self._all if domain is None else self._indexes[domain]
+        if index.ntotal == 0:
+            return [[] for _ in range(len(queries))]
+        sims, fids = index.search(queries, min(k, index.ntotal))
+        # FAISS returns each row best first; equal similarities come in a fixed order, so ties are reproducible.
+        event_of = self._event_of
+        return [[(event_of[int(f)], float(s)) for s, f in zip(row_sims, row_fids) if f >= 0]
+                for row_sims, row_fids in zip(sims, fids)]
 
     def _as_row(self, vec: np.ndarray, name: str) -> np.ndarray:
         row = np.ascontiguousarray(vec, dtype=np.float32).reshape(1, -1)

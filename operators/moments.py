@@ -31,6 +31,7 @@ class RunningMoments:
         self.n = 0
         self.mean = np.zeros(size)
         self.m2 = np.zeros(size)  # sum of squared deviations from the current mean
+        self._plain: tuple[list[float], list[float]] | None = None  # (mean, std) as floats, for zs
 
     def update(self, x: Any) -> None:
         x = self._vector(x)
@@ -38,6 +39,7 @@ class RunningMoments:
         delta = x - self.mean
         self.mean += delta / self.n
         self.m2 += delta * (x - self.mean)
+        self._plain = None
 
     def std(self) -> np.ndarray:
         return np.sqrt(self.m2 / max(self.n, 1))
@@ -45,6 +47,23 @@ class RunningMoments:
     def z(self, x: Any) -> np.ndarray:
         std = self.std()
         return np.divide(self._vector(x) - self.mean, std, out=np.zeros(self.size), where=std > 0)
+
+    def zs(self, x: Any) -> list[float]:
+        """``z(x)`` as a list of floats, the same bits, without numpy's per-call cost (a policy
+        scores every buffered sample of a domain with it).
+
+        >>> m = RunningMoments(2)
+        >>> for x in ([1.0, 10.0], [3.0, 10.0]):
+        ...     m.update(x)
+        >>> m.zs([4.0, 12.0]) == m.z([4.0, 12.0]).tolist()
+        True
+        """
+        if self._plain is None:
+            self._plain = (self.mean.tolist(), self.std().tolist())
+        mean, std = self._plain
+        if len(x) != self.size:
+            raise ValueError(f"expected {self.size} scores, got {len(x)}")
+        return [(float(v) - m) / s if s > 0 else 0.0 for v, m, s in zip(x, mean, std)]
 
     def state(self) -> dict[str, Any]:
         """Plain data for a snapshot; ``load`` is its inverse."""
@@ -54,6 +73,7 @@ class RunningMoments:
         self.n = int(state["n"])
         self.mean = np.array(state["mean"], dtype=np.float64)
         self.m2 = np.array(state["m2"], dtype=np.float64)
+        self._plain = None
 
     def _vector(self, x: Any) -> np.ndarray:
         x = np.array(x, dtype=np.float64)

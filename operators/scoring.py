@@ -63,8 +63,8 @@ class Scorer:
         """
         start = time.perf_counter()
         raw = np.asarray(raw_embedding, dtype=np.float32)
-        direction = raw if center is None else raw - center.astype(np.float32)
-        norm = float(np.linalg.norm(direction))
+        direction = raw if center is None else raw - np.asarray(center, dtype=np.float32)
+        norm = float(np.sqrt(direction.dot(direction)))  # what np.linalg.norm computes for a 1-D float32 vector
         if not np.isfinite(norm) or norm == 0.0:
             raise ValueError(f"embedding of event {event.event_id!r} has norm {norm}; the embedder produced a degenerate vector")
         entropy = eoe(raw, n_tokens, bins=self.eoe_bins, mode=self.eoe_mode)

@@ -158,10 +158,14 @@ class SDSS(BufferPolicy):
             self._distances.update([1.0 - c.max_sim])
 
     def _score(self, eoe: float, dss: float, idd: float, distance: float = math.nan) -> float:
+        if self._ranks is None and self._distances is None:  # as shipped: the z-sum, in plain floats
+            z_e, z_d, z_i = self._moments.zs((eoe, dss, idd))
+            w_e, w_d, w_i = self.weights
+            return w_e * z_e + w_d * z_d + w_i * z_i  # the general path's sum, term for term
         if self._ranks is not None:
             z = self._ranks.rank([eoe, dss, idd])
         else:
-            z = self._moments.z([eoe, dss, idd])  # no spread yet: every sample ties
+            z = self._moments.zs((eoe, dss, idd))  # no spread yet: every sample ties
         score = float(sum(w * zk for w, zk in zip(self.weights, z)))
         if self._distances is not None and math.isfinite(distance):
             scaled = self._distances.rank([distance]) if self.scale == "rank" else self._distances.z([distance])
@@ -184,14 +188,15 @@ class SDSS(BufferPolicy):
     def _weakest(self, domain: str) -> tuple[str, float]:
         if self._large:
             return self._weakest_large(domain)
-        loo = self._index.loo_idd(domain)
+        loo = self._index.loo_idd(domain)  # the domain's samples in arrival order
         distance = self._buffered_distances(domain) if self._distances is not None else {}
+        samples = self._samples
         best: tuple[str, float] | None = None
-        for s in self._samples.values():
-            if s.domain == domain:
-                score = self._score(s.eoe, s.dss, loo[s.event_id], distance.get(s.event_id, math.nan))
-                if best is None or score < best[1]:  # strict: ties keep the older sample as victim
-                    best = (s.event_id, score)
+        for event_id, idd in loo.items():
+            s = samples[event_id]
+            score = self._score(s.eoe, s.dss, idd, distance.get(event_id, math.nan))
+            if best is None or score < best[1]:  # strict: ties keep the older sample as victim
+                best = (event_id, score)
         return best
 
     def _buffered_distances(self, domain: str) -> dict[str, float]:

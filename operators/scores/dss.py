@@ -26,7 +26,9 @@ that is not one token, rather than silently never matching it.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
+from itertools import chain, repeat
 from dataclasses import dataclass, field
 
 from operators.sample import GENERAL_DOMAIN
@@ -120,10 +122,8 @@ class DomainScorer:
         DomainScore(dss=0.0, domain='general', overlaps={})
         """
         tokens = tokenize(text)
-        counts: dict[str, int] = {}
-        for token in tokens:
-            for domain in self._word_domains.get(token, ()):
-                counts[domain] = counts.get(domain, 0) + 1
+        # One look-up per token, counted in C: each token yields the domains it belongs to.
+        counts = Counter(chain.from_iterable(map(self._word_domains.get, tokens, repeat(()))))
         if not counts:
             return DomainScore(dss=0.0, domain=GENERAL_DOMAIN, overlaps={})
         n = len(tokens)

@@ -88,3 +88,15 @@ def test_input_is_not_mutated():
 def test_bad_arguments_raise_value_error_naming_them(kwargs, names):
     with pytest.raises(ValueError, match=re.escape(names)):
         eoe(**kwargs)
+
+
+def test_histogram_counts_are_numpys_on_real_shaped_and_awkward_inputs():
+    from operators.scores.eoe import histogram_counts
+
+    rng = np.random.default_rng(7)
+    cases = [rng.standard_normal(576) for _ in range(200)]
+    cases += [np.round(rng.standard_normal(576), 1) for _ in range(50)]  # many values exactly on bin edges
+    cases += [np.full(9, 2.5), np.array([0.0, 1.0]), np.linspace(-1.0, 1.0, 101), rng.standard_normal(576) * 1e-8 + 3.0]
+    for values in cases:
+        for bins in (2, 7, 100):
+            assert np.array_equal(histogram_counts(values, bins), np.histogram(values, bins=bins)[0]), (values[:4], bins)
