@@ -70,7 +70,7 @@ def embed_and_score(items: list[Event | Annotation], *, embedder: Any, scorer: S
     metrics.EMBED_SECONDS.observe(elapsed)
     metrics.EMBED_EVENTS.inc(len(events))
     share = elapsed / len(events)
-    scored = iter([scorer.score(e, v, n, share, embedded.mean) for e, v, n in zip(events, embedded.vectors, embedded.n_tokens)])
+    scored = iter(scorer.score_batch(events, embedded.vectors, embedded.n_tokens, share, embedded.mean))
     return [next(scored) if isinstance(x, Event) else x for x in items]
 
 

@@ -58,12 +58,16 @@ class RunningMoments:
         >>> m.zs([4.0, 12.0]) == m.z([4.0, 12.0]).tolist()
         True
         """
-        if self._plain is None:
-            self._plain = (self.mean.tolist(), self.std().tolist())
-        mean, std = self._plain
+        mean, std = self.plain()
         if len(x) != self.size:
             raise ValueError(f"expected {self.size} scores, got {len(x)}")
         return [(float(v) - m) / s if s > 0 else 0.0 for v, m, s in zip(x, mean, std)]
+
+    def plain(self) -> tuple[list[float], list[float]]:
+        """The mean and the standard deviation as lists of floats (cached until the next update)."""
+        if self._plain is None:
+            self._plain = (self.mean.tolist(), self.std().tolist())
+        return self._plain
 
     def state(self) -> dict[str, Any]:
         """Plain data for a snapshot; ``load`` is its inverse."""

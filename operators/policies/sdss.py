@@ -189,9 +189,22 @@ class SDSS(BufferPolicy):
         if self._large:
             return self._weakest_large(domain)
         loo = self._index.loo_idd(domain)  # the domain's samples in arrival order
-        distance = self._buffered_distances(domain) if self._distances is not None else {}
         samples = self._samples
         best: tuple[str, float] | None = None
+        if self._ranks is None and self._distances is None:
+            # As shipped: _score's z-sum inlined, the same operations in the same order (this loop
+            # runs over every buffered sample of the victim's domain, at every offer).
+            (m_e, m_d, m_i), (s_e, s_d, s_i) = self._moments.plain()
+            w_e, w_d, w_i = self.weights
+            for event_id, idd in loo.items():
+                s = samples[event_id]
+                score = (w_e * ((float(s.eoe) - m_e) / s_e if s_e > 0 else 0.0)
+                         + w_d * ((float(s.dss) - m_d) / s_d if s_d > 0 else 0.0)
+                         + w_i * ((idd - m_i) / s_i if s_i > 0 else 0.0))
+                if best is None or score < best[1]:  # strict: ties keep the older sample as victim
+                    best = (event_id, score)
+            return best
+        distance = self._buffered_distances(domain) if self._distances is not None else {}
         for event_id, idd in loo.items():
             s = samples[event_id]
             score = self._score(s.eoe, s.dss, idd, distance.get(event_id, math.nan))
