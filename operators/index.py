@@ -88,6 +88,10 @@ class DomainIndex:
         index = self._indexes.get(domain)
         return 0 if index is None else index.ntotal
 
+    def sizes(self) -> dict[str, int]:
+        """How many vectors each domain holds (domains in no particular order)."""
+        return {domain: len(members) for domain, members in self._members.items()}
+
     def add(self, event_id: str, domain: str, vec: np.ndarray) -> None:
         if event_id in self._where:
             raise ValueError(f"event_id {event_id!r} is already indexed; remove it before adding it again")
@@ -148,16 +152,21 @@ class DomainIndex:
 
     def loo_idd(self, domain: str) -> dict[str, float]:
         """Each stored vector's IDD against the other vectors of its domain (leave-one-out)."""
-        ids, vecs = self.vectors(domain)
-        if not ids:
+        members = self._members.get(domain)
+        if not members:
             return {}
-        values = loo_idd(vecs, self._sums[domain])
-        return {event_id: float(v) for event_id, v in zip(ids, values)}
+        values = loo_idd(self._rows[domain][: len(members)], self._sums[domain])
+        return dict(zip(members, values.tolist()))
 
     def max_sim(self, vec: np.ndarray, domain: str | None = None) -> tuple[float, str | None]:
         """Highest cosine similarity to a stored vector (in ``domain``, or in any); ``(-inf, None)`` if none."""
         if domain is not None and domain not in self._indexes:
             return -math.inf, None
+        if domain is None:  # the one search of every offer: straight to the index
+            if self._all.ntotal == 0:
+                return -math.inf, None
+            sims, fids = self._all.search(self._as_row(vec, "vec"), 1)
+            return float(sims[0, 0]), self._event_of[int(fids[0, 0])]
         hits = self.search(self._as_row(vec, "vec"), 1, domain)[0]
         if not hits:
             return -math.inf, None

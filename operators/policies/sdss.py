@@ -147,7 +147,7 @@ class SDSS(BufferPolicy):
 
     def _observe(self, c: Candidate) -> None:
         x = np.array([c.eoe, c.dss, c.idd], dtype=np.float64)
-        if not np.all(np.isfinite(x)):
+        if not (math.isfinite(x[0]) and math.isfinite(x[1]) and math.isfinite(x[2])):
             raise ValueError(
                 f"candidate {c.event_id!r} has a non-finite score (eoe, dss, idd) = {tuple(x)}; score it first"
             )
@@ -173,7 +173,21 @@ class SDSS(BufferPolicy):
         return score
 
     def _victim_domain(self, domain: str) -> str:
-        sizes: dict[str, int] = {}
+        if not self._large:
+            # Usually one domain is strictly the answer and the arrival order below only breaks ties.
+            sizes = self._index.sizes()
+            total = sum(self._offered.values())
+            if self.domain_quota == "stream" and total > 0:
+                over = {d: n - self.capacity * self._offered.get(d, 0) / total for d, n in sizes.items()}
+            elif domain in sizes:
+                return domain
+            else:
+                over = sizes
+            top = max(over.values())
+            leaders = [d for d, v in over.items() if v == top]
+            if len(leaders) == 1:
+                return leaders[0]
+        sizes = {}
         if self._large:  # the same dict, ordered by each domain's first buffered arrival
             for d in sorted(self._index.domains(), key=self._index.first_stamp):
                 sizes[d] = self._index.count(d)
