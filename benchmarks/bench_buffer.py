@@ -878,7 +878,8 @@ def run_cost_part(args) -> None:
         "reference_rule": f"NumpySDSS and the compared shipped sdss: {REFERENCE_RULE}",
         "default_rule": f"sdss-default: weights {SDSS().weights}, domain_quota {SDSS().domain_quota!r}",
         "index": (f"LARGE_CAPACITY {index_module.LARGE_CAPACITY}, APPROX_MIN {index_module.APPROX_MIN}, "
-                  f"NPROBE {index_module.NPROBE}, RERANK {index_module.RERANK}"),
+                  f"NPROBE {index_module.NPROBE}, RERANK {index_module.RERANK}, IVF codes: 8-bit PQ of "
+                  f"{index_module.PQ_DIMS} dimensions a byte (float16 where PQ_DIMS does not divide the dim)"),
         "offers_timed": f"{n_small} at capacity 64, at least {n_big} above (time cap {cap_s:.0f} s per cell after that)",
     })
     scorer = Scorer(load_lexicons())

@@ -212,7 +212,7 @@ APPROX_MIN = 16_384
 class _Rows:
     """One domain's rows as growable arrays; a removal moves the last row into the hole (O(d))."""
 
-    __slots__ = ("vecs", "fids", "stamps", "extra", "n", "sum", "removals", "p", "base", "drift", "first")
+    __slots__ = ("vecs", "fids", "stamps", "extra", "n", "sum", "removals", "p", "base", "drift", "p_err", "first")
 
     def __init__(self, dim: int, n_extra: int):
         self.vecs = np.empty((16, dim), dtype=np.float32)
@@ -222,10 +222,12 @@ class _Rows:
         self.n = 0
         self.sum = np.zeros(dim, dtype=np.float64)
         self.removals = 0
-        # Cached ``vecs[i] . base`` (float64) for the victim search; ``drift = sum - base``.
+        # Cached ``vecs[i] . base`` for the victim search (``ArrayIndex.refresh_dots``), each within
+        # ``p_err`` of the exact value; ``drift = sum - base``.
         self.p: np.ndarray | None = None
         self.base: np.ndarray | None = None
         self.drift: np.ndarray | None = None
+        self.p_err = 0.0
         self.first: int | None = None  # the oldest stamp, cached until that row leaves
 
     def grow(self) -> None:
@@ -253,10 +255,13 @@ class ArrayIndex:
       ``RESUM_EVERY`` removals of a domain the sum is recomputed from its rows.
     - **Search.** Below :data:`APPROX_MIN` vectors, searches are exact scans of the arrays.
       From there on, global searches (no ``domain``) go to a FAISS IVF index (inner product,
-      float16 codes, ``nlist`` = n / 64 capped at 1,024, k-means trained once on the vectors held
-      when the threshold is crossed, ``nprobe`` :data:`NPROBE`); its best :data:`RERANK` hits are
-      re-ranked by exact inner products with the stored float32 rows, so every similarity
-      reported is exact and only a missed neighbour is an error. **Removal strategy:** the IVF index keeps
+      8-bit product-quantizer codes of :data:`PQ_DIMS` dimensions a byte, float16 codes where
+      ``PQ_DIMS`` does not divide ``dim``; ``nlist`` = n / 64 capped at 1,024, k-means trained once on
+      the vectors held when the threshold is crossed, ``nprobe`` :data:`NPROBE`); its best
+      :data:`RERANK` hits are re-ranked by exact inner products with the stored float32 rows, so
+      every similarity reported is exact and only a missed neighbour is an error. The codes
+      only choose the candidates: a near-copy (cosine >= 0.95) outranks the rest of its lists by
+      far more than the codes' error, so it is missed only if its list is not probed. **Removal strategy:** the IVF index keeps
       a hash-table direct map (``DirectMap.Hashtable``), so ``remove_ids`` finds the vector's
       inverted list in O(1) and moves that list's last entry into the hole — no tombstones and
       no rebuilds; the centroids stay those of the training set (recall against an exact scan
@@ -394,9 +399,31 @@ class ArrayIndex:
             rows.removals += 1
             if rows.removals % self.RESUM_EVERY == 0:
                 rows.sum = rows.vecs[: rows.n].astype(np.float64).sum(axis=0)
-                rows.p = None  # the victim-search cache restarts from the exact sum
+                if rows.p is not None:  # the cached dots stay valid; only their distance to the sum is re-measured
+                    rows.drift = rows.sum - rows.base
         if self._nn is not None:
             self._neighbours_after_remove(fid)
+
+    def refresh_dots(self, domain: str) -> _Rows:
+        """Re-base the domain's cached dot products ``p[i] = vecs[i] . base`` on its current sum.
+
+        One float32 BLAS pass over the rows (a float64 pass would first copy them to float64, about
+        ten times the time at 10^4 rows); ``p_err`` bounds the rounding of every ``p[i]``:
+        ``|fl(v . b) - v . b| <= gamma_d |v| |b|`` in any summation order (Higham, Accuracy and Stability
+        of Numerical Algorithms, 3.1), plus ``u |v| |b|`` for rounding ``b`` to float32, with ``|v| <= 1.001``.
+        ``add`` extends the cache in float64; ``remove`` keeps it. ``drift`` (``sum - base``) says how far
+        the sum has moved since.
+        """
+        rows = self._rows[domain]
+        n = rows.n
+        rows.base = rows.sum.copy()
+        rows.drift = np.zeros(self.dim)
+        rows.p = np.empty(len(rows.fids))
+        rows.p[:n] = rows.vecs[:n] @ rows.base.astype(np.float32)
+        u = 2.0**-24
+        gamma = self.dim * u / (1.0 - self.dim * u)
+        rows.p_err = (gamma * (1.0 + u) + u) * (1.0 + _NORM_TOLERANCE) * float(np.linalg.norm(rows.base)) * (1.0 + 1e-9)
+        return rows
 
     # -- the questions DomainIndex answers ------------------------------------------------
 
@@ -426,7 +453,11 @@ class ArrayIndex:
     def max_sim(self, vec: np.ndarray, domain: str | None = None) -> tuple[float, str | None]:
         if domain is not None and domain not in self._rows:
             return -math.inf, None
-        hits = self.search(_as_unit_row(vec, self.dim, "vec"), 1, domain)[0]
+        row = _as_unit_row(vec, self.dim, "vec")
+        if self._ivf is not None and domain is None:  # the near-duplicate search of every offer: no detours
+            sims, fids = self._ivf_search(row, 1)
+            return (float(sims[0, 0]), self._by_fid[int(fids[0, 0])]) if fids[0, 0] >= 0 else (-math.inf, None)
+        hits = self.search(row, 1, domain)[0]
         return (hits[0][1], hits[0][0]) if hits else (-math.inf, None)
 
     def nearest(self, vec: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -468,8 +499,15 @@ class ArrayIndex:
         fids = np.concatenate([r.fids[: r.n] for r in self._rows.values()])
         nlist = int(min(1024, max(16, len(vecs) // 64)))
         quantizer = faiss.IndexFlatIP(self.dim)
-        ivf = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_fp16,
-                                            faiss.METRIC_INNER_PRODUCT)
+        if self.dim % PQ_DIMS == 0 and len(vecs) >= PQ_MIN_TRAIN:
+            # 8-bit product-quantizer codes, one byte per PQ_DIMS dimensions: a scan reads a 32nd of
+            # the float32 bytes and sums table lookups; the exact re-rank makes up for the coarser ranking.
+            ivf = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.dim // PQ_DIMS, 8, faiss.METRIC_INNER_PRODUCT)
+            ivf.pq.cp.seed = 1234
+            ivf.pq.cp.niter = 10
+        else:
+            ivf = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_fp16,
+                                                faiss.METRIC_INNER_PRODUCT)
         ivf.cp.seed = 1234
         ivf.cp.niter = 10
         ivf.train(vecs)
@@ -480,23 +518,21 @@ class ArrayIndex:
         self._ivf = ivf
 
     def _ivf_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """IVF candidates (float16 codes), re-ranked by exact float32 inner products with the stored rows."""
+        """IVF candidates (compressed codes), re-ranked by exact float32 inner products with the stored rows."""
         _, cand = self._ivf.search(queries, max(k, RERANK))
         out_s = np.full((len(queries), k), -np.inf)
         out_f = np.full((len(queries), k), -1, dtype=np.int64)
-        for q, row in enumerate(cand):
-            row = row[row >= 0]
-            if not len(row):
+        where, by_fid, rows = self._where, self._by_fid, self._rows
+        for q, hits in enumerate(cand.tolist()):
+            fids = [f for f in hits if f >= 0]
+            if not fids:
                 continue
-            vecs = np.stack([self._vector_of(int(f)) for f in row])
+            vecs = np.array([rows[d].vecs[i] for d, i in [where[by_fid[f]] for f in fids]])
             sims = (vecs @ queries[q]).astype(np.float64)
+            row = np.array(fids)
             order = np.lexsort((row, -sims))[:k]  # ties: the older (smaller id) first
             out_s[q, : len(order)], out_f[q, : len(order)] = sims[order], row[order]
         return out_s, out_f
-
-    def _vector_of(self, fid: int) -> np.ndarray:
-        domain, i = self._where[self._by_fid[fid]]
-        return self._rows[domain].vecs[i]
 
     @property
     def approximate(self) -> bool:
@@ -569,8 +605,15 @@ class ArrayIndex:
 NPROBE = 8
 """Inverted lists an IVF search visits (``nlist`` is a 64th of the vectors held at training, at most 1,024)."""
 
-RERANK = 4
-"""IVF hits re-ranked exactly per query: the float16 codes only choose candidates, similarities are exact."""
+RERANK = 16
+"""IVF hits re-ranked exactly per query: the codes only choose candidates, similarities are exact."""
+
+PQ_DIMS = 8
+"""Dimensions per byte of the IVF's product-quantizer codes (``dim / PQ_DIMS`` sub-quantizers of 256 centroids);
+a ``dim`` that ``PQ_DIMS`` does not divide gets float16 codes instead."""
+
+PQ_MIN_TRAIN = 4096
+"""Fewest vectors the product quantizer is trained on (256 centroids per sub-quantizer); fewer: float16 codes."""
 
 NEIGHBOUR_HITS = 16
 """IVF neighbours of a new vector whose nearest-neighbour cache it may enter, above :data:`APPROX_MIN`."""

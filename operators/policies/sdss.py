@@ -311,13 +311,10 @@ class SDSS(BufferPolicy):
             return index.event_ids(fids)[0], self._score(float(eoe[0]), float(dss[0]), 1.0, float(distance[0]))
         for attempt in (0, 1):
             if rows.p is None or attempt:
-                rows.base = rows.sum.copy()
-                rows.drift = np.zeros(self._index.dim)
-                rows.p = np.empty(len(rows.fids))
-                for lo in range(0, n, 4096):
-                    rows.p[lo : min(n, lo + 4096)] = vecs[lo : lo + 4096].astype(np.float64) @ rows.base
-            # |v . D| <= 1.001 |D| (unit rows, norm tolerance); the self dot is 1 within 0.0021.
-            slack = (1.001 * float(np.linalg.norm(rows.drift)) + 0.0021) / (n - 1)
+                index.refresh_dots(domain)
+            # |v . D| <= 1.001 |D| (unit rows, norm tolerance); the self dot is 1 within 0.0021; the cached
+            # dots are within p_err of v . base.
+            slack = (1.001 * float(np.linalg.norm(rows.drift)) + 0.0021 + rows.p_err) / (n - 1)
             may = self._may_be_weakest_z(rows, n, eoe, dss, distance, slack)
             if may is not None:
                 if len(may) <= self._REFRESH_ABOVE or attempt:

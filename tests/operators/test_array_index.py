@@ -102,3 +102,66 @@ def test_array_index_refuses_what_domain_index_refuses():
             index.add("x", "a", np.array([1.0, 0.0, 0.0], dtype=np.float32))
         with pytest.raises(KeyError):
             index.remove("y")
+
+
+def _clustered(rng, n, dim, n_centres, noise):
+    centres = _unit(rng, n_centres, dim)
+    v = centres[rng.integers(n_centres, size=n)] + noise * rng.standard_normal((n, dim)).astype(np.float32)
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_cached_dots_are_within_their_stated_rounding_and_stay_valid_through_churn_and_resums():
+    rng = np.random.default_rng(3)
+    vecs = _clustered(rng, 4000, 64, 1, 0.1)  # one tight cluster: a long domain sum, the hard case for float32
+    index = ArrayIndex(64)
+    index.RESUM_EVERY = 50  # several re-sums below
+    for i in range(2000):
+        index.add(f"e{i}", "a", vecs[i])
+    rows = index.refresh_dots("a")
+    exact = rows.vecs[: rows.n].astype(np.float64) @ rows.base
+    err = np.abs(rows.p[: rows.n] - exact)
+    assert 0 < err.max() <= rows.p_err  # float32 did round, and never by more than the bound says
+    assert rows.p_err < 1e-4 * np.linalg.norm(rows.base)  # a bound tight enough to prune with
+    live = [f"e{i}" for i in range(2000)]
+    for i in range(2000, 2400):  # replacements, as a full buffer sees them
+        index.remove(live.pop(int(rng.integers(len(live)))))
+        index.add(f"e{i}", "a", vecs[i])
+        live.append(f"e{i}")
+    rows = index.rows("a")
+    assert rows.removals >= 400 and rows.p is not None  # re-sums happened and kept the cache
+    np.testing.assert_allclose(rows.drift, rows.sum - rows.base, atol=1e-9)
+    now = rows.vecs[: rows.n].astype(np.float64) @ rows.sum
+    assert np.all(np.abs(rows.p[: rows.n] - now) <= 1.001 * np.linalg.norm(rows.drift) + rows.p_err)
+
+
+def test_product_quantizer_codes_find_every_near_copy_with_its_exact_similarity():
+    import faiss
+
+    rng = np.random.default_rng(4)
+    vecs = _clustered(rng, 7000, 64, 30, 0.8 / 8)
+    index = ArrayIndex(64, approx_min=5000)
+    for i in range(6000):
+        index.add(f"e{i}", "a" if i % 4 else "b", vecs[i])
+    assert isinstance(index._ivf, faiss.IndexIVFPQ)  # 64 = 8 sub-quantizers of PQ_DIMS dimensions
+    for i in range(0, 6000, 5):
+        index.remove(f"e{i}")
+    assert index._ivf.ntotal == len(index) == 4800
+    live = [i for i in range(6000) if i % 5]
+    m = vecs[live]
+    # near-copies of live and of removed rows, cosine about 0.99 to 0.89 (both sides of 0.95)
+    src = vecs[rng.integers(0, 6000, 400)]
+    g = rng.standard_normal(src.shape).astype(np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    q = src + rng.uniform(0.15, 0.5, (400, 1)).astype(np.float32) * g
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    sims = q @ m.T
+    dups = 0
+    for j in range(400):
+        best = int(np.argmax(sims[j]))
+        got, nearest = index.max_sim(q[j])
+        assert nearest in index
+        assert (got >= 0.95) == (sims[j, best] >= 0.95), j
+        if sims[j, best] >= 0.95:
+            dups += 1
+            assert nearest == f"e{live[best]}" and got == pytest.approx(float(sims[j, best]), abs=1e-6)
+    assert dups > 50
