@@ -273,7 +273,7 @@ class SDSS(BufferPolicy):
                 out[finite] = (d[finite] - self._distances.mean[0]) / std
         return self.coverage * out
 
-    def _may_be_weakest_z(self, rows, n, eoe, dss, distance, slack) -> np.ndarray | None:
+    def _may_be_weakest_z(self, rows, n, distance, slack) -> np.ndarray | None:
         """Under z-scaling the score is linear in (EOE, DSS, p, distance): rows that may be the weakest.
 
         ``None`` where that shortcut does not apply (rank scaling, or an IDD near the clip at 0 or 2).
@@ -281,19 +281,25 @@ class SDSS(BufferPolicy):
         if self._ranks is not None:
             return None
         p = rows.p[:n]
-        # idd = 1 - (p - 1) / (n - 1) within slack; the clip to [0, 2] must not be in play.
-        if 1.0 - (float(p.max()) - 1.0) / (n - 1) < 2 * slack or 1.0 - (float(p.min()) - 1.0) / (n - 1) > 2.0 - 2 * slack:
-            return None
+        # idd = 1 - (p - 1) / (n - 1) within slack; the clip to [0, 2] must not be in play. Every cached dot
+        # is within 1.001 |base| + p_err of 0, which settles that without a pass over p unless the domain
+        # is nearly one direction.
+        reach = (1.001 * float(np.linalg.norm(rows.base)) + rows.p_err + 1.0) / (n - 1)
+        if 1.0 - reach < 2 * slack or 1.0 + reach > 2.0 - 2 * slack:
+            if 1.0 - (float(p.max()) - 1.0) / (n - 1) < 2 * slack or 1.0 - (float(p.min()) - 1.0) / (n - 1) > 2.0 - 2 * slack:
+                return None
         std = self._moments.std()
         a, b, c = (self.weights[k] / std[k] if std[k] > 0 else 0.0 for k in range(3))
-        lin = a * eoe + b * dss - (c / (n - 1)) * p
+        lin = rows.extra[:n] @ np.array([a, b])  # a * eoe + b * dss in one pass (extra holds EOE, DSS)
+        lin -= (c / (n - 1)) * p
         if self._distances is not None:
             sd = float(self._distances.std()[0])
             if sd > 0:
                 m = float(self._distances.mean[0])
                 lin = lin + np.where(np.isfinite(distance), (self.coverage / sd) * (np.nan_to_num(distance) - m), 0.0)
-        spread = 2.0 * c * slack + 1e-9 * (1.0 + float(np.abs(lin).max()) + abs(a) + abs(b) + abs(c))
-        return np.flatnonzero(lin <= float(lin.min()) + spread)
+        lo, hi = float(lin.min()), float(lin.max())
+        spread = 2.0 * c * slack + 1e-9 * (1.0 + max(-lo, hi) + abs(a) + abs(b) + abs(c))
+        return np.flatnonzero(lin <= lo + spread)
 
     def _weakest_large(self, domain: str) -> tuple[str, float]:
         """``_weakest`` on the arrays: bound every sample's score, score exactly only those that may be lowest."""
@@ -306,16 +312,17 @@ class SDSS(BufferPolicy):
             distance = 1.0 - index.neighbours(domain)[0][:, 0]
             distance[~np.isfinite(distance)] = np.nan
         else:
-            distance = np.full(n, np.nan)
+            distance = None  # no coverage term: no distances to read
         if n == 1:
-            return index.event_ids(fids)[0], self._score(float(eoe[0]), float(dss[0]), 1.0, float(distance[0]))
+            return index.event_ids(fids)[0], self._score(float(eoe[0]), float(dss[0]), 1.0,
+                                                         math.nan if distance is None else float(distance[0]))
         for attempt in (0, 1):
             if rows.p is None or attempt:
                 index.refresh_dots(domain)
             # |v . D| <= 1.001 |D| (unit rows, norm tolerance); the self dot is 1 within 0.0021; the cached
             # dots are within p_err of v . base.
             slack = (1.001 * float(np.linalg.norm(rows.drift)) + 0.0021 + rows.p_err) / (n - 1)
-            may = self._may_be_weakest_z(rows, n, eoe, dss, distance, slack)
+            may = self._may_be_weakest_z(rows, n, distance, slack)
             if may is not None:
                 if len(may) <= self._REFRESH_ABOVE or attempt:
                     break
@@ -342,7 +349,8 @@ class SDSS(BufferPolicy):
             vec_scores = vec_scores + self._scaled_distance(distance[may])
         lowest = float(vec_scores.min())
         close = np.flatnonzero(vec_scores <= lowest + 1e-9 * (1.0 + abs(lowest)))
-        scores = {k: self._score(float(eoe[may[k]]), float(dss[may[k]]), float(idd[k]), float(distance[may[k]])) for k in close}
+        d_may = np.full(len(may), np.nan) if distance is None else distance[may]
+        scores = {k: self._score(float(eoe[may[k]]), float(dss[may[k]]), float(idd[k]), float(d_may[k])) for k in close}
         best = min(scores, key=lambda k: (scores[k], stamps[may[k]]))  # ties: the older sample
         return index.event_ids(fids[may[best : best + 1]])[0], scores[best]
 
