@@ -127,7 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from benchmarks.selection.report import write_report
 
         stats = {d: json.loads((out / "streams" / f"{d}.json").read_text())["stats"] for d in datasets}
-        write_report(out if args.split == "test" else out / "validation", cfg, stats, split=args.split)
+        topics = None
+        if all(folder[d].is_dir() for d in datasets):  # the features the selections are recomputed from
+            from benchmarks.selection.composition import composition
+
+            def topics(cells):
+                feats = {d: load_features(folder[d], distinct_pairs(chosen[d]), fcfg) for d in datasets}
+                return composition(cells, chosen, feats, cfg)
+        write_report(out if args.split == "test" else out / "validation", cfg, stats, split=args.split, topics=topics)
         if args.readme:
             from benchmarks.selection.report import splice_readme
 

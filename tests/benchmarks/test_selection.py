@@ -102,3 +102,32 @@ def test_the_readme_gets_the_headline_table_between_its_markers(smoke, tmp_path)
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         splice_readme(readme, smoke)
+
+
+def test_topic_coverage_comes_from_recomputed_selections_that_match_their_cells(smoke):
+    from benchmarks.selection.composition import composition, topic_match
+    from benchmarks.selection.features import distinct_pairs, load_features
+    from benchmarks.selection.report import load_cells
+
+    with (smoke / "composition.csv").open() as handle:
+        comp = list(csv.DictReader(handle))
+    assert {r["row"] for r in comp} >= {"sdss", "random", "kcenter"}
+    assert all(0.0 <= float(r["coverage"]) <= 1.0 and 0.0 <= float(r["tv"]) <= 1.0 for r in comp)
+    assert "sdss-synth1" not in {r["row"] for r in comp}  # synthesis trains on more than the buffer
+    table = (smoke / "table.md").read_text()
+    assert "## Test-topic coverage of each training set" in table and "Left out" not in table
+
+    # a cell whose recorded outcomes the recomputed selection does not reproduce is left out and named
+    spec, fcfg, cfg = cli.configs(True)
+    users = [u for u in build("chitchat", spec["chitchat"], smoke / "streams") if u["split"] == "test"]
+    folder = next((smoke / "features").glob("chitchat-*")) / "test"
+    feats = {"chitchat": load_features(folder, distinct_pairs(users), fcfg)}
+    cells = load_cells(smoke, cfg)
+    cell = next(iter(cells[("chitchat", "realistic", "sdss")].values()))
+    cell["selection"]["outcomes"] = {**cell["selection"]["outcomes"], "admitted": -1}
+    rows, mismatched = composition(cells, {"chitchat": users}, feats, cfg)
+    assert mismatched == [f"chitchat/realistic/sdss/{cell['user']}"]
+    assert len(rows) == len(comp) - 1
+
+    assert topic_match([{"topic": "a", "kind": "turn"}], [{"topic": "a"}, {"topic": "a"}]) == {"coverage": 1.0, "tv": 0.0}
+    assert topic_match([{"topic": "low-value", "kind": "low_value"}], [{"topic": "a"}]) == {"coverage": 0.0, "tv": 1.0}
