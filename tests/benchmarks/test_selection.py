@@ -44,6 +44,7 @@ def test_every_planned_row_ran_and_pairs_on_the_same_prompts(smoke):
         assert int(r["n_users"]) == 2
     table = (smoke / "table.md").read_text()
     assert table.startswith("# Selection on realistic user streams")
+    assert f"Compute: {len(cells)} cells," in table  # base and whole, listed under both orders, counted once
     # the ablations are paired against shipped sdss; candidate rules are judged on validation users only
     ablations = [r for r in paired if r["policy"] == "sdss-no-eoe" and r["baseline"] == "sdss"]
     assert {r["metric"] for r in ablations} == {"rouge1", "answer_loss"}
