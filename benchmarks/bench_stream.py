@@ -20,7 +20,8 @@ of 64 records (``ReplaySource``'s batch size, so ``embed`` sees the same batches
 - ``read``: pulling records from the replay iterator;
 - ``parse``: ``operators.events.parse_item`` (validation);
 - ``embed``: ``embedder.embed`` on the batch's texts (tokenise, forward, last token);
-- ``score``: ``Scorer.score`` (EOE + DSS, normalisation) per event;
+- ``score``: ``Scorer.score_batch`` (EOE + DSS, normalisation) over the embedded batch, as the
+  flow's ``embed_and_score`` calls it;
 - ``select``: ``UserState.on_event`` (duplicate guard, ``policy.offer`` = IDD + near-duplicate
   search + buffer decision, decision row) per event, one ``UserState`` per user as in
   ``SelectLogic``.
@@ -100,9 +101,8 @@ def run_in_process(records: list, settings, components) -> dict[str, Any]:
             events = [p for p in parsed if isinstance(p, Event)]
         with sw("embed"):
             embedded = components.embedder.embed([e.text for e in events])
-        with sw("score"):
-            scored = [components.scorer.score(e, v, n, 0.0, embedded.mean)
-                      for e, v, n in zip(events, embedded.vectors, embedded.n_tokens)]
+        with sw("score"):  # the whole embedded batch at once, as flows.selection.embed_and_score scores it
+            scored = components.scorer.score_batch(events, embedded.vectors, embedded.n_tokens, 0.0, embedded.mean)
         with sw("select"):
             for se in scored:
                 user = se.event.user_id
