@@ -91,10 +91,11 @@ from _synthetic import DomainSpace, n_tokens_estimate, prefill_candidates, real_
 NAME = "bench_buffer"
 
 REFERENCE_RULE = {"weights": (1.0, 1.0, 1.0), "domain_quota": "balanced"}
+"""The rule :class:`NumpySDSS` implements; the shipped sdss is pinned to it wherever decisions are compared."""
+
 SCORE_BATCH = 8
 """Events scored at once in the cost part: the flow scores each embedded batch together, and the embedder's
 default batch (``models.embed.EmbedConfig.batch_size``; not imported: this benchmark loads no torch) is 8."""
-"""The rule :class:`NumpySDSS` implements; the shipped sdss is pinned to it wherever decisions are compared."""
 
 
 # --- the brute-force numpy variant of the sdss rule ------------------------------------------

@@ -84,27 +84,27 @@ def write_report(out: Path, cfg: TableConfig, stream_stats: dict[str, list[dict]
                                      "baseline": base, **{k: p[k] for k in ("diff", "lo", "hi", "n_prompts", "n_users")},
                                      "user_std": p["user_std"]})
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "paired.csv").open("w", newline="") as handle:
-        fields = ["dataset", "stream", "metric", "policy", "baseline", "diff", "lo", "hi", "n_prompts", "n_users", "user_std"]
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for r in rows_out:
-            writer.writerow({k: (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k]) for k in fields})
+    _write_csv(out / "paired.csv", rows_out,
+               ["dataset", "stream", "metric", "policy", "baseline", "diff", "lo", "hi", "n_prompts", "n_users", "user_std"])
     extra: list[str] = []
     if topics is not None:
         from .composition import markdown
 
         comp, mismatched = topics(cells)
-        with (out / "composition.csv").open("w", newline="") as handle:
-            fields = ["dataset", "stream", "row", "user", "coverage", "tv", "rouge1", "answer_loss"]
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            for r in comp:
-                writer.writerow({k: (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k]) for k in fields})
+        _write_csv(out / "composition.csv", comp, ["dataset", "stream", "row", "user", "coverage", "tv", "rouge1", "answer_loss"])
         extra = markdown(comp, mismatched)
     (out / "table.md").write_text(_markdown(cells, rows_out, cfg, stream_stats, judge=split == "validation", extra=extra))
     (out / "headline.md").write_text(headline(cells, rows_out))
     _forest(out / "forest.png", rows_out)
+
+
+def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    """``rows`` as CSV with ``fields`` as columns, floats to 4 decimals."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k]) for k in fields})
 
 
 README_BEGIN, README_END = "<!-- selection:begin -->", "<!-- selection:end -->"
