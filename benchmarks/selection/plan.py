@@ -49,12 +49,18 @@ ROWS: dict[str, Row] = {r.name: r for r in (
     Row("sdss-rank", "policy", "sdss", (*SHIPPED, ("scale", "rank")), label="candidate: sdss on running ranks, not z-values"),
     Row("sdss-coverage", "policy", "sdss", (*SHIPPED, ("coverage", 1.0)), label="candidate: sdss + k-center coverage term"),
     Row("deita", "policy", "deita", label="candidate: DEITA-style, quality (2 EOE + DSS) first, then a 0.9 cosine diversity filter"),
+    # Round 2 (benchmarks/README.md), after round 1 failed and the table users' ablations pointed away from the scores.
+    Row("sdss-reservoir", "policy", "sdss", (*SHIPPED, ("admission", "reservoir")),
+        label="round 2: reservoir admission, sdss's weakest-in-domain victim"),
+    Row("reservoir-dedup", "policy", "reservoir", (("dedup", 0.95),), label="round 2: reservoir sampling without near-copies"),
 )}
 BASELINES = ("random", "fifo", "reservoir", "kcenter", "ifd", "uds")
 NAIVE = ("random", "fifo", "reservoir", "kcenter")
 CANDIDATES = ("sdss-rank", "sdss-no-dss", "sdss-coverage", "deita")
 """At most four, fixed before any validation cell; judged against shipped sdss by ``report.verdict``."""
-VALIDATION_ROWS = ("sdss", "reservoir", *CANDIDATES)
+ROUND2 = ("sdss-reservoir", "reservoir-dedup")
+"""The second round, fixed before any of its validation cells; judged by ``report.verdict`` under round 2's rule."""
+VALIDATION_ROWS = ("sdss", "reservoir", *CANDIDATES, *ROUND2)
 SYNTH_USERS = 3  # synthesis rows run on the first 3 users of each dataset: they cost 3-10x a plain cell
 
 

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from operators.policies.base import BufferPolicy
-from operators.sample import Candidate
+from operators.sample import NEAR_COPY, Candidate
 
 
 class Reservoir(BufferPolicy):
@@ -17,11 +17,16 @@ class Reservoir(BufferPolicy):
     paper lacks. Draw ``j`` uniformly in ``[0, n)``; if ``j < capacity`` the sample replaces
     the ``j``-th buffered one (any fixed slot order gives a uniform victim).
 
+    ``dedup`` (off by default; a second-round candidate of the selection benchmark) turns away a
+    candidate whose cosine to a buffered sample is at least ``dedup`` as a ``"duplicate"``, which
+    then does not count as an offer: the sample is uniform over the stream's non-duplicates, and
+    the user is never asked to annotate a near-copy of what the buffer holds.
+
     If the user deleted a sample, the free slot is refilled by the next offer; the
     uniformity guarantee then holds only approximately.
 
     >>> import numpy as np
-    >>> from operators.sample import Candidate
+    >>> from operators.sample import NEAR_COPY, Candidate
     >>> def unit(*xs):
     ...     v = np.array(xs, dtype=np.float32)
     ...     return v / np.linalg.norm(v)
@@ -40,11 +45,16 @@ class Reservoir(BufferPolicy):
 
     name = "reservoir"
 
-    def __init__(self, capacity: int = 64, seed: int = 0):
+    def __init__(self, capacity: int = 64, seed: int = 0, dedup: float | None = None):
         super().__init__(capacity=capacity, seed=seed)
+        if dedup is not None and not 0.0 < dedup <= 1.0:
+            raise ValueError(f"dedup must be None (off) or a cosine in (0, 1], got {dedup!r}; e.g. 0.95")
+        self.dedup = None if dedup is None else float(dedup)
         self.seen = 0  # offers counted by Algorithm R (replayed buffered events excluded)
 
     def _choose(self, c: Candidate) -> tuple[str, str | None, float]:
+        if self.dedup is not None and c.max_sim >= self.dedup:
+            return NEAR_COPY, None, math.nan
         self.seen += 1
         if len(self._samples) < self.capacity:
             return "admitted", None, math.nan

@@ -58,6 +58,13 @@ class SDSS(BufferPolicy):
       nearest buffered sample of any domain (k-center's quantity; the candidate's is measured
       without the victim, a buffered sample's against the rest of the buffer).
 
+    A third, also off as shipped, is a second-round candidate (benchmarks/README.md, round 2):
+
+    - ``admission="reservoir"`` lets the scores decide only who leaves. Once the buffer is full a
+      non-duplicate candidate enters with reservoir sampling's probability ``capacity / n`` (n: the
+      non-duplicate offers so far), so what enters is a uniform sample of the user's stream, and it then
+      replaces the victim of step 4 whatever the two scores are.
+
     ``Decision.score`` is the candidate's combined score as compared (nan for duplicates).
 
     **Large capacities** (above ``operators.index.LARGE_CAPACITY``) run the same rule on an
@@ -107,6 +114,7 @@ class SDSS(BufferPolicy):
         domain_quota: str = _SHIPPED.domain_quota,
         scale: str = _SHIPPED.scale,
         coverage: float = _SHIPPED.coverage,
+        admission: str = "score",
     ):
         super().__init__(capacity=capacity, seed=seed)
         if domain_quota not in ("balanced", "stream"):
@@ -123,6 +131,9 @@ class SDSS(BufferPolicy):
             raise ValueError(f"dup_threshold must be in (0, 1] (a cosine similarity), got {dup_threshold!r}; e.g. 0.95")
         if scale not in ("z", "rank"):
             raise ValueError(f"scale must be 'z' or 'rank', got {scale!r}")
+        if admission not in ("score", "reservoir"):
+            raise ValueError(f"admission must be 'score' (shipped) or 'reservoir', got {admission!r}")
+        self.admission = admission
         if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not math.isfinite(coverage) or coverage < 0:
             raise ValueError(f"coverage must be a finite number >= 0 (the weight of the distance term), got {coverage!r}; e.g. 1.0")
         self.weights = weights
@@ -141,8 +152,12 @@ class SDSS(BufferPolicy):
         self._offered[c.domain] = self._offered.get(c.domain, 0) + 1
         if len(self._samples) < self.capacity:
             return "admitted", None, self._score(c.eoe, c.dss, c.idd, 1.0 - c.max_sim)
+        if self.admission == "reservoir" and int(self._rng.integers(sum(self._offered.values()))) >= self.capacity:
+            return "rejected", None, math.nan
         victim, victim_score = self._weakest(self._victim_domain(c.domain))
         score = self._score(c.eoe, c.dss, self._idd_without(c, victim), self._distance_without(c, victim))
+        if self.admission == "reservoir":
+            return "replaced", victim, score
         return ("replaced", victim, score) if score > victim_score else ("rejected", None, score)
 
     def _observe(self, c: Candidate) -> None:

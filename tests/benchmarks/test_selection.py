@@ -86,7 +86,9 @@ def test_the_validation_split_runs_the_candidates_and_judges_them(smoke):
     table = (smoke / "validation" / "table.md").read_text()
     assert "## Candidate rules against shipped sdss" in table
     for name in ("sdss-rank", "sdss-no-dss", "sdss-coverage", "deita"):
-        assert f"| **{name}** | all |" in table
+        assert f"| **{name}** | 1 | all |" in table
+    for name in ("sdss-reservoir", "reservoir-dedup"):
+        assert f"| **{name}** | 2 | all |" in table
 
 
 def test_the_readme_gets_the_headline_table_between_its_markers(smoke, tmp_path):

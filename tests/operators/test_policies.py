@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import pickle
 
@@ -509,7 +510,8 @@ def test_uds_bad_diversity_weight_names_the_parameter(bad):
 
 # -- sdss's candidate options (benchmarks/README.md: the rule for changing the combination rule) --
 
-@pytest.mark.parametrize("params", [{"scale": "rank"}, {"coverage": 1.0}, {"scale": "rank", "coverage": 0.5}])
+@pytest.mark.parametrize("params", [{"scale": "rank"}, {"coverage": 1.0}, {"scale": "rank", "coverage": 0.5},
+                                    {"admission": "reservoir"}])
 def test_sdss_options_make_the_same_decisions_after_a_snapshot(params):
     candidates = stream(5, 300)
     whole = SDSS(capacity=6, **params)
@@ -560,8 +562,47 @@ def test_sdss_coverage_keeps_a_far_sample_that_scores_alone_would_not():
     assert "far" in kept(5.0)
 
 
+def test_sdss_reservoir_admission_admits_as_reservoir_does_and_evicts_the_weakest():
+    """Who enters follows Algorithm R draw for draw (same seed, no near-copies); who leaves is sdss's victim."""
+    candidates = stream(8, 400)
+    gated = SDSS(capacity=8, seed=3, admission="reservoir")
+    plain = make_policy("reservoir", capacity=8, seed=3)
+    victims_weakest = []
+    for c in candidates:
+        expected_victim = None
+        if len(gated) == gated.capacity:
+            probe = SDSS.from_snapshot(gated.snapshot())  # what sdss's own victim search picks before this offer
+            probe._offered[c.domain] = probe._offered.get(c.domain, 0) + 1
+            probe._observe(dataclasses.replace(c, idd=probe._index.idd(c.embedding, c.domain)))
+            expected_victim = probe._weakest(probe._victim_domain(c.domain))[0]
+        d, r = gated.offer(copy.deepcopy(c)), plain.offer(copy.deepcopy(c))
+        assert d.outcome == r.outcome
+        if d.outcome == "replaced":
+            victims_weakest.append(d.evicted == expected_victim)
+    assert len(victims_weakest) > 10 and all(victims_weakest)
+    # the shipped rule would have turned most of these away: the scores no longer gate entry
+    assert sum(d == "replaced" for d in trace(SDSS(capacity=8, seed=3), candidates)) != len(victims_weakest)
+
+
+def test_reservoir_dedup_turns_near_copies_away_without_counting_them():
+    vecs = unit(np.random.default_rng(2).normal(size=(30, DIM)))
+    candidates = [Candidate(f"e{i}", i, vecs[i], eoe=0.0, dss=0.0) for i in range(30)]
+    copies = [Candidate(f"c{i}", 30 + i, vecs[i % 4], eoe=0.0, dss=0.0) for i in range(20)]
+    policy = make_policy("reservoir", capacity=4, seed=1, dedup=0.95)
+    for c in candidates[:4] + copies:
+        policy.offer(c)
+    assert policy.counts()["duplicate"] == 20 and policy.seen == 4
+    assert [c.event_id for c in policy.samples()] == ["e0", "e1", "e2", "e3"]
+    off = make_policy("reservoir", capacity=4, seed=1)  # off: the copies are offers like any other
+    for c in candidates[:4] + copies:
+        off.offer(c)
+    assert off.counts()["duplicate"] == 0 and off.seen == 24
+    with pytest.raises(ValueError, match="dedup"):
+        make_policy("reservoir", dedup=1.5)
+
+
 @pytest.mark.parametrize("params, match", [({"scale": "minmax"}, "scale"), ({"coverage": -1.0}, "coverage"),
-                                           ({"coverage": math.nan}, "coverage")])
+                                           ({"coverage": math.nan}, "coverage"), ({"admission": "always"}, "admission")])
 def test_sdss_bad_option_names_it(params, match):
     with pytest.raises(ValueError, match=match):
         SDSS(**params)
