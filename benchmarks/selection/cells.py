@@ -26,8 +26,10 @@ from .streams import is_low_value
 log = logging.getLogger("selection")
 
 
-def window_seed(user_index: int, window: int) -> int:
-    return int(np.random.SeedSequence([user_index, window, 0x5E1]).generate_state(1)[0])
+def window_seed(user_index: int, window: int, draw: int = 0) -> int:
+    """The policy seed of one user's window; ``draw > 0`` gives the same policy another, independent draw."""
+    entropy = [user_index, window, 0x5E1] + ([draw] if draw else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def select(row: Row, user_index: int, events: list[dict[str, Any]], feats: Features, cfg: TableConfig) -> tuple[list[int], dict[str, Any]]:
@@ -40,7 +42,7 @@ def select(row: Row, user_index: int, events: list[dict[str, Any]], feats: Featu
     chosen: list[int] = []
     outcomes: Counter[str] = Counter()
     for w, start in enumerate(range(0, len(events), cfg.window)):
-        policy = make_policy(row.policy, capacity=cfg.capacity, seed=window_seed(user_index, w), **dict(row.params))
+        policy = make_policy(row.policy, capacity=cfg.capacity, seed=window_seed(user_index, w, row.draw), **dict(row.params))
         for e in events[start : start + cfg.window]:
             i = feats.row(e["prompt"], e["response"])
             c = Candidate(e["event_id"], e["seq"], a["directions"][i], float(a["eoe"][i]), float(a["dss"][i]),

@@ -21,6 +21,7 @@ class Row:
     params: tuple[tuple[str, object], ...] = ()
     synth_k: int = 0
     label: str = ""
+    draw: int = 0  # 0: the table's seeds; k > 0: the same policy's k-th other random draw (same LoRA seed)
 
 
 SHIPPED = (("weights", (2.0, 1.0, 1.0)), ("domain_quota", "stream"), ("dup_threshold", 0.95))
@@ -53,7 +54,12 @@ ROWS: dict[str, Row] = {r.name: r for r in (
     Row("sdss-reservoir", "policy", "sdss", (*SHIPPED, ("admission", "reservoir")),
         label="round 2: reservoir admission, sdss's weakest-in-domain victim"),
     Row("reservoir-dedup", "policy", "reservoir", (("dedup", 0.95),), label="round 2: reservoir sampling without near-copies"),
+    # A second random draw of two naive policies: how far a result moves when only the draw changes.
+    Row("random-draw2", "policy", "random", label="random replacement, a second draw", draw=1),
+    Row("reservoir-draw2", "policy", "reservoir", label="reservoir sampling, a second draw", draw=1),
 )}
+DRAWS = {"random-draw2": "random", "reservoir-draw2": "reservoir"}
+"""Each second-draw row and the row whose first draw it repeats; report.py pairs them."""
 BASELINES = ("random", "fifo", "reservoir", "kcenter", "ifd", "uds")
 NAIVE = ("random", "fifo", "reservoir", "kcenter")
 CANDIDATES = ("sdss-rank", "sdss-no-dss", "sdss-coverage", "deita")
@@ -112,7 +118,8 @@ def plan_cells(datasets: list[str], users: dict[str, list[str]]) -> list[Cell]:
     2. fifo and kcenter, then sdss, reservoir, random on the iid control;
     3. whole (the upper reference: 1,200 training samples, 10x a policy cell);
     4. the modern selectors (ifd, uds) on realistic streams; 5. the ablations;
-    6. the rest of the iid rows; 7. synthesis (first ``SYNTH_USERS`` users).
+    6. the rest of the iid rows; 7. synthesis (first ``SYNTH_USERS`` users);
+    8. a second random draw of random and reservoir (added after the rest had run, to measure the draw noise).
     """
     tiers: list[list[tuple[str, str]]] = [
         [("both", "base"), ("realistic", "sdss"), ("realistic", "reservoir"), ("realistic", "random")],
@@ -122,6 +129,7 @@ def plan_cells(datasets: list[str], users: dict[str, list[str]]) -> list[Cell]:
         [("realistic", "sdss-no-eoe"), ("realistic", "sdss-no-dss"), ("realistic", "sdss-no-idd")],
         [("iid", "fifo"), ("iid", "kcenter"), ("iid", "ifd"), ("iid", "uds")],
         [("realistic", "sdss-synth1"), ("realistic", "sdss-synth3")],
+        [("realistic", "random-draw2"), ("realistic", "reservoir-draw2")],
     ]
     cells: list[Cell] = []
     for tier in tiers:

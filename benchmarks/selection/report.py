@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .plan import BASELINES, CANDIDATES, ROUND2, ROWS, TableConfig
+from .plan import BASELINES, CANDIDATES, DRAWS, ROUND2, ROWS, TableConfig
 
 METRICS = {"rouge1": 100.0, "answer_loss": 1.0}  # ROUGE-1 reported in points
 POLICY_ROWS = [r for r in ROWS if ROWS[r].kind == "policy"]
@@ -74,7 +74,13 @@ def write_report(out: Path, cfg: TableConfig, stream_stats: dict[str, list[dict]
     for (dataset, order, row), mine in sorted(cells.items()):
         if row not in POLICY_ROWS and row != "whole":
             continue
-        for base in (*COMPARE_TO, "sdss") if row in CANDIDATES or row in ROUND2 or row in VARIANTS else COMPARE_TO:
+        if row in DRAWS:
+            bases: tuple[str, ...] = (DRAWS[row],)  # the same policy's first draw: what the draw alone moves
+        elif row in CANDIDATES or row in ROUND2 or row in VARIANTS:
+            bases = (*COMPARE_TO, "sdss")
+        else:
+            bases = COMPARE_TO
+        for base in bases:
             if base == row or (dataset, order, base) not in cells:
                 continue
             for metric in METRICS:
@@ -193,6 +199,22 @@ def _markdown(cells: dict, rows_out: list[dict], cfg: TableConfig, stream_stats:
             cell = [f"{x['diff']:+{w}}{'**' if x['lo'] > 0 or x['hi'] < 0 else ''} [{x['lo']:+{w}}, {x['hi']:+{w}}]"
                     for x, w in ((r, ".2f"), (a, ".3f"))]
             lines.append(f"| {dataset} | {stream} | {row} | {cell[0]} | {cell[1]} | {r['n_users']} |")
+    draws = [r for r in rows_out if r["policy"] in DRAWS and r["baseline"] == DRAWS[r["policy"]]]
+    if draws:
+        lines += ["", "## The draw alone: a second random draw of the same policy (second - first)", "",
+                  "Only the policy's random seed differs; the users, streams, LoRA seed and test prompts are the same. The",
+                  "intervals resample test prompts with both adapters fixed, as every interval above does, so a difference",
+                  "that excludes 0 here is one the intervals above would also call real: it measures how much they leave out.", "",
+                  "| dataset | stream | row | ROUGE-1 diff [95 % CI] | answer loss diff [95 % CI] | users |", "|---|---|---|---|---|---|"]
+        by_draw: dict[tuple, dict[str, dict]] = {}
+        for r in draws:
+            by_draw.setdefault((r["dataset"], r["stream"], r["policy"]), {})[r["metric"]] = r
+        for (dataset, stream, row), m in sorted(by_draw.items()):
+            if set(m) != set(METRICS):
+                continue
+            cell = [f"{x['diff']:+{w}}{'**' if x['lo'] > 0 or x['hi'] < 0 else ''} [{x['lo']:+{w}}, {x['hi']:+{w}}]"
+                    for x, w in ((m["rouge1"], ".2f"), (m["answer_loss"], ".3f"))]
+            lines.append(f"| {dataset} | {stream} | {row} vs {DRAWS[row]} | {cell[0]} | {cell[1]} | {m['rouge1']['n_users']} |")
     decided = verdict(rows_out) if judge else {}
     if decided:
         lines += ["", "## Candidate rules against shipped sdss (the rules committed in benchmarks/README.md)", "",

@@ -134,3 +134,17 @@ def test_topic_coverage_comes_from_recomputed_selections_that_match_their_cells(
 
     assert topic_match([{"topic": "a", "kind": "turn"}], [{"topic": "a"}, {"topic": "a"}]) == {"coverage": 1.0, "tv": 0.0}
     assert topic_match([{"topic": "low-value", "kind": "low_value"}], [{"topic": "a"}]) == {"coverage": 0.0, "tv": 1.0}
+
+
+def test_a_second_draw_changes_only_the_policy_seed():
+    import numpy as np
+
+    from benchmarks.selection.cells import window_seed
+    from benchmarks.selection.plan import DRAWS, ROWS
+
+    # draw 0 keeps the seeds every committed cell was made with
+    assert window_seed(3, 1) == int(np.random.SeedSequence([3, 1, 0x5E1]).generate_state(1)[0])
+    assert len({window_seed(3, 1, d) for d in range(4)}) == 4
+    for row, first in DRAWS.items():
+        a, b = ROWS[row], ROWS[first]
+        assert (a.kind, a.policy, a.params, a.synth_k) == (b.kind, b.policy, b.params, b.synth_k) and a.draw != b.draw
