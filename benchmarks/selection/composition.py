@@ -49,7 +49,8 @@ def topic_match(train: list[dict[str, Any]], test: list[dict[str, Any]]) -> dict
     n_train = sum(topics.values())
     if n_train == 0:
         return {"coverage": coverage, "tv": 1.0}
-    tv = 0.5 * sum(abs(topics.get(t, 0) / n_train - wanted.get(t, 0) / n_test) for t in set(topics) | set(wanted))
+    # sorted: a set of strings iterates in a per-process order, and float sums depend on the order
+    tv = 0.5 * sum(abs(topics.get(t, 0) / n_train - wanted.get(t, 0) / n_test) for t in sorted(set(topics) | set(wanted)))
     return {"coverage": coverage, "tv": tv}
 
 

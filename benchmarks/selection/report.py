@@ -57,9 +57,28 @@ def paired(a: dict[str, dict], b: dict[str, dict], metric: str, resamples: int =
     boot = total / n
     lo, hi = np.percentile(boot, [2.5, 97.5])
     per_user = [float(d.mean()) * scale for d in diffs]
+    users_lo, users_hi = over_users(per_user)
     return {"diff": float(np.concatenate(diffs).mean()) * scale, "lo": float(lo) * scale, "hi": float(hi) * scale,
             "n_prompts": n, "n_users": len(users), "user_std": float(np.std(per_user, ddof=1)) if len(users) > 1 else math.nan,
-            "per_user": per_user}
+            "users_lo": users_lo, "users_hi": users_hi, "per_user": per_user}
+
+
+def over_users(per_user: list[float]) -> tuple[float, float]:
+    """95 % t-interval of the mean of the per-user differences: each user is one independent draw of
+    stream, selection and adapter, so this interval also holds what a different draw would have moved,
+    which the prompt bootstrap (adapters fixed) leaves out. ``nan`` with fewer than 2 users.
+
+    >>> [round(x, 3) for x in over_users([1.0, 2.0, 3.0])]   # mean 2, sd 1, t(2) = 4.303
+    [-0.484, 4.484]
+    """
+    n = len(per_user)
+    if n < 2:
+        return math.nan, math.nan
+    from scipy import stats
+
+    mean, se = float(np.mean(per_user)), float(np.std(per_user, ddof=1)) / math.sqrt(n)
+    half = float(stats.t.ppf(0.975, n - 1)) * se
+    return mean - half, mean + half
 
 
 def write_report(out: Path, cfg: TableConfig, stream_stats: dict[str, list[dict]], split: str = "test",
@@ -88,10 +107,11 @@ def write_report(out: Path, cfg: TableConfig, stream_stats: dict[str, list[dict]
                 if p:
                     rows_out.append({"dataset": dataset, "stream": order, "metric": metric, "policy": row,
                                      "baseline": base, **{k: p[k] for k in ("diff", "lo", "hi", "n_prompts", "n_users")},
-                                     "user_std": p["user_std"]})
+                                     "user_std": p["user_std"], "users_lo": p["users_lo"], "users_hi": p["users_hi"]})
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "paired.csv", rows_out,
-               ["dataset", "stream", "metric", "policy", "baseline", "diff", "lo", "hi", "n_prompts", "n_users", "user_std"])
+               ["dataset", "stream", "metric", "policy", "baseline", "diff", "lo", "hi", "n_prompts", "n_users", "user_std",
+                "users_lo", "users_hi"])
     extra: list[str] = []
     if topics is not None:
         from .composition import markdown
@@ -128,7 +148,8 @@ def headline(cells: dict, rows_out: list[dict]) -> str:
         if not rows:
             continue
         lines += [f"**{dataset}**, realistic streams (ROUGE-1 in points; answer loss in nats/token, lower is better; "
-                  "sdss − row: paired, 95 % stratified bootstrap; ** marks an interval excluding 0)", "",
+                  "sdss − row: paired, 95 % stratified bootstrap over prompts, then the 95 % t-interval over users, which also holds "
+                  "each user's draw of stream, selection and adapter; ** marks a prompt interval excluding 0, †† the users' as well)", "",
                   "| row | users | ROUGE-1 | answer loss | annotation requests | low-value kept | sdss − row, ROUGE-1 | sdss − row, answer loss |",
                   "|---|---|---|---|---|---|---|---|"]
         for row in rows:
@@ -144,7 +165,9 @@ def headline(cells: dict, rows_out: list[dict]) -> str:
                     diffs.append("")
                     continue
                 mark = "**" if p["lo"] > 0 or p["hi"] < 0 else ""
-                diffs.append(f"{mark}{fmt.format(p['diff'])}{mark} [{fmt.format(p['lo'])}, {fmt.format(p['hi'])}] ({p['n_users']} users)")
+                dag = "††" if mark and (p["users_lo"] > 0 or p["users_hi"] < 0) else ""
+                diffs.append(f"{mark}{fmt.format(p['diff'])}{mark}{dag} [{fmt.format(p['lo'])}, {fmt.format(p['hi'])}]; "
+                             f"users [{fmt.format(p['users_lo'])}, {fmt.format(p['users_hi'])}]")
             lines.append(f"| {row} | {len(users)} | {r1:.2f} | {loss:.3f} | {req:.0f} | {low:.1f} of {np.mean([c['training_set']['n'] for c in users.values()]):.0f} | {diffs[0]} | {diffs[1]} |")
         lines.append("")
     return "\n".join(lines)
@@ -177,14 +200,19 @@ def _markdown(cells: dict, rows_out: list[dict], cfg: TableConfig, stream_stats:
         low = np.mean([c["training_set"]["low_value"] for c in users.values()])
         lines.append(f"| {dataset} | {order} | {row} | {len(users)} | {r1:.2f} | {loss:.3f} | {req:.0f} | {n:.0f} | {low:.1f} |")
     lines += ["", "## Paired differences (policy - baseline; 95 % stratified bootstrap)", "",
-              "| dataset | stream | metric | policy | baseline | diff | 95 % CI | prompts | users | std over users |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "`95 % CI` resamples test prompts within user with the adapters fixed (the issue's interval); `over users` is a",
+              "t-interval of the per-user differences, which also holds the draw of each user's stream, selection and adapter;",
+              "** marks the first excluding 0, †† the second as well.", "",
+              "| dataset | stream | metric | policy | baseline | diff | 95 % CI | over users | prompts | users | std over users |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows_out:
         if r["policy"] not in ("sdss", "whole"):
             continue
         mark = " **" if r["lo"] > 0 or r["hi"] < 0 else ""
+        mark += "††" if mark and (r["users_lo"] > 0 or r["users_hi"] < 0) else ""
         lines.append(f"| {r['dataset']} | {r['stream']} | {r['metric']} | {r['policy']} | {r['baseline']} | {r['diff']:+.3f}{mark.strip()} "
-                     f"| [{r['lo']:+.3f}, {r['hi']:+.3f}] | {r['n_prompts']} | {r['n_users']} | {r['user_std']:.3f} |")
+                     f"| [{r['lo']:+.3f}, {r['hi']:+.3f}] | [{r['users_lo']:+.3f}, {r['users_hi']:+.3f}] | {r['n_prompts']} "
+                     f"| {r['n_users']} | {r['user_std']:.3f} |")
     variants = [r for r in rows_out if r["policy"] in VARIANTS and r["baseline"] == "sdss"]
     if variants:
         lines += ["", "## Ablations and synthesis against shipped sdss (row - sdss)", "",
