@@ -350,10 +350,13 @@ def _forest(path: Path, rows_out: list[dict]) -> None:
         ys = range(len(mine))
         for y, r in zip(ys, mine):
             colour = "tab:blue" if r["stream"] == "realistic" else "tab:gray"
-            ax.errorbar(r["diff"], y, xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]], fmt="o", color=colour)
+            if math.isfinite(r["users_lo"]):  # thin, behind: the interval over users
+                ax.plot([r["users_lo"], r["users_hi"]], [y, y], color=colour, lw=0.8, alpha=0.5)
+            ax.errorbar(r["diff"], y, xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]], fmt="o", color=colour, lw=2)
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(list(ys), [f"vs {r['baseline']} ({r['stream']})" for r in mine], fontsize=8)
-        ax.set_title(f"{dataset}: sdss - baseline, {'ROUGE-1 points' if metric == 'rouge1' else 'answer loss (nats)'}", fontsize=9)
+        ax.set_title(f"{dataset}: sdss - baseline, {'ROUGE-1 points' if metric == 'rouge1' else 'answer loss (nats)'}\n"
+                     "thick: prompt bootstrap; thin: over users", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
