@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import islice
 
 from operators.policies.base import BufferPolicy
 from operators.sample import Candidate
@@ -37,5 +38,6 @@ class RandomReplacement(BufferPolicy):
     def _choose(self, c: Candidate) -> tuple[str, str | None, float]:
         if len(self._samples) < self.capacity:
             return "admitted", None, math.nan
-        ids = list(self._samples)
-        return "replaced", ids[int(self._rng.integers(len(ids)))], math.nan
+        k = int(self._rng.integers(len(self._samples)))
+        # The k-th buffered id in arrival order, walked in C: a list of the ids cost 0.6 ms at capacity 100,000.
+        return "replaced", next(islice(self._samples, k, None)), math.nan

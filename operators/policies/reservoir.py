@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import islice
 from typing import Any
 
 from operators.policies.base import BufferPolicy
@@ -61,7 +62,7 @@ class Reservoir(BufferPolicy):
         j = int(self._rng.integers(self.seen))
         if j >= self.capacity:
             return "rejected", None, math.nan
-        return "replaced", list(self._samples)[j], math.nan
+        return "replaced", next(islice(self._samples, j, None)), math.nan  # the j-th id, without a list of all
 
     def _state(self) -> dict[str, Any]:
         return {"seen": self.seen}
