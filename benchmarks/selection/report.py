@@ -223,10 +223,8 @@ def _markdown(cells: dict, rows_out: list[dict], cfg: TableConfig, stream_stats:
         for (dataset, stream, row), m in sorted(by_row.items(), key=lambda kv: (kv[0][0], kv[0][1], VARIANTS.index(kv[0][2]))):
             if set(m) != set(METRICS):
                 continue
-            r, a = m["rouge1"], m["answer_loss"]
-            cell = [f"{x['diff']:+{w}}{'**' if x['lo'] > 0 or x['hi'] < 0 else ''} [{x['lo']:+{w}}, {x['hi']:+{w}}]"
-                    for x, w in ((r, ".2f"), (a, ".3f"))]
-            lines.append(f"| {dataset} | {stream} | {row} | {cell[0]} | {cell[1]} | {r['n_users']} |")
+            cell = _both_metrics(m)
+            lines.append(f"| {dataset} | {stream} | {row} | {cell[0]} | {cell[1]} | {m['rouge1']['n_users']} |")
     draws = [r for r in rows_out if r["policy"] in DRAWS and r["baseline"] == DRAWS[r["policy"]]]
     if draws:
         lines += ["", "## The draw alone: a second random draw of the same policy (second - first)", "",
@@ -240,8 +238,7 @@ def _markdown(cells: dict, rows_out: list[dict], cfg: TableConfig, stream_stats:
         for (dataset, stream, row), m in sorted(by_draw.items()):
             if set(m) != set(METRICS):
                 continue
-            cell = [f"{x['diff']:+{w}}{'**' if x['lo'] > 0 or x['hi'] < 0 else ''} [{x['lo']:+{w}}, {x['hi']:+{w}}]"
-                    for x, w in ((m["rouge1"], ".2f"), (m["answer_loss"], ".3f"))]
+            cell = _both_metrics(m)
             lines.append(f"| {dataset} | {stream} | {row} vs {DRAWS[row]} | {cell[0]} | {cell[1]} | {m['rouge1']['n_users']} |")
     decided = verdict(rows_out) if judge else {}
     if decided:
@@ -270,6 +267,12 @@ def _markdown(cells: dict, rows_out: list[dict], cfg: TableConfig, stream_stats:
         lines += ["| " + s["user"] + " | " + " | ".join(str(s[k]) for k in keys) + " |" for s in stats]
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _both_metrics(m: dict[str, dict]) -> list[str]:
+    """ROUGE-1 and answer-loss cells of one paired row: diff (** if its interval excludes 0) and interval."""
+    return [f"{x['diff']:+{w}}{'**' if x['lo'] > 0 or x['hi'] < 0 else ''} [{x['lo']:+{w}}, {x['hi']:+{w}}]"
+            for x, w in ((m["rouge1"], ".2f"), (m["answer_loss"], ".3f"))]
 
 
 def compute_lines(cells: dict) -> list[str]:
