@@ -109,12 +109,17 @@ class BufferConfig(_Section):
         "z-value (shipped) or running mid-rank among the last 1,024 offers (a heavy-tailed score cannot dominate).")
     coverage: float = Field(0.0, ge=0, description="sdss: weight of a k-center-style term, the cosine distance to the "
                             "nearest buffered sample (0: off, as shipped).")
+    admission: Literal["score", "reservoir"] = Field(
+        "score", description="sdss: who enters a full buffer: a candidate that outscores the victim (score, shipped), or "
+        "one drawn with reservoir sampling's probability, which then replaces the victim (a round-2 candidate that did not win).")
+    dedup: float | None = Field(None, gt=0, le=1, description="reservoir: cosine at or above which a candidate is a "
+                                "near-copy and is turned away uncounted (off as shipped; a round-2 candidate that did not win).")
 
     def policy_params(self) -> dict[str, Any]:
         """The chosen policy's constructor arguments that this section holds, matched by name.
 
         >>> BufferConfig(capacity=8).policy_params()
-        {'capacity': 8, 'weights': (2.0, 1.0, 1.0), 'dup_threshold': 0.95, 'domain_quota': 'stream', 'scale': 'z', 'coverage': 0.0}
+        {'capacity': 8, 'weights': (2.0, 1.0, 1.0), 'dup_threshold': 0.95, 'domain_quota': 'stream', 'scale': 'z', 'coverage': 0.0, 'admission': 'score'}
         >>> BufferConfig(policy="fifo", capacity=8).policy_params()
         {'capacity': 8}
         """
