@@ -27,7 +27,7 @@ class Reservoir(BufferPolicy):
     uniformity guarantee then holds only approximately.
 
     >>> import numpy as np
-    >>> from operators.sample import NEAR_COPY, Candidate
+    >>> from operators.sample import Candidate
     >>> def unit(*xs):
     ...     v = np.array(xs, dtype=np.float32)
     ...     return v / np.linalg.norm(v)

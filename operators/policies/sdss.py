@@ -114,7 +114,7 @@ class SDSS(BufferPolicy):
         domain_quota: str = _SHIPPED.domain_quota,
         scale: str = _SHIPPED.scale,
         coverage: float = _SHIPPED.coverage,
-        admission: str = "score",
+        admission: str = _SHIPPED.admission,
     ):
         super().__init__(capacity=capacity, seed=seed)
         if domain_quota not in ("balanced", "stream"):
