@@ -567,21 +567,21 @@ def test_sdss_reservoir_admission_admits_as_reservoir_does_and_evicts_the_weakes
     candidates = stream(8, 400)
     gated = SDSS(capacity=8, seed=3, admission="reservoir")
     plain = make_policy("reservoir", capacity=8, seed=3)
-    victims_weakest = []
+    swaps = []  # (evicted sdss's own victim?, the candidate's score, that victim's score)
     for c in candidates:
-        expected_victim = None
+        victim = (None, math.nan)
         if len(gated) == gated.capacity:
             probe = SDSS.from_snapshot(gated.snapshot())  # what sdss's own victim search picks before this offer
             probe._offered[c.domain] = probe._offered.get(c.domain, 0) + 1
             probe._observe(dataclasses.replace(c, idd=probe._index.idd(c.embedding, c.domain)))
-            expected_victim = probe._weakest(probe._victim_domain(c.domain))[0]
+            victim = probe._weakest(probe._victim_domain(c.domain))
         d, r = gated.offer(copy.deepcopy(c)), plain.offer(copy.deepcopy(c))
         assert d.outcome == r.outcome
         if d.outcome == "replaced":
-            victims_weakest.append(d.evicted == expected_victim)
-    assert len(victims_weakest) > 10 and all(victims_weakest)
-    # the shipped rule would have turned most of these away: the scores no longer gate entry
-    assert sum(d == "replaced" for d in trace(SDSS(capacity=8, seed=3), candidates)) != len(victims_weakest)
+            swaps.append((d.evicted == victim[0], d.score, victim[1]))
+    assert len(swaps) > 10 and all(own for own, _, _ in swaps)
+    # the scores no longer gate entry: some candidates got in without outscoring their victim
+    assert any(score <= victim_score for _, score, victim_score in swaps)
 
 
 def test_reservoir_dedup_turns_near_copies_away_without_counting_them():
