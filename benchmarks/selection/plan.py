@@ -57,9 +57,14 @@ ROWS: dict[str, Row] = {r.name: r for r in (
     # A second random draw of two naive policies: how far a result moves when only the draw changes.
     Row("random-draw2", "policy", "random", label="random replacement, a second draw", draw=1),
     Row("reservoir-draw2", "policy", "reservoir", label="reservoir sampling, a second draw", draw=1),
+    # Two more draws of each, so that sdss can be set against each naive policy's mean over four draws.
+    Row("random-draw3", "policy", "random", label="random replacement, a third draw", draw=2),
+    Row("reservoir-draw3", "policy", "reservoir", label="reservoir sampling, a third draw", draw=2),
+    Row("random-draw4", "policy", "random", label="random replacement, a fourth draw", draw=3),
+    Row("reservoir-draw4", "policy", "reservoir", label="reservoir sampling, a fourth draw", draw=3),
 )}
-DRAWS = {"random-draw2": "random", "reservoir-draw2": "reservoir"}
-"""Each second-draw row and the row whose first draw it repeats; report.py pairs them."""
+DRAWS = {r.name: r.policy for r in ROWS.values() if r.draw}
+"""Each further-draw row and the row whose first draw it repeats; report.py pairs them."""
 BASELINES = ("random", "fifo", "reservoir", "kcenter", "ifd", "uds")
 NAIVE = ("random", "fifo", "reservoir", "kcenter")
 CANDIDATES = ("sdss-rank", "sdss-no-dss", "sdss-coverage", "deita")
@@ -119,7 +124,8 @@ def plan_cells(datasets: list[str], users: dict[str, list[str]]) -> list[Cell]:
     3. whole (the upper reference: 1,200 training samples, 10x a policy cell);
     4. the modern selectors (ifd, uds) on realistic streams; 5. the ablations;
     6. the rest of the iid rows; 7. synthesis (first ``SYNTH_USERS`` users);
-    8. a second random draw of random and reservoir (added after the rest had run, to measure the draw noise).
+    8. a second random draw of random and reservoir (added after the rest had run, to measure the draw noise);
+    9. their third and fourth draws (added later still, for a mean over four draws).
     """
     tiers: list[list[tuple[str, str]]] = [
         [("both", "base"), ("realistic", "sdss"), ("realistic", "reservoir"), ("realistic", "random")],
@@ -130,6 +136,7 @@ def plan_cells(datasets: list[str], users: dict[str, list[str]]) -> list[Cell]:
         [("iid", "fifo"), ("iid", "kcenter"), ("iid", "ifd"), ("iid", "uds")],
         [("realistic", "sdss-synth1"), ("realistic", "sdss-synth3")],
         [("realistic", "random-draw2"), ("realistic", "reservoir-draw2")],
+        [("realistic", f"{policy}-draw{k}") for k in (3, 4) for policy in ("random", "reservoir")],
     ]
     cells: list[Cell] = []
     for tier in tiers:
