@@ -81,6 +81,41 @@ def over_users(per_user: list[float]) -> tuple[float, float]:
     return mean - half, mean + half
 
 
+def draw_means(cells: dict) -> dict[tuple[str, str, str], dict[str, dict]]:
+    """Each naive policy with further draws, as one pseudo-row ``<policy>-mean<k>``: per user, every
+    per-prompt score averaged over the policy's ``k`` draws, for the users where all ``k`` cells exist
+    (``k``: the first draw and every further draw with any finished cell).
+    One draw is a noisy estimate of what a policy gives a user; the mean over draws is a better one.
+
+    >>> c = lambda *x: {"test_ids": [1, 2], "rouge1": list(x), "answer_loss": list(x),
+    ...                 "selection": {"annotation_requests": 10}, "training_set": {"n": 128, "low_value": 2}}
+    >>> cells = {("d", "realistic", "random"): {"u1": c(0.0, 1.0), "u2": c(0.0, 0.0)},
+    ...          ("d", "realistic", "random-draw2"): {"u1": c(1.0, 1.0)}}
+    >>> m = draw_means(cells)
+    >>> list(m), m[("d", "realistic", "random-mean2")]["u1"]["rouge1"]   # u2 lacks its second draw
+    ([('d', 'realistic', 'random-mean2')], [0.5, 1.0])
+    """
+    out: dict[tuple[str, str, str], dict[str, dict]] = {}
+    for dataset, order in sorted({(d, o) for d, o, _ in cells}):
+        for first in sorted(set(DRAWS.values())):
+            rows = [first, *sorted(r for r, f in DRAWS.items() if f == first and (dataset, order, r) in cells)]
+            found = [cells.get((dataset, order, r), {}) for r in rows]
+            users = sorted(set.intersection(*(set(f) for f in found)))
+            if len(rows) < 2 or not users:
+                continue
+            mean: dict[str, dict] = {}
+            for u in users:
+                draws = [f[u] for f in found]
+                if any(d["test_ids"] != draws[0]["test_ids"] for d in draws):
+                    raise ValueError(f"user {u}: {first}'s draws were scored on different test prompts")
+                mean[u] = {"test_ids": draws[0]["test_ids"],
+                           **{m: np.mean([d[m] for d in draws], axis=0).tolist() for m in METRICS},
+                           "selection": {"annotation_requests": float(np.mean([d["selection"]["annotation_requests"] for d in draws]))},
+                           "training_set": {k: float(np.mean([d["training_set"][k] for d in draws])) for k in ("n", "low_value")}}
+            out[(dataset, order, f"{first}-mean{len(rows)}")] = mean
+    return out
+
+
 def write_report(out: Path, cfg: TableConfig, stream_stats: dict[str, list[dict]], split: str = "test",
                  topics: Any = None) -> None:
     """paired.csv, table.md, headline.md and forest.png from ``out``'s finished cells. The candidate rules
@@ -108,6 +143,15 @@ def write_report(out: Path, cfg: TableConfig, stream_stats: dict[str, list[dict]
                     rows_out.append({"dataset": dataset, "stream": order, "metric": metric, "policy": row,
                                      "baseline": base, **{k: p[k] for k in ("diff", "lo", "hi", "n_prompts", "n_users")},
                                      "user_std": p["user_std"], "users_lo": p["users_lo"], "users_hi": p["users_hi"]})
+    means = draw_means(cells)
+    for (dataset, order, name), theirs in sorted(means.items()):
+        if (dataset, order, "sdss") not in cells:
+            continue
+        for metric in METRICS:
+            p = paired(cells[(dataset, order, "sdss")], theirs, metric)
+            if p:
+                rows_out.append({"dataset": dataset, "stream": order, "metric": metric, "policy": "sdss", "baseline": name,
+                                 **{k: p[k] for k in ("diff", "lo", "hi", "n_prompts", "n_users", "user_std", "users_lo", "users_hi")}})
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "paired.csv", rows_out,
                ["dataset", "stream", "metric", "policy", "baseline", "diff", "lo", "hi", "n_prompts", "n_users", "user_std",
@@ -120,7 +164,7 @@ def write_report(out: Path, cfg: TableConfig, stream_stats: dict[str, list[dict]
         _write_csv(out / "composition.csv", comp, ["dataset", "stream", "row", "user", "coverage", "tv", "rouge1", "answer_loss"])
         extra = markdown(comp, mismatched)
     (out / "table.md").write_text(_markdown(cells, rows_out, cfg, stream_stats, judge=split == "validation", extra=extra))
-    (out / "headline.md").write_text(headline(cells, rows_out))
+    (out / "headline.md").write_text(headline({**cells, **means}, rows_out))
     _forest(out / "forest.png", rows_out)
 
 
@@ -141,10 +185,11 @@ def headline(cells: dict, rows_out: list[dict]) -> str:
     """Per dataset, the realistic streams' rows with sdss's paired difference against each: the README's table."""
     pairs = {(r["dataset"], r["baseline"], r["metric"]): r for r in rows_out
              if r["policy"] == "sdss" and r["stream"] == "realistic"}
-    machines = sorted({c["machine"] for users in cells.values() for c in users.values()})
+    machines = sorted({c["machine"] for users in cells.values() for c in users.values() if "machine" in c})
     lines = ["Cells ran on: " + "; ".join(machines) + " (fp32, 1 thread per process).", ""] if machines else []
     for dataset in sorted({d for d, _, _ in cells}):
         rows = [r for r in HEADLINE_ROWS if (dataset, "realistic", r) in cells]
+        rows += sorted(r for d, o, r in cells if d == dataset and o == "realistic" and "-mean" in r)
         if not rows:
             continue
         lines += [f"**{dataset}**, realistic streams (ROUGE-1 in points; answer loss in nats/token, lower is better; "
@@ -227,10 +272,12 @@ def _markdown(cells: dict, rows_out: list[dict], cfg: TableConfig, stream_stats:
             lines.append(f"| {dataset} | {stream} | {row} | {cell[0]} | {cell[1]} | {m['rouge1']['n_users']} |")
     draws = [r for r in rows_out if r["policy"] in DRAWS and r["baseline"] == DRAWS[r["policy"]]]
     if draws:
-        lines += ["", "## The draw alone: a second random draw of the same policy (second - first)", "",
+        lines += ["", "## The draw alone: a further random draw of the same policy (k-th draw - first)", "",
                   "Only the policy's random seed differs; the users, streams, LoRA seed and test prompts are the same. The",
                   "intervals resample test prompts with both adapters fixed, as every interval above does, so a difference",
-                  "that excludes 0 here is one the intervals above would also call real: it measures how much they leave out.", "",
+                  "that excludes 0 here is one the intervals above would also call real: it measures how much they leave out.",
+                  "Against these draws sdss is also set against each policy's mean over its draws (`<policy>-mean<k>` in the",
+                  "paired differences above, and in the headline).", "",
                   "| dataset | stream | row | ROUGE-1 diff [95 % CI] | answer loss diff [95 % CI] | users |", "|---|---|---|---|---|---|"]
         by_draw: dict[tuple, dict[str, dict]] = {}
         for r in draws:
