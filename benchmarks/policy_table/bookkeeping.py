@@ -16,14 +16,22 @@ from .plan import Cell, TableConfig
 _ARGV: list[str] = []  # the arguments main() was called with, for the report's "command" lines
 
 
-def set_command_args(argv: Sequence[str]) -> None:
-    """The arguments ``main()`` was called with, which :func:`command_line` names."""
-    global _ARGV
-    _ARGV = list(argv)
+_MODULE = "benchmarks.policy_table"
+
+
+def set_command_args(argv: Sequence[str], module: str = "benchmarks.policy_table") -> None:
+    """The arguments ``main()`` of ``module`` was called with, which :func:`command_line` names.
+
+    >>> set_command_args(["run", "--only", "sdss"], module="benchmarks.selection"); command_line()
+    'python -m benchmarks.selection run --only sdss'
+    >>> set_command_args([])
+    """
+    global _ARGV, _MODULE
+    _ARGV, _MODULE = list(argv), module
 
 
 def command_line() -> str:
-    return shlex.join(["python", "-m", "benchmarks.policy_table", *_ARGV])
+    return shlex.join(["python", "-m", _MODULE, *_ARGV])
 
 
 def machine() -> str:

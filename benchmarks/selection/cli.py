@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.selection.plan import plan_cells, plan_validation_cells
     from benchmarks.selection.streams import build
 
-    set_command_args(["python", "-m", "benchmarks.selection", *(argv if argv is not None else __import__("sys").argv[1:])])
+    set_command_args(argv if argv is not None else __import__("sys").argv[1:], module="benchmarks.selection")
     spec, fcfg, cfg = configs(args.smoke)
     import torch
 
