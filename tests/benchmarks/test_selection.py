@@ -35,6 +35,8 @@ def test_every_planned_row_ran_and_pairs_on_the_same_prompts(smoke):
     cells = list((smoke / "cells").glob("chitchat/*/*/*.json"))
     rows = {(p.parent.parent.name, p.parent.name) for p in cells}
     assert ("both", "base") in rows and ("realistic", "sdss") in rows and ("iid", "uds") in rows
+    # each cell names the command that made it
+    assert json.loads(cells[0].read_text())["command"].startswith("python -m benchmarks.selection all --smoke")
     with (smoke / "paired.csv").open() as handle:
         paired = list(csv.DictReader(handle))
     sdss = [r for r in paired if r["policy"] == "sdss" and r["baseline"] == "reservoir" and r["stream"] == "realistic"]
