@@ -14,12 +14,11 @@ from .plan import Cell, TableConfig
 
 
 _ARGV: list[str] = []  # the arguments main() was called with, for the report's "command" lines
+_POLICY_TABLE = "benchmarks.policy_table"
+_MODULE = _POLICY_TABLE  # the module whose main() that was
 
 
-_MODULE = "benchmarks.policy_table"
-
-
-def set_command_args(argv: Sequence[str], module: str = "benchmarks.policy_table") -> None:
+def set_command_args(argv: Sequence[str], module: str = _POLICY_TABLE) -> None:
     """The arguments ``main()`` of ``module`` was called with, which :func:`command_line` names.
 
     >>> set_command_args(["run", "--only", "sdss"], module="benchmarks.selection"); command_line()
