@@ -59,6 +59,8 @@ from operators.scoring import Scorer  # noqa: E402
 
 from _synthetic import real_events  # noqa: E402
 
+SOURCE_BATCH = 64  # ReplaySource's default batch: the events the flow's embed step scores in one call
+
 NAME = "bench_authors_loop"
 BINS = 100
 DUP = 0.95
@@ -262,7 +264,7 @@ def main() -> int:
     scorer = Scorer(load_lexicons())
     # Pinned to the rule AuthorsLoop implements (the shipped defaults are weights (2, 1, 1) and domain_quota
     # "stream"): both loops must make the same decisions, so only the way of computing differs.
-    batch = EmbedConfig().batch_size  # the flow scores each embedded batch at once (flows.selection.embed_and_score)
+    batch = SOURCE_BATCH  # the flow scores each source batch at once (flows.selection.embed_and_score)
     load = gate.check("ours")
     passes = []
     for _ in range(args.repeats):  # a fresh buffer each pass, the same events: every pass must decide the same
@@ -328,7 +330,7 @@ def main() -> int:
     }]
     notes = [
         f"Embeddings computed once before timing: {n_events} prompts in {embed_s:.1f} s (not part of either loop).",
-        "`ours` = `Scorer.score_batch` over each embedding batch of 8 events, as the flow scores them, + `SDSS.offer` per "
+        f"`ours` = `Scorer.score_batch` over each source batch of {SOURCE_BATCH} events, as the flow's embed step scores them, + `SDSS.offer` per "
         "event (lexicons loaded once before the loop, as `build_components` does); per-event figures divide by the events.",
         f"Each loop runs several passes over the same events ({args.repeats} of ours, {args.authors_repeats} of each "
         "authors' loop), a fresh buffer each, and every pass must make the same decisions. `ms_per_event` is the median "

@@ -11,7 +11,7 @@ that DSS and the dominant domain are real (see ``_synthetic.py``). The buffer is
 capacity (through the policy's own ``_insert``, with each pre-fill sample's IDD and the running
 score statistics computed as ``offer`` would; offering 100,000 samples one by one would itself
 take hours of exact searches), then N further events are timed: ``Scorer.score_batch`` over each
-batch of 8 (EOE + DSS, what the flow's embed step does after the forward pass of a batch) and
+source batch of 64 (EOE + DSS, what the flow's embed step does after the forward passes of a batch) and
 ``policy.offer`` one event at a time (IDD, near-duplicate search, the policy's choice, eviction and
 insertion).
 
@@ -93,9 +93,10 @@ NAME = "bench_buffer"
 REFERENCE_RULE = {"weights": (1.0, 1.0, 1.0), "domain_quota": "balanced"}
 """The rule :class:`NumpySDSS` implements; the shipped sdss is pinned to it wherever decisions are compared."""
 
-SCORE_BATCH = 8
-"""Events scored at once in the cost part: the flow scores each embedded batch together, and the embedder's
-default batch (``models.embed.EmbedConfig.batch_size``; not imported: this benchmark loads no torch) is 8."""
+SCORE_BATCH = 64
+"""Events scored at once in the cost part: the flow's embed step embeds and scores each source batch in one call
+(``flows.selection.embed_and_score``), and a replay's source batch is ``ReplaySource``'s default, 64 (not
+imported: this benchmark loads no torch or bytewax)."""
 
 
 # --- the brute-force numpy variant of the sdss rule ------------------------------------------
@@ -994,7 +995,7 @@ def run_cost_part(args) -> None:
                         "met": None, "note": f"at 64: {pick(dim, 64, 'kcenter')['total_ms_mean']:.3f} ms", "command": cmd})
 
     notes = [
-        f"Per-event cost = `Scorer.score_batch` over batches of {SCORE_BATCH} events, as the flow scores an embedded batch "
+        f"Per-event cost = `Scorer.score_batch` over batches of {SCORE_BATCH} events, as the flow's embed step scores a source batch "
         "(EOE histograms + DSS tokenisation of real prompt+response texts; each event's share is its batch's time over the "
         "batch size) + `policy.offer`; "
         "`score_ms` is the same work for every policy, so `offer_ms` is what the buffer itself costs.",

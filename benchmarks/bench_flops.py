@@ -46,7 +46,7 @@ Where the default embedding's time goes (tables ``breakdown`` and ``model_shapes
   RoPE, SiLU, residual adds, masks), views and allocations; the tokenizer timed on its own; and the
   gap between the profiled wall time and all op self time (Python, the dispatcher, the profiler).
 - ``model_shapes``: the model's own Linear layers and attention alone, at the shapes the default run
-  executes (each length-sorted batch of 8, padded to its longest text; 30 layers), on random data in
+  executes (each length-sorted batch of the shipped size, padded to its longest text; 30 layers), on random data in
   the dtype in use: bf16 x bf16 (the kernels' best at these shapes), fp32 activations into bf16
   weights under autocast (what the shipped embedder runs: the activation cast included), and fp32
   weights under autocast in a fresh context (each call casts its weight too). Their sum is the most
@@ -324,6 +324,44 @@ def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
 
 
+class TokenCounter:
+    """A ``transformers`` streamer that counts the decoded tokens (its first ``put`` is the prompt)."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if self._prompt_seen:
+            self.tokens += int(value.numel())
+        self._prompt_seen = True
+
+    def end(self) -> None:
+        self._prompt_seen = False
+
+
+def bf16_speedups(embed_rows: list[dict], train_rows: list[dict], gen_rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """``{stage: [(threads, fp32 seconds / bf16 seconds), ...]}`` from the rows that ran both dtypes.
+
+    >>> bf16_speedups([{"config": "fp32, 1 thread", "seconds": 4.0}, {"config": "bf16 autocast, 1 thread", "seconds": 2.0}],
+    ...               [], [{"dtype": "float32", "threads": 2, "seconds": 3.0}, {"dtype": "bfloat16", "threads": 2, "seconds": 4.0}])
+    {'embedding': [(1, 2.0)], 'generation': [(2, 0.75)]}
+    """
+    out: dict[str, list[tuple[int, float]]] = {}
+    by_config = {r["config"]: r["seconds"] for r in embed_rows}
+    for threads, suffix in ((2, "2 threads"), (1, "1 thread")):
+        fp32, bf16 = by_config.get(f"fp32, {suffix}"), by_config.get(f"bf16 autocast, {suffix}")
+        if fp32 and bf16:
+            out.setdefault("embedding", []).append((threads, fp32 / bf16))
+    for stage, stage_rows, key in (("LoRA step", train_rows, "seconds_per_step"), ("generation", gen_rows, "seconds")):
+        seconds = {(r["dtype"], r["threads"]): r[key] for r in stage_rows}
+        for threads in (2, 1):
+            fp32, bf16 = seconds.get(("float32", threads)), seconds.get(("bfloat16", threads))
+            if fp32 and bf16:
+                out.setdefault(stage, []).append((threads, fp32 / bf16))
+    return out
+
+
 def main() -> int:
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--texts", type=int, default=12, help="prompt+response texts per configuration")
@@ -335,6 +373,9 @@ def main() -> int:
     p.add_argument("--skip-extra", action="store_true", help="skip the prompts-only and MiniLM rows")
     p.add_argument("--skip-train", action="store_true", help="skip the LoRA training rows")
     p.add_argument("--skip-breakdown", action="store_true", help="skip the profile and the model-shape matmuls")
+    p.add_argument("--skip-generate", action="store_true", help="skip the generation rows")
+    p.add_argument("--gen-prompts", type=int, default=4, help="prompts answered one at a time per generation row")
+    p.add_argument("--gen-tokens", type=int, default=32, help="new tokens per answer in the generation rows")
     args = p.parse_args()
     name = NAME if args.configs is None else f"{NAME}_{args.tag}"
     n_texts = 4 if args.quick else args.texts
@@ -344,6 +385,7 @@ def main() -> int:
 
     from models.configure import dtype_choice, embed_config, thread_choice
     from models.embed import EmbedConfig, SentenceEmbedder, _token_ids, make_embedder
+    from models.generate import GenerateConfig, generate
     from models.lm import LMConfig, load_lm
     from models.train import TrainConfig, render_example, train_lora
     from operators.config import Settings
@@ -510,6 +552,31 @@ def main() -> int:
             gate.end(f"train {dtype} {threads}")
         torch.set_num_threads(default_threads)
 
+    # generation: the shipped generate(), one prompt at a time as serve and `edgetune generate` answer, greedy
+    gen_rows = []
+    if not args.skip_generate:
+        gen_prompts = prompts[: 2 if args.quick else args.gen_prompts]
+        answers: dict[str, list[str]] = {}
+        for dtype, threads in [("float32", 2), ("bfloat16", 2), ("float32", 1), ("bfloat16", 1)][: 2 if args.quick else 4]:
+            load = gate.check(f"generate {dtype} {threads}", wait=False)
+            torch.set_num_threads(threads)
+            gcfg = GenerateConfig(max_new_tokens=8 if args.quick else args.gen_tokens, batch_size=1, dtype=dtype)
+            generate(model, tokenizer, gen_prompts[:1], GenerateConfig(max_new_tokens=2, batch_size=1, dtype=dtype))
+            counter = TokenCounter()
+            t = time.perf_counter()
+            texts_out = [generate(model, tokenizer, [q], gcfg, streamer=counter)[0] for q in gen_prompts]
+            seconds = time.perf_counter() - t
+            answers.setdefault(dtype, texts_out)
+            gen_rows.append({"dtype": dtype, "threads": threads, "prompts": len(gen_prompts),
+                             "max_new_tokens": gcfg.max_new_tokens, "new_tokens": counter.tokens, "seconds": seconds,
+                             "seconds_per_answer": seconds / len(gen_prompts), "tokens_per_s": counter.tokens / seconds,
+                             "same_answers_as_fp32": (sum(a == b for a, b in zip(texts_out, answers["float32"]))
+                                                      if "float32" in answers else None),
+                             "load1": round(load, 2)})
+            print(gen_rows[-1], flush=True)
+            gate.end(f"generate {dtype} {threads}")
+        torch.set_num_threads(default_threads)
+
     # the same default embedder on prompts only (short texts: what the stream sees for unlabeled events)
     extra_rows = []
     if not args.skip_extra:
@@ -627,6 +694,14 @@ def main() -> int:
                                     f"{100 * tbest['ratio_vs_peak']:.0f} % of {tbest['peak_gflops']:.1f} ({tbest['dtype']}, "
                                     f"{tbest['threads']} thread(s))", "met": None,
                         "note": "batch 4, max_seq_len 256, rank 8 q/k/v/o", "command": head["command"]})
+    speedups = bf16_speedups(rows, train_rows, gen_rows)
+    if speedups:
+        targets.append({"target": "bf16 speed-up over fp32 per stage (report)",
+                        "measured": "; ".join(f"{stage}: {', '.join(f'{x:.2f}x at {t} thread(s)' for t, x in per)}"
+                                              for stage, per in speedups.items()), "met": None,
+                        "note": "fp32 seconds / bf16 seconds, same texts and thread count (embedding: autocast rows; "
+                                "generation: the shipped generate under autocast, which --dtype auto does not use for "
+                                "decoding)", "command": head["command"]})
     notes = [
         f"Texts: {n_texts} prompt+response texts, {sum(lengths)} real tokens (mean {np.mean(lengths):.0f}, max {max(lengths)}); "
         f"useful work {flops / 1e12:.3f} TFLOP per pass. P = {params / 1e6:.1f}M Linear weights, L = {layers}, h = {width}, "
@@ -642,7 +717,8 @@ def main() -> int:
         "(changes the embeddings).",
     ]
     C.write_results(name, args.quick, head, {"configs": rows, "breakdown": breakdown_rows, "model_shapes": shape_rows,
-                                             "training": train_rows, "other_texts_and_embedders": extra_rows,
+                                             "training": train_rows, "generation": gen_rows,
+                                             "other_texts_and_embedders": extra_rows,
                                              "matmul": matmul_rows}, targets, notes, gate,
                     title="Embedding and LoRA training FLOP/s vs torch matmul of the same dtype")
     return 0
