@@ -23,10 +23,12 @@ if "OMP_NUM_THREADS" not in os.environ:
 class DomainIndex:
     """Buffered embeddings split by dominant domain, searchable by cosine similarity.
 
-    Each domain owns an exact inner-product FAISS index wrapped in ``IndexIDMap2``:
-    exact because a buffer holds tens of vectors, and ``IndexIDMap2`` because samples
-    get evicted, which graph indexes such as HNSW do not support. Vectors must be
-    L2-normalised, so inner product is cosine similarity.
+    Every buffered vector sits in one exact inner-product FAISS index wrapped in
+    ``IndexIDMap2``: exact because a buffer holds tens of vectors, and ``IndexIDMap2``
+    because samples get evicted, which graph indexes such as HNSW do not support. Vectors
+    must be L2-normalised, so inner product is cosine similarity. Each domain keeps its
+    members' rows as a float32 array in insertion order; a search restricted to one
+    domain (rare: no shipped policy makes one) runs FAISS's same flat kernel over those rows.
 
     Each domain also keeps the float64 sum of its vectors, which turns IDD of a new
     sample into one dot product (``idd_from_sum``). Float drift: ``add`` updates the
@@ -35,8 +37,8 @@ class DomainIndex:
     a left-to-right sum in storage order, the same arithmetic as the incremental adds,
     so the sum is always bit-for-bit the sequential sum of the stored vectors; an index
     rebuilt by re-adding the same vectors in the same order (a restored snapshot) is
-    identical to the original. Removal already costs O(n·d) inside FAISS, so the
-    recomputation does not change its cost.
+    identical to the original. Removal already costs O(n·d) inside FAISS and in the
+    row array, so the recomputation does not change its cost.
 
     >>> index = DomainIndex(dim=2)
     >>> index.add("a", "medicine", np.array([1.0, 0.0], dtype=np.float32))
@@ -59,10 +61,8 @@ class DomainIndex:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive int (the embedding size), got {dim!r}")
         self.dim = dim
-        self._flat: dict[str, faiss.IndexFlatIP] = {}
-        self._indexes: dict[str, faiss.IndexIDMap2] = {}
-        # Every vector once more, for searches across domains: one FAISS call instead of one per
-        # domain (a flat inner product is computed per pair, so the similarities are the same bits).
+        # Every vector, for the searches across domains that every offer makes (a flat inner product
+        # is computed per pair, so a similarity has the same bits whichever flat index computes it).
         self._all_flat = faiss.IndexFlatIP(dim)
         self._all = faiss.IndexIDMap2(self._all_flat)
         # Each domain's event ids and float32 rows in FAISS's order (insertion order: removal keeps
@@ -82,11 +82,11 @@ class DomainIndex:
 
     def domains(self) -> list[str]:
         """Domains holding at least one vector, sorted: a fixed order keeps tie-breaks reproducible."""
-        return sorted(self._indexes)
+        return sorted(self._members)
 
     def count(self, domain: str) -> int:
-        index = self._indexes.get(domain)
-        return 0 if index is None else index.ntotal
+        members = self._members.get(domain)
+        return 0 if members is None else len(members)
 
     def sizes(self) -> dict[str, int]:
         """How many vectors each domain holds (domains in no particular order)."""
@@ -96,18 +96,13 @@ class DomainIndex:
         if event_id in self._where:
             raise ValueError(f"event_id {event_id!r} is already indexed; remove it before adding it again")
         row = self._as_row(vec, "vec")
-        if domain not in self._indexes:
-            flat = faiss.IndexFlatIP(self.dim)
-            self._flat[domain] = flat  # keep a Python reference: the ID map does not own it
-            self._indexes[domain] = faiss.IndexIDMap2(flat)
+        if domain not in self._members:
             self._sums[domain] = np.zeros(self.dim, dtype=np.float64)
             self._members[domain] = []
             self._rows[domain] = np.empty((8, self.dim), dtype=np.float32)
         fid = self._next_id
         self._next_id += 1
-        ids = np.array([fid], dtype=np.int64)
-        self._indexes[domain].add_with_ids(row, ids)
-        self._all.add_with_ids(row, ids)
+        self._all.add_with_ids(row, np.array([fid], dtype=np.int64))
         self._sums[domain] += row[0].astype(np.float64)
         self._where[event_id] = (domain, fid)
         self._event_of[fid] = event_id
@@ -122,14 +117,11 @@ class DomainIndex:
             raise KeyError(f"event_id {event_id!r} is not indexed")
         domain, fid = self._where.pop(event_id)
         del self._event_of[fid]
-        index = self._indexes[domain]
-        ids = np.array([fid], dtype=np.int64)
-        index.remove_ids(ids)
-        self._all.remove_ids(ids)
-        if index.ntotal == 0:
-            del self._indexes[domain], self._flat[domain], self._sums[domain], self._members[domain], self._rows[domain]
-            return
+        self._all.remove_ids(np.array([fid], dtype=np.int64))
         members, rows = self._members[domain], self._rows[domain]
+        if len(members) == 1:
+            del self._sums[domain], self._members[domain], self._rows[domain]
+            return
         at = members.index(event_id)
         del members[at]
         rows[at : len(members)] = rows[at + 1 : len(members) + 1]
@@ -148,7 +140,30 @@ class DomainIndex:
         """In-domain dissimilarity of ``vec`` to the vectors of ``domain``: 1 - mean cosine."""
         if domain not in self._sums:
             return idd_from_sum(self._as_row(vec, "vec")[0], np.zeros(self.dim), 0)
-        return idd_from_sum(self._as_row(vec, "vec")[0], self._sums[domain], self._indexes[domain].ntotal)
+        return idd_from_sum(self._as_row(vec, "vec")[0], self._sums[domain], len(self._members[domain]))
+
+    def features(self, vec: np.ndarray, domain: str) -> tuple[float, float]:
+        """``(max_sim(vec)[0], idd(vec, domain))``, the two buffer-dependent features of every offer, with
+        ``vec`` checked once: the same bits as the two calls.
+
+        >>> index = DomainIndex(dim=2)
+        >>> index.add("a", "law", np.array([0.6, 0.8], dtype=np.float32))
+        >>> q = np.array([1.0, 0.0], dtype=np.float32)
+        >>> index.features(q, "law") == (index.max_sim(q)[0], index.idd(q, "law"))
+        True
+        """
+        row = self._as_row(vec, "vec")
+        if self._all.ntotal == 0:
+            max_sim = -math.inf
+        else:
+            sims, _ = self._all.search(row, 1)
+            max_sim = float(sims[0, 0])
+        members = self._members.get(domain)
+        if members is None:
+            return max_sim, 1.0  # idd_from_sum of an empty domain
+        # idd_from_sum's arithmetic without its argument checks (row and sum are this index's own arrays)
+        mean_cos = float(np.dot(row[0].astype(np.float64), self._sums[domain])) / len(members)
+        return max_sim, min(2.0, max(0.0, 1.0 - mean_cos))
 
     def loo_idd(self, domain: str) -> dict[str, float]:
         """Each stored vector's IDD against the other vectors of its domain (leave-one-out)."""
@@ -160,7 +175,7 @@ class DomainIndex:
 
     def max_sim(self, vec: np.ndarray, domain: str | None = None) -> tuple[float, str | None]:
         """Highest cosine similarity to a stored vector (in ``domain``, or in any); ``(-inf, None)`` if none."""
-        if domain is not None and domain not in self._indexes:
+        if domain is not None and domain not in self._members:
             return -math.inf, None
         if domain is None:  # the one search of every offer: straight to the index
             if self._all.ntotal == 0:
@@ -182,10 +197,16 @@ class DomainIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must have shape (m, {self.dim}), got {queries.shape}")
-        index = self._all if domain is None else self._indexes[domain]
-        if index.ntotal == 0:
+        if domain is not None:
+            members = self._members[domain]
+            flat = faiss.IndexFlatIP(self.dim)  # the domain's rows in insertion order, as a domain index held them
+            flat.add(self._rows[domain][: len(members)])
+            sims, rows = flat.search(queries, min(k, flat.ntotal))
+            return [[(members[int(r)], float(s)) for s, r in zip(row_sims, row_rows) if r >= 0]
+                    for row_sims, row_rows in zip(sims, rows)]
+        if self._all.ntotal == 0:
             return [[] for _ in range(len(queries))]
-        sims, fids = index.search(queries, min(k, index.ntotal))
+        sims, fids = self._all.search(queries, min(k, self._all.ntotal))
         # FAISS returns each row best first; equal similarities come in a fixed order, so ties are reproducible.
         event_of = self._event_of
         return [[(event_of[int(f)], float(s)) for s, f in zip(row_sims, row_fids) if f >= 0]
@@ -474,6 +495,10 @@ class ArrayIndex:
         if not ids:
             return {}
         return {e: float(v) for e, v in zip(ids, loo_idd(vecs, self._rows[domain].sum))}
+
+    def features(self, vec: np.ndarray, domain: str) -> tuple[float, float]:
+        """``(max_sim(vec)[0], idd(vec, domain))``, as :meth:`DomainIndex.features`."""
+        return self.max_sim(vec)[0], self.idd(vec, domain)
 
     def max_sim(self, vec: np.ndarray, domain: str | None = None) -> tuple[float, str | None]:
         if domain is not None and domain not in self._rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -29,16 +30,31 @@ class RunningMoments:
             raise ValueError(f"size must be an int >= 1 (scores tracked), got {size!r}; e.g. size=3")
         self.size = size
         self.n = 0
-        self.mean = np.zeros(size)
-        self.m2 = np.zeros(size)  # sum of squared deviations from the current mean
+        # Plain floats: a policy updates these at every offer, and numpy's per-call cost on 3-vectors
+        # is most of the update. Each step is the IEEE operation numpy's elementwise loops perform,
+        # so the values are the same bits as the array form's.
+        self._mean = [0.0] * size
+        self._m2 = [0.0] * size  # sums of squared deviations from the current mean
         self._plain: tuple[list[float], list[float]] | None = None  # (mean, std) as floats, for zs
 
+    @property
+    def mean(self) -> np.ndarray:
+        """The running mean (a fresh array)."""
+        return np.array(self._mean)
+
+    @property
+    def m2(self) -> np.ndarray:
+        """The sums of squared deviations from the running mean (a fresh array)."""
+        return np.array(self._m2)
+
     def update(self, x: Any) -> None:
-        x = self._vector(x)
+        x = self._floats(x)
         self.n += 1
-        delta = x - self.mean
-        self.mean += delta / self.n
-        self.m2 += delta * (x - self.mean)
+        n, mean, m2 = self.n, self._mean, self._m2
+        for k, v in enumerate(x):
+            delta = v - mean[k]
+            mean[k] += delta / n
+            m2[k] += delta * (v - mean[k])
         self._plain = None
 
     def std(self) -> np.ndarray:
@@ -66,18 +82,29 @@ class RunningMoments:
     def plain(self) -> tuple[list[float], list[float]]:
         """The mean and the standard deviation as lists of floats (cached until the next update)."""
         if self._plain is None:
-            self._plain = (self.mean.tolist(), self.std().tolist())
+            d = max(self.n, 1)
+            self._plain = (list(self._mean), [math.sqrt(v / d) for v in self._m2])  # std()'s bits: IEEE / and sqrt
         return self._plain
 
     def state(self) -> dict[str, Any]:
         """Plain data for a snapshot; ``load`` is its inverse."""
-        return {"n": self.n, "mean": self.mean.tolist(), "m2": self.m2.tolist()}
+        return {"n": self.n, "mean": list(self._mean), "m2": list(self._m2)}
 
     def load(self, state: dict[str, Any]) -> None:
         self.n = int(state["n"])
-        self.mean = np.array(state["mean"], dtype=np.float64)
-        self.m2 = np.array(state["m2"], dtype=np.float64)
+        self._mean = self._floats(state["mean"])
+        self._m2 = self._floats(state["m2"])
         self._plain = None
+
+    def _floats(self, x: Any) -> list[float]:
+        if isinstance(x, np.ndarray):
+            if x.shape != (self.size,):
+                raise ValueError(f"expected {self.size} scores, got shape {x.shape}")
+            return x.astype(np.float64).tolist()
+        x = [float(v) for v in x]
+        if len(x) != self.size:
+            raise ValueError(f"expected {self.size} scores, got shape ({len(x)},)")
+        return x
 
     def _vector(self, x: Any) -> np.ndarray:
         x = np.array(x, dtype=np.float64)

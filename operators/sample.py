@@ -37,6 +37,20 @@ class Candidate:
     ifd: float = field(default=math.nan)  # loss(answer | prompt) / loss(answer), see policies/ifd.py
     uncertainty: float = field(default=math.nan)  # prompt-logit nuclear norm per token, see policies/uds.py
 
+    def with_features(self, idd: float, max_sim: float) -> Candidate:
+        """A copy with the two buffer-dependent features set (``dataclasses.replace`` without its
+        per-field machinery: every offer makes one).
+
+        >>> c = Candidate("e1", 0, np.array([1.0, 0.0], dtype=np.float32), eoe=0.5, dss=0.1)
+        >>> d = c.with_features(0.25, 0.75)
+        >>> d.idd, d.max_sim, d.eoe, d.embedding is c.embedding, math.isnan(c.idd)
+        (0.25, 0.75, 0.5, True, True)
+        """
+        copy = object.__new__(Candidate)
+        copy.__dict__.update(self.__dict__)
+        copy.idd, copy.max_sim = idd, max_sim
+        return copy
+
 
 NEAR_COPY = "duplicate"
 """Outcome of a candidate that nearly copies a buffered sample (sdss: cosine >= ``dup_threshold``)."""

@@ -66,8 +66,8 @@ class BufferPolicy(ABC):
             self._index = self._new_index(int(np.asarray(c.embedding).shape[-1]))
         # The offered candidate is not touched: the buffer keeps its own copy, with the two
         # features that depend on what the buffer holds at this offer.
-        max_sim, _ = self._index.max_sim(c.embedding)
-        c = dataclasses.replace(c, idd=self._index.idd(c.embedding, c.domain), max_sim=max_sim)
+        max_sim, idd = self._index.features(c.embedding, c.domain)
+        c = c.with_features(idd, max_sim)
         if c.event_id in self._samples:
             # A re-offered id (at-least-once delivery) must not be kept twice or change state.
             outcome, victim, score = REOFFERED, None, float("nan")

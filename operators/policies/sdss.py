@@ -161,10 +161,10 @@ class SDSS(BufferPolicy):
         return ("replaced", victim, score) if score > victim_score else ("rejected", None, score)
 
     def _observe(self, c: Candidate) -> None:
-        x = np.array([c.eoe, c.dss, c.idd], dtype=np.float64)
+        x = (float(c.eoe), float(c.dss), float(c.idd))
         if not (math.isfinite(x[0]) and math.isfinite(x[1]) and math.isfinite(x[2])):
             raise ValueError(
-                f"candidate {c.event_id!r} has a non-finite score (eoe, dss, idd) = {tuple(x)}; score it first"
+                f"candidate {c.event_id!r} has a non-finite score (eoe, dss, idd) = {x}; score it first"
             )
         self._moments.update(x)
         if self._ranks is not None:
