@@ -84,6 +84,23 @@ def test_running_sum_stays_the_exact_sequential_sum():
     assert np.array_equal(index._sums["a"], expected)
 
 
+@pytest.mark.parametrize("size", [64, 200])
+def test_sum_after_a_removal_is_the_sequential_sum_of_a_large_domain(size):
+    # remove() re-sums the remaining rows with one numpy reduction over axis 0; it must add them
+    # one after another as the incremental adds do, not pairwise, at a buffer's full size too.
+    rng = np.random.default_rng(size)
+    index = DomainIndex(576)
+    for step in range(size + 1):
+        vec = rng.standard_normal(576).astype(np.float32)
+        index.add(f"e{step}", "a", vec / np.linalg.norm(vec))
+    index.remove(f"e{size // 2}")
+    _, vecs = index.vectors("a")
+    expected = np.zeros(576)
+    for row in vecs:
+        expected += row.astype(np.float64)
+    assert np.array_equal(index._sums["a"], expected)
+
+
 def test_rebuilt_index_is_bit_identical():
     rng = np.random.default_rng(3)
     original, kept = DomainIndex(DIM), []
