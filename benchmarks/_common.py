@@ -12,7 +12,8 @@ folder per kind of CPU, so each kind's figures are kept) or ``results/quick/`` f
   which ``benchmarks/summarize.py`` collects into ``SUMMARY.md``.
 
 The header records the git commit the run measured (``commit``; ``-dirty`` when tracked files
-had uncommitted changes).
+had uncommitted changes; result files under ``benchmarks/results/`` do not count, since a
+queue of benchmarks rewrites them as it goes).
 
 The machine is shared: before each timed section, :class:`LoadGate` waits (sleeping and
 re-checking) while the 1-minute load average is above a threshold, up to a total budget per
@@ -102,12 +103,14 @@ def cpu_flags() -> str:
 
 
 def git_commit() -> str:
-    """The measured code: ``git rev-parse --short HEAD``, with ``-dirty`` if tracked files differ from it."""
+    """The measured code: ``git rev-parse --short HEAD``, with ``-dirty`` if tracked files other than the
+    committed results (``benchmarks/results/``, which earlier benchmarks of a queue rewrite) differ from it."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
-                               text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results"], cwd=REPO, capture_output=True, text=True,
+                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return head + ("-dirty" if dirty else "")
