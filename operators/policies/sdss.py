@@ -189,6 +189,8 @@ class SDSS(BufferPolicy):
 
     def _victim_domain(self, domain: str) -> str:
         if not self._large:
+            if self.domain_quota == "balanced" and self._index.count(domain):
+                return domain  # the candidate's own domain has buffered samples: no sizes needed
             # Usually one domain is strictly the answer and the arrival order below only breaks ties.
             sizes = self._index.sizes()
             total = sum(self._offered.values())

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping
-from itertools import chain, repeat
+from itertools import chain
 from dataclasses import dataclass, field
 
 from operators.sample import GENERAL_DOMAIN
@@ -122,8 +122,10 @@ class DomainScorer:
         DomainScore(dss=0.0, domain='general', overlaps={})
         """
         tokens = tokenize(text)
-        # One look-up per token, counted in C: each token yields the domains it belongs to.
-        counts = Counter(chain.from_iterable(map(self._word_domains.get, tokens, repeat(()))))
+        # One look-up per token; most tokens are in no lexicon, so only the hits' domain tuples are kept
+        # and counted in C.
+        word_domains = self._word_domains
+        counts = Counter(chain.from_iterable([word_domains[t] for t in tokens if t in word_domains]))
         if not counts:
             return DomainScore(dss=0.0, domain=GENERAL_DOMAIN, overlaps={})
         n = len(tokens)

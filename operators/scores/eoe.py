@@ -62,8 +62,9 @@ def histogram_entropy(values: np.ndarray, bins: int) -> float:
     return _entropy(histogram_counts(values, bins))
 
 
-def _entropy(counts: np.ndarray) -> float:
-    p = counts[counts > 0] / counts.sum()
+def _entropy(counts: np.ndarray, total: int | None = None) -> float:
+    """Entropy in bits of one histogram; ``total`` is ``counts.sum()`` when the caller knows it."""
+    p = counts[counts > 0] / (counts.sum() if total is None else total)
     # Rounding can leave -0.0 or 1e-17 for a one-bin histogram; report a clean 0.
     return max(0.0, float(-(p * np.log2(p)).sum()))
 
@@ -137,8 +138,9 @@ def eoe_batch(
         )
     # float64 so float16 embeddings with a narrow range still get distinct bin edges.
     counts = histogram_counts(values.astype(np.float64), bins)
+    total = values.shape[1]  # every value lands in one bin, so each row's counts sum to the row's length
     out = []
     for row, n in zip(counts, n_tokens):
         denominator = math.log2(bins) if mode == "bins" else math.log2(n + 1)
-        out.append(_entropy(row) / denominator)
+        out.append(_entropy(row, total) / denominator)
     return out
