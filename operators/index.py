@@ -66,10 +66,10 @@ class DomainIndex:
         self._all_flat = faiss.IndexFlatIP(dim)
         self._all = faiss.IndexIDMap2(self._all_flat)
         # Output buffers of the one-query search of every offer, passed to FAISS's C++ search directly:
-        # its Python wrapper's checks and allocations cost half as much as the search itself.
+        # its Python wrapper's checks and allocations cost half as much as the search itself. (Plain
+        # arrays, not their swig pointers, so that the index still pickles and deep-copies.)
         self._top_sim = np.empty((1, 1), dtype=np.float32)
         self._top_fid = np.empty((1, 1), dtype=np.int64)
-        self._top_ptrs = (faiss.swig_ptr(self._top_sim), faiss.swig_ptr(self._top_fid))
         # Each domain's event ids and float32 rows in FAISS's order (insertion order: removal keeps
         # it), so reading a domain back costs no FAISS round trip.
         self._members: dict[str, list[str]] = {}
@@ -159,11 +159,7 @@ class DomainIndex:
         True
         """
         row = self._as_row(vec, "vec")
-        if self._all.ntotal == 0:
-            max_sim = -math.inf
-        else:  # what self._all.search(row, 1) computes, without the wrapper
-            self._all.search_c(1, faiss.swig_ptr(row), 1, *self._top_ptrs, None)
-            max_sim = float(self._top_sim[0, 0])
+        max_sim = self._top1(row)[0] if self._all.ntotal else -math.inf
         members = self._members.get(domain)
         if members is None:
             return max_sim, 1.0  # idd_from_sum of an empty domain
@@ -183,11 +179,11 @@ class DomainIndex:
         """Highest cosine similarity to a stored vector (in ``domain``, or in any); ``(-inf, None)`` if none."""
         if domain is not None and domain not in self._members:
             return -math.inf, None
-        if domain is None:  # the one search of every offer: straight to the index
+        if domain is None:  # across domains: straight to the index
             if self._all.ntotal == 0:
                 return -math.inf, None
-            sims, fids = self._all.search(self._as_row(vec, "vec"), 1)
-            return float(sims[0, 0]), self._event_of[int(fids[0, 0])]
+            sim, fid = self._top1(self._as_row(vec, "vec"))
+            return sim, self._event_of[fid]
         hits = self.search(self._as_row(vec, "vec"), 1, domain)[0]
         if not hits:
             return -math.inf, None
@@ -217,6 +213,12 @@ class DomainIndex:
         event_of = self._event_of
         return [[(event_of[int(f)], float(s)) for s, f in zip(row_sims, row_fids) if f >= 0]
                 for row_sims, row_fids in zip(sims, fids)]
+
+    def _top1(self, row: np.ndarray) -> tuple[float, int]:
+        """The most similar stored vector to one checked ``row`` across domains, as ``(cosine, faiss id)``:
+        what ``self._all.search(row, 1)`` computes, through FAISS's C++ search without its Python wrapper."""
+        self._all.search_c(1, faiss.swig_ptr(row), 1, faiss.swig_ptr(self._top_sim), faiss.swig_ptr(self._top_fid), None)
+        return float(self._top_sim[0, 0]), int(self._top_fid[0, 0])
 
     def _as_row(self, vec: np.ndarray, name: str) -> np.ndarray:
         row = np.ascontiguousarray(vec, dtype=np.float32).reshape(1, -1)

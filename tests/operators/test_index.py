@@ -142,3 +142,23 @@ def test_bad_input_is_refused_with_a_reason():
         index.remove("nope")
     with pytest.raises(ValueError, match="dim"):
         DomainIndex(0)
+
+
+def test_a_buffer_pickles_and_deep_copies_with_its_index():
+    # Policies (and their FAISS index) must survive pickle and deepcopy: both rebuilt copies decide as the original.
+    import copy
+    import pickle
+
+    from operators.policies import make_policy
+    from operators.sample import Candidate
+
+    rng = np.random.default_rng(5)
+    rows = unit_rows(rng, 12)
+    policy = make_policy("sdss", capacity=4, seed=0)
+    for i, row in enumerate(rows[:8]):
+        policy.offer(Candidate(f"e{i}", i, row, eoe=float(i % 3), dss=0.1 * (i % 2), domain="law" if i % 2 else "medicine"))
+    copies = [pickle.loads(pickle.dumps(policy)), copy.deepcopy(policy)]
+    for i, row in enumerate(rows[8:], start=8):
+        c = Candidate(f"e{i}", i, row, eoe=float(i % 3), dss=0.1, domain="law")
+        expected = policy.offer(c)
+        assert [repr(other.offer(c)) for other in copies] == [repr(expected)] * 2
