@@ -62,7 +62,7 @@ class RunningMoments:
 
     def z(self, x: Any) -> np.ndarray:
         std = self.std()
-        return np.divide(self._vector(x) - self.mean, std, out=np.zeros(self.size), where=std > 0)
+        return np.divide(np.array(self._floats(x)) - self.mean, std, out=np.zeros(self.size), where=std > 0)
 
     def zs(self, x: Any) -> list[float]:
         """``z(x)`` as a list of floats, the same bits, without numpy's per-call cost (a policy
@@ -104,12 +104,6 @@ class RunningMoments:
         x = [float(v) for v in x]
         if len(x) != self.size:
             raise ValueError(f"expected {self.size} scores, got shape ({len(x)},)")
-        return x
-
-    def _vector(self, x: Any) -> np.ndarray:
-        x = np.array(x, dtype=np.float64)
-        if x.shape != (self.size,):
-            raise ValueError(f"expected {self.size} scores, got shape {x.shape}")
         return x
 
 

@@ -46,7 +46,7 @@ class Candidate:
         >>> d.idd, d.max_sim, d.eoe, d.embedding is c.embedding, math.isnan(c.idd)
         (0.25, 0.75, 0.5, True, True)
         """
-        copy = object.__new__(Candidate)
+        copy = object.__new__(type(self))
         copy.__dict__.update(self.__dict__)
         copy.idd, copy.max_sim = idd, max_sim
         return copy
