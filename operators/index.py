@@ -70,8 +70,8 @@ class DomainIndex:
         # arrays, not their swig pointers, so that the index still pickles and deep-copies.)
         self._top_sim = np.empty((1, 1), dtype=np.float32)
         self._top_fid = np.empty((1, 1), dtype=np.int64)
-        # Each domain's event ids and float32 rows in FAISS's order (insertion order: removal keeps
-        # it), so reading a domain back costs no FAISS round trip.
+        # Each domain's event ids and float32 rows in insertion order (removal keeps it): a domain is read
+        # back, searched and re-summed from these.
         self._members: dict[str, list[str]] = {}
         self._rows: dict[str, np.ndarray] = {}
         self._sums: dict[str, np.ndarray] = {}
@@ -144,9 +144,7 @@ class DomainIndex:
 
     def idd(self, vec: np.ndarray, domain: str) -> float:
         """In-domain dissimilarity of ``vec`` to the vectors of ``domain``: 1 - mean cosine."""
-        if domain not in self._sums:
-            return idd_from_sum(self._as_row(vec, "vec")[0], np.zeros(self.dim), 0)
-        return idd_from_sum(self._as_row(vec, "vec")[0], self._sums[domain], len(self._members[domain]))
+        return self._row_idd(self._as_row(vec, "vec")[0], domain)
 
     def features(self, vec: np.ndarray, domain: str) -> tuple[float, float]:
         """``(max_sim(vec)[0], idd(vec, domain))``, the two buffer-dependent features of every offer, with
@@ -159,13 +157,16 @@ class DomainIndex:
         True
         """
         row = self._as_row(vec, "vec")
-        max_sim = self._top1(row)[0] if self._all.ntotal else -math.inf
+        return (self._top1(row)[0] if self._all.ntotal else -math.inf), self._row_idd(row[0], domain)
+
+    def _row_idd(self, row: np.ndarray, domain: str) -> float:
+        """``idd_from_sum(row, domain sum, count)`` for a checked row, without its argument checks (the row and
+        the sum are this index's own arrays): 1.0 for an empty domain, else 1 - mean cosine clipped to [0, 2]."""
         members = self._members.get(domain)
         if members is None:
-            return max_sim, 1.0  # idd_from_sum of an empty domain
-        # idd_from_sum's arithmetic without its argument checks (row and sum are this index's own arrays)
-        mean_cos = float(np.dot(row[0].astype(np.float64), self._sums[domain])) / len(members)
-        return max_sim, min(2.0, max(0.0, 1.0 - mean_cos))
+            return 1.0
+        mean_cos = float(np.dot(row.astype(np.float64), self._sums[domain])) / len(members)
+        return min(2.0, max(0.0, 1.0 - mean_cos))
 
     def loo_idd(self, domain: str) -> dict[str, float]:
         """Each stored vector's IDD against the other vectors of its domain (leave-one-out)."""
